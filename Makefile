@@ -1,0 +1,39 @@
+# The README's commands. Each creates .venv if absent and installs dlpipe into it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Re-install only when the package metadata changes.
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# DVC stages call `dlpipe`; run them with the venv first on PATH.
+RUN    := PATH="$(CURDIR)/$(BIN):$$PATH"
+
+.PHONY: install demo test test-all bench clean
+
+install: $(STAMP)
+
+$(STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+## demo: run the sample pipeline offline with `dvc repro`, then summarise its metrics
+demo: install
+	$(RUN) $(BIN)/dvc repro
+	$(RUN) $(BIN)/dvc metrics show
+
+## test: the default test suite (what CI runs)
+test: install
+	$(RUN) $(BIN)/python -m pytest -n 2 --dist loadfile
+
+## test-all: also the long checks marked `slow`
+test-all: install
+	$(RUN) $(BIN)/python -m pytest -n 2 --dist loadfile -m ''
+
+## bench: benchmarks (minutes; results in bench/results/ and docs/BENCHMARKS.md)
+bench: install
+	$(RUN) $(BIN)/python bench/bench_ingest.py
+
+clean:
+	rm -rf data dvc.lock .pytest_cache

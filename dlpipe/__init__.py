@@ -1,0 +1,3 @@
+"""dlpipe: applied deep learning as a reproducible DVC pipeline."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,244 @@
+"""Typed parameters: one pydantic model per params.yaml section.
+
+``load_params`` reads params.yaml, applies ``--set section.key=value`` overrides
+and validates everything before any work starts. Every key is required in the
+file (params.yaml is the single source of truth, and DVC can only track keys
+that are written there); wrong types, unknown keys (typos) and out-of-range
+values raise :class:`~dlpipe.errors.ConfigError` naming the key path.
+"""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dlpipe.errors import ConfigError
+
+Modality = Literal["image", "audio", "text"]
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are not silently coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class BaseConfig(Section):
+    """``base``: settings every stage shares."""
+
+    seed: int = Field(ge=0, description="seed for every random choice; stages derive their own from it")
+    data_dir: str = Field(min_length=1, description="folder (relative to params.yaml) that holds every artifact")
+
+
+class DatasetConfig(Section):
+    """One entry of ``datasets``: what kind of data and where it lives."""
+
+    modality: Modality
+    source: str = Field(
+        min_length=1,
+        description="image/audio: a folder with one sub-folder per class, or a CSV of path,label; "
+        "text: a file or a folder of text files (relative paths are relative to params.yaml)",
+    )
+
+
+class SampleImagesConfig(Section):
+    """``sample.images``: the generated shapes dataset."""
+
+    per_class: int = Field(ge=1, le=100_000)
+    size: int = Field(ge=32, le=2048, description="side of the square images in pixels")
+    jpeg_fraction: float = Field(ge=0, le=1, description="share of images saved as JPEG (the rest PNG)")
+
+
+class SampleAudioConfig(Section):
+    """``sample.audio``: the generated sounds dataset."""
+
+    per_class: int = Field(ge=1, le=100_000)
+    duration: float = Field(gt=0.1, le=60, description="clip length in seconds (varied by up to ±25%)")
+    sample_rates: list[int] = Field(min_length=1, description="sample rates to mix across files")
+
+    @field_validator("sample_rates")
+    @classmethod
+    def _rates_in_range(cls, rates: list[int]) -> list[int]:
+        for rate in rates:
+            if not 4_000 <= rate <= 192_000:
+                raise ValueError(f"expected sample rates between 4000 and 192000 Hz, got {rate}")
+        return rates
+
+
+class SampleConfig(Section):
+    """``sample``: parameters of the bundled demo data generators."""
+
+    images: SampleImagesConfig
+    audio: SampleAudioConfig
+
+
+class ImageIngestConfig(Section):
+    """``ingest.image``: what counts as a usable image."""
+
+    min_side: int = Field(ge=1, description="reject images whose shorter side is below this")
+    max_pixels: int = Field(ge=1, description="reject images with more pixels (decompression bombs)")
+
+
+class AudioIngestConfig(Section):
+    """``ingest.audio``: what counts as a usable clip."""
+
+    min_duration: float = Field(ge=0, description="reject clips shorter than this many seconds")
+
+
+class TextIngestConfig(Section):
+    """``ingest.text``: how the corpus is decoded."""
+
+    encoding: str = Field(description="encoding of the source files (utf-8, latin-1, cp1252, ...)")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, name: str) -> str:
+        try:
+            codecs.lookup(name)
+        except LookupError:
+            raise ValueError(f"expected a Python codec name such as utf-8 or latin-1, got {name!r}") from None
+        return name
+
+
+class IngestConfig(Section):
+    """``ingest``: validation, splitting and parallelism of the ingest stage."""
+
+    val_fraction: float = Field(ge=0, lt=1)
+    test_fraction: float = Field(ge=0, lt=1)
+    max_reject_fraction: float = Field(ge=0, le=1, description="fail when more of the items are rejected")
+    workers: int = Field(ge=0, description="decode processes; 0 means one per CPU core")
+    image: ImageIngestConfig
+    audio: AudioIngestConfig
+    text: TextIngestConfig
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> IngestConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction + test_fraction must be < 1 to leave training data, "
+                f"got {self.val_fraction} + {self.test_fraction}"
+            )
+        return self
+
+
+class Params(Section):
+    """The whole of params.yaml."""
+
+    base: BaseConfig
+    datasets: dict[str, DatasetConfig] = Field(min_length=1)
+    sample: SampleConfig
+    ingest: IngestConfig
+
+    @field_validator("datasets")
+    @classmethod
+    def _names_are_folder_safe(cls, datasets: dict[str, DatasetConfig]) -> dict[str, DatasetConfig]:
+        for name in datasets:
+            if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+                raise ValueError(f"dataset names may hold letters, digits, '-' and '_' only, got {name!r}")
+        return datasets
+
+
+class Project:
+    """Validated params plus the folder they are relative to (the project root)."""
+
+    def __init__(self, params: Params, root: Path, params_path: Path) -> None:
+        self.params = params
+        self.root = root
+        self.params_path = params_path
+
+    @property
+    def data_dir(self) -> Path:
+        """Folder holding every artifact (``base.data_dir``)."""
+        return self.resolve(self.params.base.data_dir)
+
+    def resolve(self, relative: str | Path) -> Path:
+        """Resolve a path from params.yaml against the project root."""
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    def dataset(self, name: str) -> DatasetConfig:
+        """Return a dataset's config, or a ConfigError listing the known names."""
+        try:
+            return self.params.datasets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.params.datasets))
+            raise ConfigError(f"datasets.{name}: no such dataset in {self.params_path}", f"known datasets: {known}") from None
+
+    def dataset_dir(self, name: str) -> Path:
+        """Folder of one dataset's artifacts: ``<data_dir>/<name>``."""
+        return self.data_dir / name
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``section.key=value`` into a key path and a YAML-parsed value."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"--set {text!r}: expected section.key=value", "for example --set ingest.workers=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({exc.problem})") from None
+    return parts, value
+
+
+def apply_override(document: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set ``document[a][b]... = value``, creating nothing but the last key."""
+    node: Any = document
+    for depth, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node:
+            path = ".".join(parts[: depth + 1])
+            raise ConfigError(f"--set {'.'.join(parts)}: there is no section {path} in params")
+        node = node[part]
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set {'.'.join(parts)}: {'.'.join(parts[:-1])} is not a section")
+    node[parts[-1]] = value
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """Render pydantic errors as ``key.path: message, got value`` lines."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            lines.append(f"{path}: missing (every key must be written in params.yaml)")
+        elif item["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key (a typo?)")
+        else:
+            lines.append(f"{path}: {message}, got {item['input']!r}")
+    return "\n".join(lines)
+
+
+def load_project(params_path: Path | str = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Project:
+    """Read, override and validate params.yaml.
+
+    Args:
+        params_path: the params file; relative paths inside it resolve against its folder.
+        overrides: ``section.key=value`` strings applied in order before validation.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or any value is invalid.
+    """
+    path = Path(params_path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"params file not found: {path}", "run from the project root or pass --params PATH"
+        ) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (base, datasets, ...), got {type(document).__name__}")
+    for override in overrides:
+        apply_override(document, *parse_override(override))
+    try:
+        params = Params.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(f"{path} is invalid:\n{format_validation_error(exc)}", "fix the keys named above") from None
+    return Project(params, root=path.resolve().parent, params_path=path)

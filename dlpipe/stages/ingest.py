@@ -1,0 +1,488 @@
+"""``ingest``: validate a dataset, record it in a manifest and split it.
+
+Every file is decoded fully (in parallel across cores). Accepted items go to
+``manifest.csv`` with their hash, size and per-modality facts; everything not
+taken goes to ``rejected.csv`` with a reason. Exact duplicates are kept once, so
+copies of one content can never straddle the train/val/test split. The user's
+source folder is only ever read.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import multiprocessing
+import os
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlpipe.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sidecar, stage_lock, write_csv
+from dlpipe.config import DatasetConfig, IngestConfig, Project
+from dlpipe.console import track, warn
+from dlpipe.errors import InputDataError
+from dlpipe.media import Rejected
+
+STAGE = "ingest"
+COMMON_COLUMNS = ("path", "label", "split", "sha256", "size_bytes")
+MODALITY_COLUMNS = {
+    "image": ("width", "height", "format", "mode", "conversion"),
+    "audio": ("duration", "sample_rate", "channels", "frames", "format", "subtype"),
+    "text": ("lines", "tokens", "chars", "encoding"),
+}
+REJECTED_COLUMNS = ("path", "label", "reason", "detail")
+# Not data at all (OS litter, metadata beside the class folders): listed, but not counted as bad items.
+IGNORED_REASONS = frozenset({"hidden_file", "outside_class_folder"})
+# Dropped on purpose, not because the file is bad: not counted against max_reject_fraction.
+DEDUPLICATION_REASONS = frozenset({"duplicate", "label_conflict"})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One file to inspect: its absolute path, its path as recorded, and its label."""
+
+    source: Path
+    relpath: str
+    label: str
+
+
+@dataclass
+class Outcome:
+    """The result of inspecting one candidate: facts for the manifest, or a rejection."""
+
+    candidate: Candidate
+    sha256: str = ""
+    size_bytes: int = 0
+    facts: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    detail: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return not self.reason
+
+
+@dataclass(frozen=True)
+class Result:
+    """What an ingest run produced."""
+
+    dataset: str
+    modality: str
+    out_dir: Path
+    metrics_path: Path
+    accepted: int
+    rejected: int
+    ignored: int
+    classes: dict[str, int]
+    splits: dict[str, int]
+    metrics: dict[str, Any]
+
+
+def run(project: Project, dataset: str) -> Result:
+    """Ingest one dataset of ``project`` into ``<data_dir>/<dataset>/ingest``.
+
+    Args:
+        project: validated params and the project root.
+        dataset: a key of ``datasets`` in params.yaml.
+
+    Returns:
+        Result with output paths, counts and the metrics written.
+
+    Raises:
+        InputDataError: missing source, empty dataset, a single class, a class with no
+            usable file, or more than ``ingest.max_reject_fraction`` bad items.
+    """
+    spec = project.dataset(dataset)
+    cfg = project.params.ingest
+    source = project.resolve(spec.source)
+    dataset_dir = project.dataset_dir(dataset)
+    out_dir = dataset_dir / STAGE
+    metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"
+
+    with stage_lock(dataset_dir, STAGE):
+        candidates, ignored = _enumerate(source, spec, dataset)
+        if not candidates:
+            raise InputDataError(f"dataset '{dataset}': no files found in {source}", _layout_hint(spec.modality))
+        inspect = _inspector(spec, cfg)
+        outcomes = _inspect_all(candidates, inspect, cfg.workers, f"ingest {dataset}", spec.modality)
+        if spec.modality != "text":
+            _deduplicate(outcomes)
+        accepted = [o for o in outcomes if o.accepted]
+        rejected = [o for o in outcomes if not o.accepted]
+        _check_usable(dataset, spec, cfg, source, candidates, outcomes, accepted)
+        splits = _assign_splits(accepted, cfg, project.params.base.seed) if spec.modality != "text" else {}
+        metrics = _metrics(dataset, spec, outcomes, accepted, rejected, ignored, splits)
+        if metrics["label_conflicts"]:
+            warn(f"{metrics['label_conflicts']} files share content under different labels; none was kept (rejected.csv)")
+
+        with atomic_dir(out_dir) as staging:
+            _write_manifest(staging / "manifest.csv", spec, accepted, splits)
+            write_csv(staging / "rejected.csv", REJECTED_COLUMNS, _rejected_rows(rejected + ignored))
+            if spec.modality == "text":
+                _write_corpus(staging / "corpus.txt", accepted, cfg.text.encoding)
+            atomic_write_json(
+                staging / "manifest.json",
+                sidecar(
+                    STAGE,
+                    dataset=dataset,
+                    modality=spec.modality,
+                    source=spec.source,
+                    manifest_sha256=sha256_file(staging / "manifest.csv"),
+                    params={"seed": project.params.base.seed, **cfg.model_dump(exclude={"workers"})},
+                    counts={k: metrics[k] for k in ("accepted", "rejected", "ignored")},
+                    versions=library_versions("pillow", "soundfile", "numpy"),
+                ),
+            )
+        atomic_write_json(metrics_path, metrics)
+    return Result(
+        dataset=dataset,
+        modality=spec.modality,
+        out_dir=out_dir,
+        metrics_path=metrics_path,
+        accepted=len(accepted),
+        rejected=len(rejected),
+        ignored=len(ignored),
+        classes=metrics["classes"],
+        splits=metrics["splits"],
+        metrics=metrics,
+    )
+
+
+# --- finding the candidates -------------------------------------------------------------------
+
+
+def _layout_hint(modality: str) -> str:
+    if modality == "text":
+        return "point datasets.<name>.source at a text file or a folder of text files"
+    return "point datasets.<name>.source at a folder with one sub-folder per class, or a CSV with columns path,label"
+
+
+def _is_hidden(relative: Path) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in relative.parts)
+
+
+def _enumerate(source: Path, spec: DatasetConfig, dataset: str) -> tuple[list[Candidate], list[Outcome]]:
+    """List the files to inspect and those ignored outright (hidden files, stray top-level files)."""
+    if not source.exists():
+        raise InputDataError(f"dataset '{dataset}': source not found: {source}", _layout_hint(spec.modality))
+    if spec.modality != "text" and source.is_file():
+        if source.suffix.lower() != ".csv":
+            raise InputDataError(f"dataset '{dataset}': source {source} is a file but not a CSV", _layout_hint(spec.modality))
+        return _from_csv(source), []
+    if source.is_file():
+        return [Candidate(source, source.name, "")], []
+    candidates: list[Candidate] = []
+    ignored: list[Outcome] = []
+    class_dirs = []
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        relpath = relative.as_posix()
+        if path.is_dir():
+            if len(relative.parts) == 1 and not _is_hidden(relative):
+                class_dirs.append(path)
+            continue
+        label = relative.parts[0] if spec.modality != "text" and len(relative.parts) > 1 else ""
+        if _is_hidden(relative):
+            ignored.append(Outcome(Candidate(path, relpath, label), reason="hidden_file", detail="hidden file or folder"))
+        elif spec.modality != "text" and len(relative.parts) == 1:
+            ignored.append(
+                Outcome(Candidate(path, relpath, ""), reason="outside_class_folder", detail="not inside a class folder")
+            )
+        else:
+            candidates.append(Candidate(path, relpath, label))
+    if spec.modality != "text":
+        _check_classes(dataset, source, class_dirs, candidates)
+    return candidates, ignored
+
+
+def _check_classes(dataset: str, source: Path, class_dirs: list[Path], candidates: list[Candidate]) -> None:
+    with_files = {c.label for c in candidates}
+    empty = [d.name for d in class_dirs if d.name not in with_files]
+    if empty:
+        raise InputDataError(
+            f"dataset '{dataset}': class folder(s) with no files: {', '.join(empty)} (in {source})",
+            "add files to each class folder or remove the empty ones",
+        )
+
+
+def _from_csv(table: Path) -> list[Candidate]:
+    """Candidates from a ``path,label`` CSV; paths are relative to the CSV's folder."""
+    with open(table, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"path", "label"} - set(reader.fieldnames or ())
+        if missing:
+            raise InputDataError(
+                f"{table}: missing column(s) {', '.join(sorted(missing))}; found {reader.fieldnames}",
+                "the CSV needs a header row with columns path,label",
+            )
+        rows = [(row["path"], row["label"]) for row in reader]
+    candidates = []
+    for number, (relpath, label) in enumerate(rows, start=2):
+        if not relpath or not label:
+            raise InputDataError(f"{table}, line {number}: empty path or label", "fill in both columns on every row")
+        path = Path(relpath)
+        candidates.append(Candidate(path if path.is_absolute() else table.parent / path, relpath, label))
+    return candidates
+
+
+# --- inspecting -------------------------------------------------------------------------------
+
+
+def _inspector(spec: DatasetConfig, cfg: IngestConfig) -> Callable[[Candidate], Outcome]:
+    """A picklable function that inspects one candidate of this modality."""
+    if spec.modality == "image":
+        return functools.partial(_inspect_image, min_side=cfg.image.min_side, max_pixels=cfg.image.max_pixels)
+    if spec.modality == "audio":
+        return functools.partial(_inspect_audio, min_duration=cfg.audio.min_duration)
+    return functools.partial(_inspect_text, encoding=cfg.text.encoding)
+
+
+def _read(candidate: Candidate) -> tuple[Outcome, bytes | None]:
+    outcome = Outcome(candidate)
+    try:
+        data = candidate.source.read_bytes()
+    except FileNotFoundError:
+        outcome.reason, outcome.detail = "missing_file", "listed but not found"
+        return outcome, None
+    except OSError as exc:
+        outcome.reason, outcome.detail = "unreadable", str(exc)
+        return outcome, None
+    outcome.sha256 = hashlib.sha256(data).hexdigest()
+    outcome.size_bytes = len(data)
+    return outcome, data
+
+
+def _inspect_image(candidate: Candidate, min_side: int, max_pixels: int) -> Outcome:
+    from dlpipe.media.images import inspect_image
+
+    outcome, data = _read(candidate)
+    if data is not None:
+        try:
+            outcome.facts = asdict(inspect_image(data, min_side, max_pixels))
+        except Rejected as rejection:
+            outcome.reason, outcome.detail = rejection.reason, rejection.detail
+    return outcome
+
+
+def _inspect_audio(candidate: Candidate, min_duration: float) -> Outcome:
+    from dlpipe.media.audio import inspect_audio
+
+    outcome, data = _read(candidate)
+    if data is not None:
+        try:
+            facts = asdict(inspect_audio(data, min_duration))
+            facts["duration"] = round(facts["duration"], 6)
+            outcome.facts = facts
+        except Rejected as rejection:
+            outcome.reason, outcome.detail = rejection.reason, rejection.detail
+    return outcome
+
+
+def _inspect_text(candidate: Candidate, encoding: str) -> Outcome:
+    from dlpipe.media.text import inspect_text
+
+    # Text files can be large: hash and decode by streaming rather than reading whole.
+    outcome = Outcome(candidate, sha256=sha256_file(candidate.source), size_bytes=candidate.source.stat().st_size)
+    try:
+        outcome.facts = {**asdict(inspect_text(candidate.source, encoding)), "encoding": encoding}
+    except Rejected as rejection:
+        outcome.reason, outcome.detail = rejection.reason, rejection.detail
+    return outcome
+
+
+def _inspect_all(
+    candidates: list[Candidate], inspect: Callable[[Candidate], Outcome], workers: int, description: str, modality: str
+) -> list[Outcome]:
+    """Inspect every candidate, in a process pool when there is enough work to share."""
+    workers = workers or os.cpu_count() or 1
+    unit = {"image": "images", "audio": "clips", "text": "files"}[modality]
+    if workers == 1 or len(candidates) < 4 * workers:
+        return list(track(map(inspect, candidates), len(candidates), description, unit))
+    # Chunks amortise inter-process overhead while keeping the progress bar moving.
+    chunksize = max(1, min(32, len(candidates) // (workers * 8)))
+    context = multiprocessing.get_context("fork") if os.name == "posix" else None
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        results = pool.map(inspect, candidates, chunksize=chunksize)
+        return list(track(results, len(candidates), description, unit))
+
+
+# --- deduplication, checks, splits -------------------------------------------------------------
+
+
+def _deduplicate(outcomes: list[Outcome]) -> None:
+    """Keep one copy of each content; reject every copy whose content carries two labels."""
+    by_hash: dict[str, list[Outcome]] = defaultdict(list)
+    for outcome in outcomes:
+        if outcome.accepted:
+            by_hash[outcome.sha256].append(outcome)
+    for copies in by_hash.values():
+        if len(copies) < 2:
+            continue
+        copies.sort(key=lambda o: o.candidate.relpath)
+        labels = sorted({o.candidate.label for o in copies})
+        if len(labels) > 1:
+            # The true label is unknowable, so no copy is trusted.
+            others = ", ".join(o.candidate.relpath for o in copies)
+            for outcome in copies:
+                outcome.reason = "label_conflict"
+                outcome.detail = f"same content under labels {', '.join(labels)}: {others}"
+        else:
+            for outcome in copies[1:]:
+                outcome.reason, outcome.detail = "duplicate", f"same content as {copies[0].candidate.relpath} (kept)"
+
+
+def _check_usable(
+    dataset: str,
+    spec: DatasetConfig,
+    cfg: IngestConfig,
+    source: Path,
+    candidates: list[Candidate],
+    outcomes: list[Outcome],
+    accepted: list[Outcome],
+) -> None:
+    bad = [o for o in outcomes if not o.accepted and o.reason not in DEDUPLICATION_REASONS]
+    fraction = len(bad) / len(outcomes)
+    if fraction > cfg.max_reject_fraction:
+        reasons = Counter(o.reason for o in bad)
+        examples = "; ".join(f"{o.candidate.relpath}: {o.detail}" for o in bad[:3])
+        raise InputDataError(
+            f"dataset '{dataset}': {len(bad)} of {len(outcomes)} items rejected ({fraction:.1%}), more than "
+            f"ingest.max_reject_fraction={cfg.max_reject_fraction} "
+            f"[{', '.join(f'{r}: {n}' for r, n in reasons.most_common())}]; e.g. {examples}",
+            "fix or remove the bad files, or raise ingest.max_reject_fraction",
+        )
+    if spec.modality == "text":
+        if sum(o.facts["tokens"] for o in accepted) == 0:
+            raise InputDataError(f"dataset '{dataset}': the corpus in {source} is empty (no words)", _layout_hint("text"))
+        return
+    if not accepted:
+        raise InputDataError(f"dataset '{dataset}': no usable item in {source}", _layout_hint(spec.modality))
+    labels = sorted({c.label for c in candidates})
+    usable = {o.candidate.label for o in accepted}
+    if len(labels) < 2:
+        raise InputDataError(
+            f"dataset '{dataset}': only one class ({labels[0]!r}) in {source}; classification needs at least two",
+            _layout_hint(spec.modality),
+        )
+    unusable = [label for label in labels if label not in usable]
+    if unusable:
+        raise InputDataError(
+            f"dataset '{dataset}': class(es) with no usable file: {', '.join(unusable)}",
+            "see the rejection reasons above; add valid files for these classes",
+        )
+
+
+def _assign_splits(accepted: list[Outcome], cfg: IngestConfig, seed: int) -> dict[str, str]:
+    """Stratified split: per label, shuffle by a seed that depends on the label, then cut.
+
+    Ordering by content hash first makes the split independent of file names and of
+    the order the files were listed in. Returns sha256 -> split.
+    """
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for outcome in accepted:
+        by_label[outcome.candidate.label].append(outcome.sha256)
+    splits: dict[str, str] = {}
+    for label, hashes in sorted(by_label.items()):
+        hashes.sort()
+        rng = np.random.default_rng([seed, zlib.crc32(label.encode("utf-8"))])
+        order = [hashes[i] for i in rng.permutation(len(hashes))]
+        n_test, n_val = _split_sizes(len(order), cfg.test_fraction, cfg.val_fraction)
+        for index, digest in enumerate(order):
+            splits[digest] = "test" if index < n_test else "val" if index < n_test + n_val else "train"
+    return splits
+
+
+def _split_sizes(n: int, test_fraction: float, val_fraction: float) -> tuple[int, int]:
+    """Rounded split sizes; a requested split gets at least one item once a class has three."""
+    n_test = round(n * test_fraction)
+    n_val = round(n * val_fraction)
+    if n >= 3:
+        n_test = max(n_test, 1 if test_fraction > 0 else 0)
+        n_val = max(n_val, 1 if val_fraction > 0 else 0)
+    while n_test + n_val >= n and n_test + n_val > 0:
+        if n_val >= n_test and n_val > 0:
+            n_val -= 1
+        else:
+            n_test -= 1
+    return n_test, n_val
+
+
+# --- outputs ------------------------------------------------------------------------------------
+
+
+def _write_manifest(path: Path, spec: DatasetConfig, accepted: list[Outcome], splits: dict[str, str]) -> None:
+    columns = COMMON_COLUMNS + MODALITY_COLUMNS[spec.modality]
+    rows = (
+        {
+            "path": o.candidate.relpath,
+            "label": o.candidate.label,
+            "split": splits.get(o.sha256, "train"),
+            "sha256": o.sha256,
+            "size_bytes": o.size_bytes,
+            **{key: o.facts[key] for key in MODALITY_COLUMNS[spec.modality]},
+        }
+        for o in sorted(accepted, key=lambda o: o.candidate.relpath)
+    )
+    write_csv(path, columns, rows)
+
+
+def _rejected_rows(outcomes: list[Outcome]) -> list[dict[str, str]]:
+    return [
+        {"path": o.candidate.relpath, "label": o.candidate.label, "reason": o.reason, "detail": o.detail}
+        for o in sorted(outcomes, key=lambda o: o.candidate.relpath)
+    ]
+
+
+def _write_corpus(path: Path, accepted: list[Outcome], encoding: str) -> None:
+    """Concatenate the accepted text files as one UTF-8 corpus (streamed)."""
+    from dlpipe.media.text import iter_text_chunks
+
+    with open(path, "w", encoding="utf-8", newline="\n") as out:
+        for outcome in sorted(accepted, key=lambda o: o.candidate.relpath):
+            last = "\n"
+            for chunk in iter_text_chunks(outcome.candidate.source, encoding):
+                out.write(chunk)
+                last = chunk[-1]
+            if last != "\n":
+                out.write("\n")
+
+
+def _metrics(
+    dataset: str,
+    spec: DatasetConfig,
+    outcomes: list[Outcome],
+    accepted: list[Outcome],
+    rejected: list[Outcome],
+    ignored: list[Outcome],
+    splits: dict[str, str],
+) -> dict[str, Any]:
+    reasons = Counter(o.reason for o in rejected + ignored)
+    bad = sum(1 for o in rejected if o.reason not in DEDUPLICATION_REASONS)
+    metrics: dict[str, Any] = {
+        "dataset": dataset,
+        "modality": spec.modality,
+        "files": len(outcomes),
+        "accepted": len(accepted),
+        "rejected": len(rejected),
+        "ignored": len(ignored),
+        "reject_fraction": round(bad / len(outcomes), 6),
+        "duplicates": reasons.get("duplicate", 0),
+        "label_conflicts": reasons.get("label_conflict", 0),
+        "rejected_by_reason": dict(sorted(reasons.items())),
+        "classes": dict(sorted(Counter(o.candidate.label for o in accepted if o.candidate.label).items())),
+        "splits": dict(sorted(Counter(splits.values()).items())),
+        "bytes": sum(o.size_bytes for o in accepted),
+    }
+    if spec.modality == "text":
+        metrics["lines"] = sum(o.facts["lines"] for o in accepted)
+        metrics["tokens"] = sum(o.facts["tokens"] for o in accepted)
+    if spec.modality == "audio":
+        metrics["seconds_of_audio"] = round(sum(o.facts["duration"] for o in accepted), 3)
+    return metrics
