@@ -27,7 +27,7 @@ import numpy as np
 import soundfile
 from PIL import Image, ImageDraw
 
-from dlpipe.artifacts import atomic_dir, atomic_write_bytes, atomic_write_text, write_csv
+from dlpipe.artifacts import atomic_dir, write_csv
 from dlpipe.config import SampleAudioConfig, SampleImagesConfig
 from dlpipe.errors import DependencyError
 
@@ -103,7 +103,7 @@ def generate_audio(out: Path, cfg: SampleAudioConfig, seed: int) -> SampleResult
                 rate = int(rng.choice(cfg.sample_rates))
                 samples, subtype = _clip(rng, label, cfg.duration, rate)
                 path = staging / label / f"{label}_{item:0{width}d}.wav"
-                atomic_write_bytes(path, _encode_wav(samples, rate, subtype))
+                path.write_bytes(_encode_wav(samples, rate, subtype))
     classes = {label: cfg.per_class for label in AUDIO_CLASSES}
     return SampleResult("audio", out, sum(classes.values()), classes)
 
@@ -121,7 +121,7 @@ def generate_text(out: Path) -> SampleResult:
     source, version = _gensim_corpus()
     with atomic_dir(out) as staging:
         shutil.copyfile(source, staging / TEXT_FILE)
-        atomic_write_text(staging / "ORIGIN.txt", _origin_note(staging / TEXT_FILE, version))
+        (staging / "ORIGIN.txt").write_text(_origin_note(staging / TEXT_FILE, version), encoding="utf-8")
     return SampleResult("text", out, 1, {})
 
 
@@ -228,13 +228,9 @@ def _contrasting_colour(rng: np.random.Generator, behind: np.ndarray) -> np.ndar
 
 
 def _save_image(path: Path, pixels: np.ndarray, suffix: str) -> None:
-    """Encode as PNG or JPEG (no metadata, so bytes depend on pixels only) and write."""
-    buffer = io.BytesIO()
-    if suffix == "jpg":
-        Image.fromarray(pixels).save(buffer, format="JPEG", quality=_JPEG_QUALITY)
-    else:
-        Image.fromarray(pixels).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    """Write PNG or JPEG (by suffix); Pillow adds no timestamps, so bytes depend on pixels only."""
+    options = {"quality": _JPEG_QUALITY} if suffix == "jpg" else {}
+    Image.fromarray(pixels).save(path, **options)
 
 
 # ---------------------------------------------------------------- audio

@@ -106,7 +106,7 @@ def _normalise(image: Image.Image) -> tuple[Image.Image, str]:
         # 16-bit (and wider) grey: map the full 0..65535 range onto 0..255.
         values = np.asarray(image, dtype=np.float64)
         grey = np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8)
-        image = Image.fromarray(grey, mode="L").convert("RGB")
+        image = Image.fromarray(grey).convert("RGB")
         steps.append(f"{mode}->RGB (16-bit range / 257)")
     elif mode != "RGB":
         image = image.convert("RGB")

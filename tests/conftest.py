@@ -1,0 +1,113 @@
+"""Shared fixtures: a throw-away project with params.yaml and tiny datasets in tmp_path."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shipped_params() -> dict[str, Any]:
+    """The repository's params.yaml as a dict (tests start from it and change what they need)."""
+    return yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+
+
+def tree_digest(root: Path) -> dict[str, tuple[str, int]]:
+    """sha256 and mtime of every file under ``root``: equal digests mean nothing was touched."""
+    return {
+        path.relative_to(root).as_posix(): (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (32, 32), mode: str = "RGB", seed: int = 0, **save: Any) -> bytes:
+    """Encode a small random image; different seeds give different content."""
+    rng = np.random.default_rng(seed)
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65535, size[::-1], dtype=np.uint16))
+    else:
+        rgb = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+        image = rgb.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int, subtype: str = "PCM_16") -> Path:
+    """Write samples (frames × channels, or 1-D) as a WAV file."""
+    import soundfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, samples, rate, subtype=subtype, format="WAV")
+    return path
+
+
+def tone(seconds: float, rate: int, freq: float = 440.0, channels: int = 1) -> np.ndarray:
+    """A sine tone at amplitude 0.5."""
+    t = np.arange(int(seconds * rate)) / rate
+    mono = 0.5 * np.sin(2 * np.pi * freq * t)
+    return np.stack([mono] * channels, axis=1) if channels > 1 else mono
+
+
+class Workspace:
+    """A project folder with params.yaml; datasets are added with the helpers below."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.params = shipped_params()
+        self.params["datasets"] = {}
+        self.params["ingest"]["workers"] = 1
+        self.params["ingest"]["max_reject_fraction"] = 0.5
+
+    @property
+    def params_path(self) -> Path:
+        return self.root / "params.yaml"
+
+    def write_params(self) -> Path:
+        self.params_path.write_text(yaml.safe_dump(self.params, sort_keys=False), encoding="utf-8")
+        return self.params_path
+
+    def add_dataset(self, name: str, modality: str, source: str) -> Path:
+        self.params["datasets"][name] = {"modality": modality, "source": source}
+        self.write_params()
+        return self.root / source
+
+    def image_dataset(self, name: str = "imgs", classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 6) -> Path:
+        """Class folders of distinct small PNG/JPEG images."""
+        source = self.add_dataset(name, "image", f"src/{name}")
+        for c, label in enumerate(classes):
+            (source / label).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                fmt, ext = ("PNG", "png") if i % 2 == 0 else ("JPEG", "jpg")
+                (source / label / f"{label}_{i}.{ext}").write_bytes(image_bytes(fmt, seed=1000 * c + i))
+        return source
+
+    def audio_dataset(self, name: str = "clips", classes: tuple[str, ...] = ("low", "high"), per_class: int = 4) -> Path:
+        """Class folders of distinct short WAV tones."""
+        source = self.add_dataset(name, "audio", f"src/{name}")
+        for c, label in enumerate(classes):
+            for i in range(per_class):
+                write_wav(source / label / f"{label}_{i}.wav", tone(0.3, 8000, 200 + 300 * c + 10 * i), 8000)
+        return source
+
+    def load(self, *overrides: str):
+        from dlpipe.config import load_project
+
+        return load_project(self.write_params(), list(overrides))
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    """An empty project in tmp_path, also the current directory."""
+    monkeypatch.chdir(tmp_path)
+    return Workspace(tmp_path)
+
