@@ -1,0 +1,66 @@
+"""`dvc repro` of the shipped pipeline in a scratch copy of the project (small sample sizes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, shipped_params
+
+pytestmark = pytest.mark.integration
+
+
+def run(cwd: Path, *argv: str) -> str:
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    completed = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    assert completed.returncode == 0, f"{' '.join(argv)} failed:\n{completed.stdout}\n{completed.stderr}"
+    return completed.stdout + completed.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(REPO / "dvc.yaml", root)
+    shutil.copytree(REPO / "dlpipe", root / "dlpipe", ignore=shutil.ignore_patterns("__pycache__"))
+    params = shipped_params()
+    params["sample"]["images"].update(per_class=8, size=48)
+    params["sample"]["audio"].update(per_class=5, duration=0.5)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    (root / ".gitignore").write_text("/data/\n", encoding="utf-8")
+    run(root, "git", "init", "-q")
+    run(root, "dvc", "init", "-q")
+    run(root, "dvc", "config", "core.analytics", "false")
+    run(root, "dvc", "repro")
+    return root
+
+
+def test_repro_ingests_every_sample_dataset(project: Path) -> None:
+    for name, expected in (("shapes", 32), ("sounds", 20), ("news", 1)):
+        metrics = json.loads((project / f"data/{name}/metrics/ingest.json").read_text())
+        assert metrics["accepted"] == expected and metrics["rejected"] == 0
+    news = json.loads((project / "data/news/metrics/ingest.json").read_text())
+    assert news["tokens"] == 59890
+
+
+def test_second_repro_does_nothing_and_status_is_clean(project: Path) -> None:
+    lock_before = (project / "dvc.lock").read_text()
+    output = run(project, "dvc", "repro")
+    assert "Running stage" not in output
+    assert (project / "dvc.lock").read_text() == lock_before
+    assert "up to date" in run(project, "dvc", "status")
+
+
+def test_a_param_change_reruns_only_the_stages_that_read_it(project: Path) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["ingest"]["image"]["min_side"] = 20
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    output = run(project, "dvc", "repro")
+    ran = sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))
+    assert ran == ["ingest@shapes"]

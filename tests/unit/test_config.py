@@ -1,0 +1,80 @@
+"""params.yaml validation: every mistake names its key path and raises ConfigError."""
+
+from __future__ import annotations
+
+import pytest
+
+from dlpipe.config import load_project
+from dlpipe.errors import EXIT_CODES, ConfigError
+from tests.conftest import REPO, Workspace
+
+
+def test_shipped_params_are_valid() -> None:
+    project = load_project(REPO / "params.yaml")
+    assert set(project.params.datasets) == {"shapes", "sounds", "news"}
+    assert project.data_dir == REPO / "data"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("ingest.val_fraction=fast", r"ingest\.val_fraction: Input should be a valid number, got 'fast'"),
+        ("ingest.workers=-1", r"ingest\.workers: Input should be greater than or equal to 0, got -1"),
+        ("base.seed=1.5", r"base\.seed: Input should be a valid integer, got 1\.5"),
+        ("ingest.wrokers=2", r"ingest\.wrokers: unknown key \(a typo\?\)"),
+        ("datasets.shapes.modality=video", r"datasets\.shapes\.modality: Input should be 'image', 'audio' or 'text'"),
+        ("ingest.text.encoding=klingon", r"ingest\.text\.encoding: expected a Python codec name"),
+        ("ingest.test_fraction=0.9", r"val_fraction \+ test_fraction must be < 1"),
+        ("sample.audio.sample_rates=[100]", r"sample\.audio\.sample_rates: expected sample rates between"),
+    ],
+)
+def test_invalid_value_names_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_project(REPO / "params.yaml", [override])
+    assert caught.value.exit_code == 3
+
+
+def test_missing_section_and_missing_key(workspace: Workspace) -> None:
+    del workspace.params["ingest"]
+    with pytest.raises(ConfigError, match=r"ingest: missing"):
+        workspace.load()
+    workspace.params = workspace.params | {"ingest": {"val_fraction": 0.1}}
+    with pytest.raises(ConfigError, match=r"ingest\.test_fraction: missing"):
+        workspace.load()
+
+
+def test_set_overrides_are_yaml_typed(workspace: Workspace) -> None:
+    workspace.image_dataset()
+    project = workspace.load("ingest.workers=3", "sample.audio.sample_rates=[8000, 16000]", "ingest.text.encoding=latin-1")
+    assert project.params.ingest.workers == 3
+    assert project.params.sample.audio.sample_rates == [8000, 16000]
+    assert project.params.ingest.text.encoding == "latin-1"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("novalue", "expected section.key=value"), ("nosection.key=1", "no section nosection"), ("base.seed.x=1", "not a section")],
+)
+def test_malformed_overrides(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_project(REPO / "params.yaml", [override])
+
+
+def test_missing_or_broken_params_file(workspace: Workspace) -> None:
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_project(workspace.root / "nope.yaml")
+    (workspace.root / "bad.yaml").write_text("base: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_project(workspace.root / "bad.yaml")
+
+
+def test_unknown_dataset_lists_known_ones() -> None:
+    with pytest.raises(ConfigError, match="datasets.nope") as caught:
+        load_project(REPO / "params.yaml").dataset("nope")
+    assert "shapes" in str(caught.value)
+
+
+def test_exit_codes_are_distinct_and_documented() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for code, meaning in EXIT_CODES.items():
+        assert f"| {code} |" in readme, f"exit code {code} ({meaning}) is not in the README table"
