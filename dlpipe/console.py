@@ -7,17 +7,14 @@ plain lines every few seconds instead of a redrawn bar.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 
-T = TypeVar("T")
-
 console = Console(stderr=True, highlight=False)
-stdout = Console(highlight=False, soft_wrap=True)
 
 # Seconds between plain progress lines when stderr is not a terminal.
 _PLAIN_INTERVAL = 5.0
@@ -33,18 +30,22 @@ def warn(message: str) -> None:
     console.print(f"[yellow]warning:[/] {message}")
 
 
-def track(items: Iterable[T], total: int, description: str, unit: str = "items") -> Iterator[T]:
-    """Yield from ``items`` while showing progress with throughput in ``unit`` per second.
+@contextlib.contextmanager
+def progress(total: int, description: str, unit: str = "items") -> Iterator[Callable[[int], None]]:
+    """Show progress of ``total`` units of work; yields ``advance(n)`` to report finished work.
 
-    A Rich bar on a terminal; otherwise one plain line every few seconds and one at the end.
+    A Rich bar with throughput on a terminal; otherwise a plain line every few seconds and one at the end.
     """
     if console.is_terminal:
-        yield from _rich_track(items, total, description, unit)
+        with _rich_progress(total, description, unit) as advance:
+            yield advance
     else:
-        yield from _plain_track(items, total, description, unit)
+        with _plain_progress(total, description, unit) as advance:
+            yield advance
 
 
-def _rich_track(items: Iterable[T], total: int, description: str, unit: str) -> Iterator[T]:
+@contextlib.contextmanager
+def _rich_progress(total: int, description: str, unit: str) -> Iterator[Callable[[int], None]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (
@@ -55,23 +56,33 @@ def _rich_track(items: Iterable[T], total: int, description: str, unit: str) -> 
         TimeRemainingColumn(),
     )
     start = time.perf_counter()
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(description, total=total, rate="")
-        for done, item in enumerate(items, start=1):
-            yield item
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(description, total=total, rate="")
+        done = 0
+
+        def advance(count: int) -> None:
+            nonlocal done
+            done += count
             rate = done / max(time.perf_counter() - start, 1e-9)
-            progress.update(task, advance=1, rate=f"{rate:,.0f} {unit}/s")
+            bar.update(task, advance=count, rate=f"{rate:,.0f} {unit}/s")
+
+        yield advance
 
 
-def _plain_track(items: Iterable[T], total: int, description: str, unit: str) -> Iterator[T]:
+@contextlib.contextmanager
+def _plain_progress(total: int, description: str, unit: str) -> Iterator[Callable[[int], None]]:
     start = last = time.perf_counter()
     done = 0
-    for done, item in enumerate(items, start=1):
-        yield item
+
+    def advance(count: int) -> None:
+        nonlocal done, last
+        done += count
         now = time.perf_counter()
         if now - last >= _PLAIN_INTERVAL and done < total:
             last = now
             _plain_line(description, done, total, now - start, unit)
+
+    yield advance
     _plain_line(description, done, total, time.perf_counter() - start, unit)
 
 

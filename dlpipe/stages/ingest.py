@@ -12,12 +12,10 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
-import multiprocessing
 import os
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +24,10 @@ import numpy as np
 
 from dlpipe.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sidecar, stage_lock, write_csv
 from dlpipe.config import DatasetConfig, IngestConfig, Project
-from dlpipe.console import track, warn
+from dlpipe.console import warn
 from dlpipe.errors import InputDataError
 from dlpipe.media import Rejected
+from dlpipe.parallel import parallel_map
 
 STAGE = "ingest"
 COMMON_COLUMNS = ("path", "label", "split", "sha256", "size_bytes")
@@ -38,6 +37,7 @@ MODALITY_COLUMNS = {
     "text": ("lines", "tokens", "chars", "encoding"),
 }
 REJECTED_COLUMNS = ("path", "label", "reason", "detail")
+UNITS = {"image": "images", "audio": "clips", "text": "files"}
 # Not data at all (OS litter, metadata beside the class folders): listed, but not counted as bad items.
 IGNORED_REASONS = frozenset({"hidden_file", "outside_class_folder"})
 # Dropped on purpose, not because the file is bad: not counted against max_reject_fraction.
@@ -111,7 +111,7 @@ def run(project: Project, dataset: str) -> Result:
         if not candidates:
             raise InputDataError(f"dataset '{dataset}': no files found in {source}", _layout_hint(spec.modality))
         inspect = _inspector(spec, cfg)
-        outcomes = _inspect_all(candidates, inspect, cfg.workers, f"ingest {dataset}", spec.modality)
+        outcomes = parallel_map(inspect, candidates, cfg.workers, f"ingest {dataset}", UNITS[spec.modality])
         if spec.modality != "text":
             _deduplicate(outcomes)
         accepted = [o for o in outcomes if o.accepted]
@@ -164,8 +164,18 @@ def _layout_hint(modality: str) -> str:
     return "point datasets.<name>.source at a folder with one sub-folder per class, or a CSV with columns path,label"
 
 
-def _is_hidden(relative: Path) -> bool:
-    return any(part.startswith(".") or part == "__MACOSX" for part in relative.parts)
+def _walk(root: Path) -> list[tuple[str, bool]]:
+    """Every entry under ``root`` as (relative POSIX path, is a folder), sorted by path.
+
+    os.walk reuses the directory listing's file types, so this needs no stat per file.
+    """
+    entries = []
+    for folder, dirnames, filenames in os.walk(root):
+        prefix = Path(folder).relative_to(root).as_posix()
+        prefix = "" if prefix == "." else prefix + "/"
+        entries.extend((prefix + name, True) for name in dirnames)
+        entries.extend((prefix + name, False) for name in filenames)
+    return sorted(entries)
 
 
 def _enumerate(source: Path, spec: DatasetConfig, dataset: str) -> tuple[list[Candidate], list[Outcome]]:
@@ -181,17 +191,18 @@ def _enumerate(source: Path, spec: DatasetConfig, dataset: str) -> tuple[list[Ca
     candidates: list[Candidate] = []
     ignored: list[Outcome] = []
     class_dirs = []
-    for path in sorted(source.rglob("*")):
-        relative = path.relative_to(source)
-        relpath = relative.as_posix()
-        if path.is_dir():
-            if len(relative.parts) == 1 and not _is_hidden(relative):
-                class_dirs.append(path)
+    for relpath, is_dir in _walk(source):
+        parts = relpath.split("/")
+        hidden = any(part.startswith(".") or part == "__MACOSX" for part in parts)
+        if is_dir:
+            if len(parts) == 1 and not hidden:
+                class_dirs.append(relpath)
             continue
-        label = relative.parts[0] if spec.modality != "text" and len(relative.parts) > 1 else ""
-        if _is_hidden(relative):
+        path = source / relpath
+        label = parts[0] if spec.modality != "text" and len(parts) > 1 else ""
+        if hidden:
             ignored.append(Outcome(Candidate(path, relpath, label), reason="hidden_file", detail="hidden file or folder"))
-        elif spec.modality != "text" and len(relative.parts) == 1:
+        elif spec.modality != "text" and len(parts) == 1:
             ignored.append(
                 Outcome(Candidate(path, relpath, ""), reason="outside_class_folder", detail="not inside a class folder")
             )
@@ -202,9 +213,9 @@ def _enumerate(source: Path, spec: DatasetConfig, dataset: str) -> tuple[list[Ca
     return candidates, ignored
 
 
-def _check_classes(dataset: str, source: Path, class_dirs: list[Path], candidates: list[Candidate]) -> None:
+def _check_classes(dataset: str, source: Path, class_dirs: list[str], candidates: list[Candidate]) -> None:
     with_files = {c.label for c in candidates}
-    empty = [d.name for d in class_dirs if d.name not in with_files]
+    empty = [name for name in class_dirs if name not in with_files]
     if empty:
         raise InputDataError(
             f"dataset '{dataset}': class folder(s) with no files: {', '.join(empty)} (in {source})",
@@ -295,22 +306,6 @@ def _inspect_text(candidate: Candidate, encoding: str) -> Outcome:
     except Rejected as rejection:
         outcome.reason, outcome.detail = rejection.reason, rejection.detail
     return outcome
-
-
-def _inspect_all(
-    candidates: list[Candidate], inspect: Callable[[Candidate], Outcome], workers: int, description: str, modality: str
-) -> list[Outcome]:
-    """Inspect every candidate, in a process pool when there is enough work to share."""
-    workers = workers or os.cpu_count() or 1
-    unit = {"image": "images", "audio": "clips", "text": "files"}[modality]
-    if workers == 1 or len(candidates) < 4 * workers:
-        return list(track(map(inspect, candidates), len(candidates), description, unit))
-    # Chunks amortise inter-process overhead while keeping the progress bar moving.
-    chunksize = max(1, min(32, len(candidates) // (workers * 8)))
-    context = multiprocessing.get_context("fork") if os.name == "posix" else None
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        results = pool.map(inspect, candidates, chunksize=chunksize)
-        return list(track(results, len(candidates), description, unit))
 
 
 # --- deduplication, checks, splits -------------------------------------------------------------
