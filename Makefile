@@ -21,7 +21,7 @@ $(STAMP):
 ## demo: run the sample pipeline offline with `dvc repro`, then summarise its metrics
 demo: install
 	$(RUN) $(BIN)/dvc repro
-	$(RUN) $(BIN)/dvc metrics show
+	$(RUN) $(BIN)/dlpipe metrics
 
 ## test: the default test suite (what CI runs)
 test: install

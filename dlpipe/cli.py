@@ -180,6 +180,41 @@ def _print_ingest_summary(results: list[Any]) -> None:
         console.print(f"{result.dataset}: {result.out_dir / 'manifest.csv'} (rejections in rejected.csv)")
 
 
+@app.command()
+def metrics(
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Summarise the headline metrics every stage wrote, one line per dataset and stage.
+
+    Example: dlpipe metrics   (`dvc metrics show` has every figure)
+    """
+
+    def action() -> Any:
+        from dlpipe import summary
+        from dlpipe.config import load_project
+
+        return summary.collect(load_project(params, set_ or []))
+
+    rows = _guarded(verbose, action)
+    if as_json:
+        _print_json([{"dataset": row.dataset, "stage": row.stage, **row.figures} for row in rows])
+        return
+    from rich.table import Table
+
+    from dlpipe.console import stdout
+    from dlpipe.summary import format_figures
+
+    table = Table(title="dlpipe metrics", title_justify="left")
+    for column in ("dataset", "stage", "headline figures"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.dataset, row.stage, format_figures(row.figures))
+    stdout.print(table if rows else "no metrics yet: run `dvc repro` (or the stages) first")
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="dlpipe")

@@ -125,6 +125,54 @@ class IngestConfig(Section):
         return self
 
 
+class BackboneConfig(Section):
+    """A ConvNet from the registry (``dlpipe.models.backbones``) and its weights."""
+
+    name: str = Field(min_length=1, description="small_cnn, mobilenet, mobilenet_v2, ... (see dlpipe.models.backbones)")
+    weights: str = Field(min_length=1, description="imagenet (Keras' cache), none (random), or a path to a weights file")
+    alpha: float = Field(gt=0, le=2, description="width multiplier of mobilenet / mobilenet_v2 / mobilenet_v3 (others ignore it)")
+    image_size: int = Field(ge=32, le=1024, description="side of the square network input in pixels")
+
+
+class AugmentConfig(Section):
+    """``finetune.augment``: random changes to training images (training split only)."""
+
+    flip: bool = Field(description="random horizontal flips")
+    rotation: float = Field(ge=0, le=0.5, description="max rotation as a fraction of a full turn")
+    zoom: float = Field(ge=0, lt=1, description="max zoom in or out as a fraction of the size")
+    translation: float = Field(ge=0, lt=1, description="max shift as a fraction of the size")
+    contrast: float = Field(ge=0, lt=1, description="max contrast change factor")
+
+
+class FinetuneConfig(Section):
+    """``finetune``: transfer learning in two phases (head on a frozen base, then the top of the base)."""
+
+    backbone: BackboneConfig
+    batch_size: int = Field(ge=1, le=4096)
+    dropout: float = Field(ge=0, lt=1)
+    head_epochs: int = Field(ge=1, description="phase (a): epochs with the base frozen (all layers train when weights: none)")
+    head_lr: float = Field(gt=0, lt=1)
+    fine_tune_epochs: int = Field(ge=0, description="phase (b): epochs with the top of the base unfrozen (0 skips it)")
+    fine_tune_lr: float = Field(gt=0, lt=1)
+    unfreeze_top: int = Field(ge=0, description="layers at the top of the base to unfreeze in phase (b); BatchNorm stays frozen")
+    early_stopping_patience: int = Field(ge=1, description="epochs without a lower validation loss before stopping")
+    class_weight: Literal["none", "balanced"]
+    clipnorm: float = Field(ge=0, description="gradient clipping by norm; 0 turns it off")
+    mixed_precision: bool = Field(description="float16 compute (for GPUs; slow on CPUs)")
+    cache_max_mb: int = Field(ge=0, description="cache decoded images in memory when they fit in this many MiB")
+    top_losses: int = Field(ge=0, le=100, description="test images on the top-losses sheet")
+    augment: AugmentConfig
+
+
+class EmbedConfig(Section):
+    """``embed``: penultimate-layer features of every image, from the fine-tuned model or a pretrained backbone."""
+
+    source: Literal["finetuned", "backbone"]
+    backbone: BackboneConfig
+    batch_size: int = Field(ge=1, le=4096)
+    normalize: bool = Field(description="L2-normalise each embedding (cosine similarity = inner product)")
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -132,6 +180,8 @@ class Params(Section):
     datasets: dict[str, DatasetConfig] = Field(min_length=1)
     sample: SampleConfig
     ingest: IngestConfig
+    finetune: FinetuneConfig
+    embed: EmbedConfig
 
     @field_validator("datasets")
     @classmethod

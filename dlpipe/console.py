@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from rich.console import Console
 
 console = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False)
 
 # Seconds between plain progress lines when stderr is not a terminal.
 _PLAIN_INTERVAL = 5.0

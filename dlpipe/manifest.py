@@ -1,0 +1,72 @@
+"""Reading the ingest manifest: the one table every later stage reads.
+
+``load_manifest`` checks that ``manifest.csv`` is the file ingest wrote (its
+sha256 against the sidecar), so a stage never runs on a hand-edited or
+half-copied manifest, and gives every consumer the same view of it.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlpipe.artifacts import read_json, sha256_file
+from dlpipe.config import Project
+from dlpipe.errors import ArtifactError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """An ingested dataset: its rows in manifest order and where the files live."""
+
+    dataset: str
+    modality: str
+    source_root: Path
+    rows: list[dict[str, str]]
+    sha256: str
+
+    @property
+    def classes(self) -> list[str]:
+        """Sorted class names: index i is the model's output unit i."""
+        return sorted({row["label"] for row in self.rows})
+
+    def paths(self) -> list[Path]:
+        """Absolute path of every item, in manifest order."""
+        return [self.resolve(row["path"]) for row in self.rows]
+
+    def resolve(self, relpath: str) -> Path:
+        """Absolute path of one manifest entry."""
+        path = Path(relpath)
+        return path if path.is_absolute() else self.source_root / path
+
+    def split(self, name: str) -> list[int]:
+        """Row indices of one split, in manifest order."""
+        return [index for index, row in enumerate(self.rows) if row["split"] == name]
+
+
+def load_manifest(project: Project, dataset: str) -> Manifest:
+    """Load ``<data_dir>/<dataset>/ingest/manifest.csv`` after checking it against its sidecar.
+
+    Raises:
+        ArtifactError: ingest has not run, or the manifest differs from what ingest wrote.
+    """
+    spec = project.dataset(dataset)
+    folder = project.dataset_dir(dataset) / "ingest"
+    sidecar = read_json(folder / "manifest.json", f"the ingest sidecar of dataset '{dataset}'")
+    path = folder / "manifest.csv"
+    if not path.is_file():
+        raise ArtifactError(f"manifest not found: {path}", f"run `dlpipe ingest --dataset {dataset}` first")
+    digest = sha256_file(path)
+    if digest != sidecar.get("manifest_sha256"):
+        raise ArtifactError(
+            f"{path} changed after ingest wrote it (sha256 differs from manifest.json)",
+            f"rerun `dlpipe ingest --dataset {dataset}` instead of editing the manifest",
+        )
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    source = project.resolve(spec.source)
+    source_root = source.parent if source.is_file() else source
+    return Manifest(dataset, sidecar["modality"], source_root, rows, digest)

@@ -1,0 +1,71 @@
+"""The fine-tuning model: augmentation, preprocessing, a backbone, a new softmax head.
+
+    image [0, 255] -> augmentation (training only) -> Preprocess -> backbone
+        -> GlobalAveragePooling2D "embedding" -> Dropout -> Dense softmax "predictions"
+
+The pooled layer is the embedding the embed, cluster and search stages use. The
+model holds its own preprocessing, so ``model.keras`` takes raw RGB pixels.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from dlpipe.config import AugmentConfig, BackboneConfig, FinetuneConfig
+from dlpipe.models.backbones import build_base, get_spec
+from dlpipe.models.layers import Preprocess
+
+EMBEDDING_LAYER = "embedding"
+PREDICTIONS_LAYER = "predictions"
+
+
+def augmentation(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
+    """Random flip, rotation, zoom, translation and contrast (active only while training)."""
+    layers = []
+    if cfg.flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if cfg.rotation:
+        layers.append(keras.layers.RandomRotation(cfg.rotation, seed=seed + 1))
+    if cfg.zoom:
+        layers.append(keras.layers.RandomZoom(cfg.zoom, seed=seed + 2))
+    if cfg.translation:
+        layers.append(keras.layers.RandomTranslation(cfg.translation, cfg.translation, seed=seed + 3))
+    if cfg.contrast:
+        layers.append(keras.layers.RandomContrast(cfg.contrast, seed=seed + 4))
+    return keras.Sequential(layers, name="augmentation") if layers else None
+
+
+def build_classifier(cfg: FinetuneConfig, n_classes: int, seed: int) -> tuple[keras.Model, keras.Model]:
+    """Return the classifier and its backbone (the nested base model, for freezing and Grad-CAM)."""
+    spec = get_spec(cfg.backbone.name, key="finetune.backbone.name")
+    size = cfg.backbone.image_size
+    inputs = keras.Input((size, size, 3), name="image")
+    x = inputs
+    augment = augmentation(cfg.augment, seed)
+    if augment is not None:
+        x = augment(x)
+    x = Preprocess(spec.preprocessing, name="preprocess")(x)
+    base = build_base(cfg.backbone, key="finetune.backbone")
+    # A pretrained base keeps BatchNorm in inference mode, also once unfrozen (Keras' transfer-learning guide);
+    # a base trained from scratch needs BatchNorm to learn its statistics.
+    pretrained = cfg.backbone.weights != "none"
+    x = base(x, training=False) if pretrained else base(x)
+    x = keras.layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(x)
+    x = keras.layers.Dropout(cfg.dropout, seed=seed + 5)(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name=PREDICTIONS_LAYER)(x)
+    return keras.Model(inputs, outputs, name=f"{cfg.backbone.name}_classifier"), base
+
+
+def embedding_model(classifier: keras.Model) -> keras.Model:
+    """The classifier cut at its pooled penultimate layer."""
+    return keras.Model(classifier.inputs, classifier.get_layer(EMBEDDING_LAYER).output, name="embedding_model")
+
+
+def backbone_embedding_model(cfg: BackboneConfig, key: str) -> keras.Model:
+    """A registry backbone used as a feature extractor, no training: preprocessing, base, pooling."""
+    spec = get_spec(cfg.name, key=f"{key}.name")
+    inputs = keras.Input((cfg.image_size, cfg.image_size, 3), name="image")
+    x = Preprocess(spec.preprocessing, name="preprocess")(inputs)
+    x = build_base(cfg, key=key)(x, training=False)
+    outputs = keras.layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(x)
+    return keras.Model(inputs, outputs, name=f"{cfg.name}_features")

@@ -1,0 +1,112 @@
+"""tf.data input pipelines over manifest rows.
+
+Images are decoded in parallel by TensorFlow when the manifest says they need no
+conversion (plain RGB JPEG/PNG/GIF/BMP); anything ingest had to normalise (EXIF
+orientation, CMYK, transparency, 16-bit grey, other formats) goes through the
+same Pillow code ingest validated with. Every image is resized with antialiasing
+to a square network input and kept as float32 RGB in [0, 255]: each model does
+its own preprocessing inside (``dlpipe.models.layers.Preprocess``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from dlpipe.media.images import inspect_image, load_rgb
+
+# Formats tf.io.decode_image reads exactly as Pillow does once no conversion is needed.
+_TF_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP"})
+# Large enough that the pixel guard never fires on files ingest accepted.
+_MAX_PIXELS = 1 << 40
+
+
+def needs_pillow(row: dict[str, str]) -> bool:
+    """True when a manifest row must be decoded by Pillow (ingest recorded a conversion)."""
+    return bool(row.get("conversion")) or row.get("format", "") not in _TF_FORMATS
+
+
+def decoded_bytes(count: int, image_size: int) -> int:
+    """Memory needed to cache ``count`` decoded uint8 images of the given size."""
+    return count * image_size * image_size * 3
+
+
+def image_dataset(
+    paths: Sequence[Path],
+    pillow: Sequence[bool],
+    image_size: int,
+    batch_size: int,
+    labels: Sequence[int] | None = None,
+    *,
+    shuffle_seed: int | None = None,
+    cache: bool = False,
+) -> tf.data.Dataset:
+    """Batches of ``(images, labels)`` (or just images when ``labels`` is None).
+
+    Args:
+        paths: image files, in the order batches should follow (unless shuffled).
+        pillow: per path, whether to decode with Pillow (see :func:`needs_pillow`).
+        image_size: side of the square output in pixels.
+        batch_size: images per batch; the last batch may be smaller.
+        labels: class indices aligned with ``paths``.
+        shuffle_seed: shuffle every epoch from this seed (training); None keeps the order.
+        cache: keep decoded, resized images in memory after the first pass.
+    """
+    columns = (tf.constant([str(p) for p in paths]), tf.constant(list(pillow), dtype=tf.bool))
+    if labels is not None:
+        columns = columns + (tf.constant(list(labels), dtype=tf.int32),)
+    dataset = tf.data.Dataset.from_tensor_slices(columns)
+
+    def load(path: tf.Tensor, use_pillow: tf.Tensor, *label: tf.Tensor):
+        return (_load_resized(path, use_pillow, image_size), *label)
+
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:
+        dataset = dataset.cache()
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def to_float(image: tf.Tensor, *label: tf.Tensor):
+        image = tf.cast(image, tf.float32)
+        return (image, *label) if label else image
+
+    return dataset.batch(batch_size).map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _load_resized(path: tf.Tensor, use_pillow: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Decode and resize one image to uint8 (size, size, 3).
+
+    Rounded to uint8 so a cache holds a quarter of the bytes; models see float32.
+    """
+    image = _decode(path, use_pillow)
+    image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def _decode(path: tf.Tensor, use_pillow: tf.Tensor) -> tf.Tensor:
+    image = tf.cond(
+        use_pillow,
+        lambda: tf.numpy_function(_pillow_decode, [path], tf.uint8, stateful=False),
+        lambda: tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False),
+    )
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _pillow_decode(path: bytes) -> np.ndarray:
+    return np.asarray(load_rgb(Path(path.decode("utf-8")), _MAX_PIXELS), dtype=np.uint8)
+
+
+def load_image_array(path: Path, image_size: int) -> np.ndarray:
+    """One image file as float32 (size, size, 3) in [0, 255], decoded and resized exactly as in training.
+
+    Raises:
+        dlpipe.media.Rejected: the file is not a decodable image.
+    """
+    info = inspect_image(Path(path).read_bytes(), min_side=1, max_pixels=_MAX_PIXELS)
+    use_pillow = needs_pillow({"conversion": info.conversion, "format": info.format})
+    image = _load_resized(tf.constant(str(path)), tf.constant(use_pillow), image_size)
+    return image.numpy().astype(np.float32)

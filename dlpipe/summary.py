@@ -1,0 +1,45 @@
+"""A short table of the headline metrics every stage wrote (``dlpipe metrics``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from dlpipe.config import Project
+
+# The figures worth a glance per stage; the full metrics stay in each JSON file.
+HEADLINES: dict[str, tuple[str, ...]] = {
+    "ingest": ("accepted", "rejected", "ignored", "reject_fraction", "tokens", "seconds_of_audio"),
+    "finetune": ("test_accuracy", "test_macro_f1", "epochs", "best_val_loss", "train_seconds"),
+    "embed": ("count", "dimension", "images_per_second"),
+}
+STAGE_ORDER = tuple(HEADLINES)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One dataset × stage line of the summary."""
+
+    dataset: str
+    stage: str
+    figures: dict[str, float | int | str]
+
+
+def collect(project: Project) -> list[Row]:
+    """Headline figures from every ``<data_dir>/<dataset>/metrics/<stage>.json`` that exists."""
+    rows = []
+    for dataset in project.params.datasets:
+        folder = project.dataset_dir(dataset) / "metrics"
+        for stage in STAGE_ORDER:
+            path = folder / f"{stage}.json"
+            if path.is_file():
+                metrics = json.loads(path.read_text(encoding="utf-8"))
+                figures = {key: metrics[key] for key in HEADLINES[stage] if key in metrics}
+                rows.append(Row(dataset, stage, figures))
+    return rows
+
+
+def format_figures(figures: dict[str, float | int | str]) -> str:
+    """``key value`` pairs, floats to 4 significant digits."""
+    return ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}" for key, value in figures.items())
+
