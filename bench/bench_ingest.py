@@ -24,8 +24,8 @@ from pathlib import Path
 import yaml
 
 from dlpipe.config import SampleImagesConfig, load_project
-from dlpipe.sample import generate_images
 from dlpipe.parallel import parallel_map
+from dlpipe.sample import generate_images
 from dlpipe.stages import ingest
 
 HERE = Path(__file__).resolve().parent

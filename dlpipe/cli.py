@@ -8,6 +8,7 @@ umap or gensim.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -180,6 +181,169 @@ def _print_ingest_summary(results: list[Any]) -> None:
         console.print(f"{result.dataset}: {result.out_dir / 'manifest.csv'} (rejections in rejected.csv)")
 
 
+DatasetOption = Annotated[
+    str | None, typer.Option("--dataset", "-d", help="Run on this dataset (default: every image dataset in params).")
+]
+
+
+def _image_datasets(project: Any, dataset: str | None) -> list[str]:
+    if dataset:
+        project.dataset(dataset)
+        return [dataset]
+    return [name for name, spec in project.params.datasets.items() if spec.modality == "image"]
+
+
+@app.command()
+def finetune(
+    dataset: DatasetOption = None,
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Fine-tune a pretrained ConvNet (or train small_cnn) on an ingested image dataset and evaluate it.
+
+    Writes data/<dataset>/model (model.keras + model.json), plots/finetune and metrics/finetune.json.
+    Example: dlpipe finetune --dataset shapes --set finetune.head_epochs=10
+    """
+
+    def action() -> list[Any]:
+        from dlpipe.config import load_project
+
+        project = load_project(params, set_ or [])
+        names = _image_datasets(project, dataset)
+        from dlpipe.stages import finetune as stage
+
+        return [stage.run(project, name) for name in names]
+
+    results = _guarded(verbose, action)
+    if as_json:
+        _print_json([result.metrics | {"model_dir": str(result.model_dir)} for result in results])
+        return
+    from dlpipe.console import info
+
+    for result in results:
+        m = result.metrics
+        info(
+            f"finetune {result.dataset}: test accuracy {m['test_accuracy']:.3f}, macro-F1 {m['test_macro_f1']:.3f} "
+            f"after {m['epochs']} epochs -> {result.model_dir / 'model.keras'}"
+        )
+
+
+@app.command()
+def embed(
+    dataset: DatasetOption = None,
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Embed every image (penultimate-layer features) of the fine-tuned model or a pretrained backbone.
+
+    Writes data/<dataset>/embed/embeddings.npy (float32, manifest order) and embeddings.json.
+    Example: dlpipe embed --dataset shapes --set embed.source=backbone
+    """
+
+    def action() -> list[Any]:
+        from dlpipe.config import load_project
+
+        project = load_project(params, set_ or [])
+        names = _image_datasets(project, dataset)
+        from dlpipe.stages import embed as stage
+
+        return [stage.run(project, name) for name in names]
+
+    results = _guarded(verbose, action)
+    if as_json:
+        _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
+        return
+    from dlpipe.console import info
+
+    for result in results:
+        info(
+            f"embed {result.dataset}: {result.count} x {result.dimension} embeddings "
+            f"({result.metrics['images_per_second']:,.0f} img/s) -> {result.out_dir / 'embeddings.npy'}"
+        )
+
+
+@app.command()
+def predict(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    model: Annotated[
+        Path | None, typer.Option("--model", "-m", help="Model folder or model.keras (default: the dataset's model).")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Use data/<dataset>/model (default: the only trained one).")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", min=1, help="How many classes to show per image.")] = 3,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="CSV to write (default for folders: predictions.csv here).")
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Top-k classes with probabilities for images, using a model trained by finetune.
+
+    Example: dlpipe predict photo.jpg -k 3      dlpipe predict my_folder/ --out preds.csv
+    """
+
+    def action() -> Any:
+        from dlpipe.stages import predict as stage
+
+        location = model or _default_model(params, set_ or [], dataset)
+        csv_path = out if out is not None else (Path("predictions.csv") if any(p.is_dir() for p in inputs) else None)
+        return stage.run(location, inputs, k, csv_path)
+
+    result = _guarded(verbose, action)
+    if as_json:
+        _print_json(
+            [
+                {"path": p.path, "top": [{"label": label, "probability": q} for label, q in zip(p.labels, p.probabilities)]}
+                | ({"error": p.error} if p.error else {})
+                for p in result.predictions
+            ]
+        )
+        return
+    _print_predictions(result)
+
+
+def _default_model(params: Path, overrides: list[str], dataset: str | None) -> Path:
+    """data/<dataset>/model, or the only dataset that has a trained model."""
+    from dlpipe.config import load_project
+    from dlpipe.errors import ConfigError
+
+    project = load_project(params, overrides)
+    if dataset:
+        project.dataset(dataset)
+        return project.dataset_dir(dataset) / "model"
+    trained = [name for name in project.params.datasets if (project.dataset_dir(name) / "model/model.keras").is_file()]
+    if len(trained) != 1:
+        found = ", ".join(trained) or "none"
+        raise ConfigError(f"cannot choose a model: trained datasets found: {found}", "pass --model PATH or --dataset NAME")
+    return project.dataset_dir(trained[0]) / "model"
+
+
+def _print_predictions(result: Any) -> None:
+    from rich.table import Table
+
+    from dlpipe.console import info, stdout
+
+    table = Table(title=f"predictions ({result.model})", title_justify="left")
+    for column in ("image", "top classes"):
+        table.add_column(column)
+    shown = result.predictions[:50]
+    for p in shown:
+        top = p.error or ", ".join(f"{label} {probability:.3f}" for label, probability in zip(p.labels, p.probabilities))
+        table.add_row(p.path, top)
+    stdout.print(table)
+    if len(result.predictions) > len(shown):
+        info(f"... {len(result.predictions) - len(shown)} more")
+    if result.csv_path:
+        info(f"predictions written to {result.csv_path}")
+
+
 @app.command()
 def metrics(
     params: ParamsOption = Path("params.yaml"),
@@ -217,4 +381,6 @@ def metrics(
 
 def main() -> None:
     """Console-script entry point."""
+    # TensorFlow's C++ start-up chatter (CPU features, oneDNN) is noise for users; errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     app(prog_name="dlpipe")

@@ -61,7 +61,11 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes
         split, does not drag it down; a class predicted but never true counts as 0).
         With no items at all, accuracy and macro_f1 are 0.0 and ``n`` is 0.
     """
-    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+    from sklearn.metrics import (
+        accuracy_score,
+        f1_score,
+        precision_recall_fscore_support,
+    )
 
     true, pred = _check_labels(y_true, y_pred, classes)
     labels = list(range(len(classes)))
@@ -108,7 +112,7 @@ def write_confusion(
     """Write a confusion-matrix heatmap (PNG) and its ``dvc plots`` CSV.
 
     The PNG has rows = true class, columns = predicted class, the count in every
-    cell, class names on both axes and a colour bar; its size grows with the
+    cell (zero cells are left blank above 10 classes), class names on both axes and a colour bar; its size grows with the
     number of classes so that 2 to ~30 classes stay readable. The CSV has one row
     per item with columns ``actual,predicted`` holding class names (the input of
     DVC's ``confusion`` plot template).
@@ -142,10 +146,13 @@ def write_confusion(
     digits = len(str(vmax))
     cell_points = cell * 72
     fontsize = max(5.0, min(13.0, cell_points / (0.62 * digits + 1.1)))
+    show_zeros = k <= 10  # larger matrices are mostly zeros: blank cells read better (and draw faster)
     for i in range(k):
         for j in range(k):
             count = int(matrix[i, j])
             if count == 0:
+                if not show_zeros:
+                    continue
                 color, alpha = "#9a9a9a", 0.8
             else:
                 color, alpha = ("white" if count > 0.55 * vmax else "#1a1a1a"), 1.0
@@ -177,10 +184,14 @@ def write_confusion(
     _save_png(fig, Path(png_path))
 
 
-_CURVES = (
-    ("loss", ("loss", "val_loss")),
-    ("accuracy", ("accuracy", "val_accuracy")),
-)
+def _curve_keys(history: dict[str, list[float]], metric: str) -> tuple[str, str]:
+    """Train and validation keys for ``metric``; for accuracy, fall back to e.g. ``sparse_categorical_accuracy``."""
+    if metric in history or f"val_{metric}" in history or metric != "accuracy":
+        return metric, f"val_{metric}"
+    for key in history:
+        if not key.startswith("val_") and (key.endswith("accuracy") or key == "acc"):
+            return key, f"val_{key}"
+    return metric, f"val_{metric}"
 
 
 def write_history_plot(
@@ -212,7 +223,8 @@ def write_history_plot(
     fig.suptitle(title, fontsize=13)
     lengths = [len(v) for v in history.values() if v is not None]
     n_epochs = max(lengths, default=0)
-    for ax, (metric, keys) in zip(axes, _CURVES):
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        keys = _curve_keys(history, metric)
         drawn = False
         for key in keys:
             values = history.get(key)
@@ -252,5 +264,7 @@ def write_history_plot(
         if drawn:
             ax.legend(loc="best", fontsize=9)
         else:
+            ax.set_xticks([])
+            ax.set_yticks([])
             ax.text(0.5, 0.5, "(no data)", transform=ax.transAxes, ha="center", va="center", color="#777777")
     _save_png(fig, Path(png_path))

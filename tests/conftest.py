@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+# The one genuine ImageNet backbone the machines that test dlpipe have (../shared/weights/README.md).
+MOBILENET_FILE = "mobilenet_2_5_224_tf_no_top.h5"
 
 
 def shipped_params() -> dict[str, Any]:
@@ -111,3 +114,21 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
     monkeypatch.chdir(tmp_path)
     return Workspace(tmp_path)
 
+
+@pytest.fixture
+def shared_weights_dir() -> Path:
+    """The folder with the real ImageNet weights (see ../shared/weights/README.md), or skip."""
+    configured = os.environ.get("DLPIPE_TEST_WEIGHTS_DIR")
+    folder = Path(configured) if configured else REPO.parent / "shared" / "weights"
+    if not (folder / MOBILENET_FILE).is_file():
+        pytest.skip(f"pretrained weights {MOBILENET_FILE} not found in {folder} (set DLPIPE_TEST_WEIGHTS_DIR)")
+    return folder
+
+
+@pytest.fixture
+def keras_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Keras cache: KERAS_HOME points at tmp_path/keras_home."""
+    home = tmp_path / "keras_home"
+    home.mkdir()
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    return home

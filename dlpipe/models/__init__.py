@@ -1,0 +1,1 @@
+"""Keras models: the backbone registry and the layers dlpipe adds around it."""

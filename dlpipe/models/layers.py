@@ -1,0 +1,47 @@
+"""Keras layers that dlpipe puts into its models (registered, so saved ``.keras`` models load back)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+# ImageNet channel means in BGR order, as keras.applications' "caffe" preprocessing subtracts them.
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+PREPROCESS_MODES = ("tf", "caffe", "none", "unit")
+
+
+@keras.saving.register_keras_serializable(package="dlpipe")
+class Preprocess(keras.layers.Layer):
+    """Map float RGB images with values in [0, 255] to the input a backbone expects.
+
+    Args:
+        mode: ``"tf"`` scales to [-1, 1] (MobileNet, MobileNetV2); ``"caffe"`` flips RGB to
+            BGR and subtracts the ImageNet means (ResNet50, VGG16); ``"none"`` passes the
+            images through (EfficientNet and MobileNetV3 rescale inside the model);
+            ``"unit"`` scales to [0, 1] (small_cnn).
+    """
+
+    def __init__(self, mode: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if mode not in PREPROCESS_MODES:
+            raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {', '.join(PREPROCESS_MODES)}")
+        self.mode = mode
+
+    def call(self, inputs: Any) -> Any:
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=self.compute_dtype)
+        if self.mode == "unit":
+            return x / 255.0
+        return x
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mode": self.mode}

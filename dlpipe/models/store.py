@@ -1,0 +1,89 @@
+"""Loading a trained model together with its sidecar, refusing any inconsistency.
+
+Every consumer of ``model.keras`` (embed, predict, search, heatmap) goes through
+:func:`load_trained_model`, so a missing, corrupt or mismatched model is caught
+in one place with one clear message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlpipe.artifacts import read_json, sha256_file
+from dlpipe.errors import ArtifactError
+
+MODEL_FILE = "model.keras"
+SIDECAR_FILE = "model.json"
+_REQUIRED_KEYS = ("classes", "image_size", "embedding_layer", "model_sha256", "manifest_sha256", "backbone")
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A Keras classifier and what its sidecar says about it."""
+
+    model: Any
+    sidecar: dict[str, Any]
+    path: Path
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.sidecar["classes"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.sidecar["image_size"])
+
+
+def model_file(location: Path) -> Path:
+    """``location`` may be the model folder or the ``model.keras`` file itself."""
+    location = Path(location)
+    return location / MODEL_FILE if location.is_dir() or location.suffix != ".keras" else location
+
+
+def load_trained_model(location: Path) -> TrainedModel:
+    """Load ``model.keras`` and check it against ``model.json`` beside it.
+
+    Raises:
+        ArtifactError: the model or sidecar is missing or corrupt, the file's hash differs from
+            the sidecar's, or the model's input size or class count disagrees with the sidecar.
+    """
+    import keras
+
+    import dlpipe.models.layers  # noqa: F401  (registers dlpipe's layers for deserialisation)
+
+    path = model_file(location)
+    if not path.is_file():
+        raise ArtifactError(f"model not found: {path}", "train one with `dlpipe finetune` (or `dvc repro`)")
+    sidecar = read_json(path.with_name(SIDECAR_FILE), "model sidecar")
+    missing = [key for key in _REQUIRED_KEYS if key not in sidecar]
+    if missing:
+        raise ArtifactError(f"model sidecar {path.with_name(SIDECAR_FILE)} lacks {', '.join(missing)}", "retrain the model")
+    if sha256_file(path) != sidecar["model_sha256"]:
+        raise ArtifactError(
+            f"{path} does not match its sidecar (sha256 differs): the model was replaced or modified",
+            "retrain with `dlpipe finetune`, or put back the model.keras that model.json describes",
+        )
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a damaged archive
+        raise ArtifactError(f"cannot load model {path}: {exc}", "the file is corrupt: retrain with `dlpipe finetune`") from None
+    trained = TrainedModel(model, sidecar, path)
+    _check_shapes(trained)
+    return trained
+
+
+def _check_shapes(trained: TrainedModel) -> None:
+    input_shape = tuple(trained.model.input_shape[1:3])
+    output_units = trained.model.output_shape[-1]
+    if input_shape != (trained.image_size, trained.image_size):
+        raise ArtifactError(
+            f"{trained.path}: input {input_shape} differs from the sidecar's image_size {trained.image_size}",
+            "retrain the model",
+        )
+    if output_units != len(trained.classes):
+        raise ArtifactError(
+            f"{trained.path}: {output_units} output classes, but the sidecar lists {len(trained.classes)}",
+            "retrain the model",
+        )

@@ -1,0 +1,124 @@
+"""``predict``: top-k classes for image files or folders with a trained model.
+
+Not a pipeline stage (it answers questions about new images), but built like
+one: ``run`` takes typed arguments and returns a Result; the CLI prints it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dlpipe.artifacts import write_csv
+from dlpipe.console import progress
+from dlpipe.errors import InputDataError
+from dlpipe.media import Rejected
+from dlpipe.models.inputs import load_image_array
+from dlpipe.models.store import load_trained_model
+
+_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k classes of one image, or why it could not be read."""
+
+    path: str
+    labels: list[str] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Result:
+    """Every prediction, in input order, and the CSV written (if any)."""
+
+    model: Path
+    predictions: list[Prediction]
+    csv_path: Path | None
+
+
+def run(model_location: Path, inputs: list[Path], k: int, csv_path: Path | None = None) -> Result:
+    """Predict the top ``k`` classes of each image in ``inputs`` (files, or folders searched recursively).
+
+    Args:
+        model_location: a model folder (``data/<dataset>/model``) or its ``model.keras``.
+        inputs: image files and/or folders.
+        k: how many classes per image (capped at the model's class count).
+        csv_path: where to write a CSV of the predictions; None writes none.
+
+    Raises:
+        ArtifactError: the model or its sidecar is missing or inconsistent.
+        InputDataError: an input does not exist, a named file is not a decodable image, or a folder holds no image.
+    """
+    trained = load_trained_model(model_location)
+    files, from_folders = _expand(inputs)
+    k = min(k, len(trained.classes))
+    predictions: list[Prediction] = []
+    with progress(len(files), "predict", "images") as advance:
+        for start in range(0, len(files), _BATCH):
+            chunk = files[start : start + _BATCH]
+            arrays, readable = [], []
+            for path in chunk:
+                try:
+                    arrays.append(load_image_array(path, trained.image_size))
+                    readable.append(path)
+                except Rejected as rejection:
+                    if path not in from_folders:
+                        raise InputDataError(f"cannot predict {path}: {rejection.detail}", "pass an image file") from None
+                    predictions.append(Prediction(str(path), error=f"{rejection.reason}: {rejection.detail}"))
+            if arrays:
+                probabilities = trained.model.predict(np.stack(arrays), verbose=0)
+                predictions.extend(_top_k(str(p), row, trained.classes, k) for p, row in zip(readable, probabilities))
+            advance(len(chunk))
+    order = {str(path): i for i, path in enumerate(files)}
+    predictions.sort(key=lambda p: order[p.path])
+    if csv_path is not None:
+        _write(csv_path, predictions, k)
+    return Result(trained.path, predictions, csv_path)
+
+
+def _expand(inputs: list[Path]) -> tuple[list[Path], set[Path]]:
+    """Files to predict, and which of them came from a folder (those may fail without stopping the run)."""
+    files: list[Path] = []
+    from_folders: set[Path] = set()
+    for item in inputs:
+        if item.is_dir():
+            found = _visible_files(item)
+            if not found:
+                raise InputDataError(f"no files in folder {item}")
+            files.extend(found)
+            from_folders.update(found)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise InputDataError(f"no such file or folder: {item}")
+    return files, from_folders
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """Files under ``folder``, sorted, skipping hidden files and folders (.DS_Store, .git, ...)."""
+    found = []
+    for parent, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [name for name in dirnames if not name.startswith(".")]
+        found.extend(Path(parent) / name for name in filenames if not name.startswith("."))
+    return sorted(found)
+
+
+def _top_k(path: str, probabilities: np.ndarray, classes: list[str], k: int) -> Prediction:
+    best = np.argsort(-probabilities, kind="stable")[:k]
+    return Prediction(path, [classes[i] for i in best], [round(float(probabilities[i]), 6) for i in best])
+
+
+def _write(path: Path, predictions: list[Prediction], k: int) -> None:
+    header = ["path"] + [f"{kind}_{rank}" for rank in range(1, k + 1) for kind in ("label", "probability")] + ["error"]
+    rows = []
+    for prediction in predictions:
+        row: dict[str, object] = {"path": prediction.path, "error": prediction.error}
+        for rank, (label, probability) in enumerate(zip(prediction.labels, prediction.probabilities), start=1):
+            row[f"label_{rank}"], row[f"probability_{rank}"] = label, probability
+        rows.append(row)
+    write_csv(path, header, rows)
