@@ -241,6 +241,7 @@ def _train(model, base, cfg: FinetuneConfig, data: _Splits, resume_dir: Path, ex
             epochs=epochs,
             class_weight=class_weight,
             callbacks=callbacks,
+            shuffle=False,  # the tf.data pipeline already shuffles, from the seed
             verbose=0,
         )
 
