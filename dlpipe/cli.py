@@ -127,6 +127,34 @@ def sample(
     info(f"sample {result.kind}: {result.files} files in {result.out}" + (f" ({classes})" if classes else ""))
 
 
+DatasetOption = Annotated[
+    str | None, typer.Option("--dataset", "-d", help="Run on this dataset (default: every image dataset in params).")
+]
+
+
+def _run_per_dataset(
+    stage: str, params: Path, overrides: list[str] | None, verbose: bool, dataset: str | None, modality: str | None = None
+) -> list[Any]:
+    """Validate params, then run ``dlpipe.stages.<stage>.run`` on one dataset or on every one of ``modality``."""
+
+    def action() -> list[Any]:
+        import importlib
+
+        from dlpipe.config import load_project
+
+        project = load_project(params, overrides or [])
+        if dataset:
+            project.dataset(dataset)  # an unknown name is a ConfigError listing the known ones
+            names = [dataset]
+        else:
+            names = [name for name, spec in project.params.datasets.items() if modality in (None, spec.modality)]
+        # Imported only now: stage modules pull in TensorFlow and friends.
+        module = importlib.import_module(f"dlpipe.stages.{stage}")
+        return [module.run(project, name) for name in names]
+
+    return _guarded(verbose, action)
+
+
 @app.command()
 def ingest(
     dataset: Annotated[
@@ -142,15 +170,7 @@ def ingest(
     Example: dlpipe ingest --dataset shapes
     """
 
-    def action() -> list[Any]:
-        from dlpipe.config import load_project
-        from dlpipe.stages import ingest as stage
-
-        project = load_project(params, set_ or [])
-        names = [dataset] if dataset else list(project.params.datasets)
-        return [stage.run(project, name) for name in names]
-
-    results = _guarded(verbose, action)
+    results = _run_per_dataset("ingest", params, set_, verbose, dataset)
     if as_json:
         _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
         return
@@ -181,18 +201,6 @@ def _print_ingest_summary(results: list[Any]) -> None:
         console.print(f"{result.dataset}: {result.out_dir / 'manifest.csv'} (rejections in rejected.csv)")
 
 
-DatasetOption = Annotated[
-    str | None, typer.Option("--dataset", "-d", help="Run on this dataset (default: every image dataset in params).")
-]
-
-
-def _image_datasets(project: Any, dataset: str | None) -> list[str]:
-    if dataset:
-        project.dataset(dataset)
-        return [dataset]
-    return [name for name, spec in project.params.datasets.items() if spec.modality == "image"]
-
-
 @app.command()
 def finetune(
     dataset: DatasetOption = None,
@@ -207,16 +215,7 @@ def finetune(
     Example: dlpipe finetune --dataset shapes --set finetune.head_epochs=10
     """
 
-    def action() -> list[Any]:
-        from dlpipe.config import load_project
-
-        project = load_project(params, set_ or [])
-        names = _image_datasets(project, dataset)
-        from dlpipe.stages import finetune as stage
-
-        return [stage.run(project, name) for name in names]
-
-    results = _guarded(verbose, action)
+    results = _run_per_dataset("finetune", params, set_, verbose, dataset, modality="image")
     if as_json:
         _print_json([result.metrics | {"model_dir": str(result.model_dir)} for result in results])
         return
@@ -244,16 +243,7 @@ def embed(
     Example: dlpipe embed --dataset shapes --set embed.source=backbone
     """
 
-    def action() -> list[Any]:
-        from dlpipe.config import load_project
-
-        project = load_project(params, set_ or [])
-        names = _image_datasets(project, dataset)
-        from dlpipe.stages import embed as stage
-
-        return [stage.run(project, name) for name in names]
-
-    results = _guarded(verbose, action)
+    results = _run_per_dataset("embed", params, set_, verbose, dataset, modality="image")
     if as_json:
         _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
         return

@@ -136,7 +136,7 @@ def _index_width(per_class: int) -> int:
 def _shape_image(rng: np.random.Generator, label: str, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Render one image; return its uint8 RGB pixels and the shape's box (x0, y0, x1, y1)."""
     background = _gradient(rng, size)
-    for _ in range(rng.integers(0, 4)):
+    for _ in range(rng.integers(0, 3)):
         line = _line_mask(rng, size)
         colour = rng.integers(0, 256, size=3)
         background = _blend(background, colour, line * rng.uniform(0.12, 0.3))
@@ -170,7 +170,7 @@ def _line_mask(rng: np.random.Generator, size: int) -> np.ndarray:
 def _shape_mask(rng: np.random.Generator, label: str, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Draw the shape at 4x, placed fully inside the image; return coverage (0..1) and its box."""
     big = size * _SUPERSAMPLE
-    radius = rng.uniform(0.3, 0.6) * big / 2
+    radius = rng.uniform(0.5, 0.85) * big / 2
     vertices = None if label == "circle" else _polygon(rng, label, radius)
     extent = np.array([[-radius, -radius], [radius, radius]]) if vertices is None else vertices
     margin = _MARGIN * _SUPERSAMPLE

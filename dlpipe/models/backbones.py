@@ -74,14 +74,18 @@ def _rows(size: int, sizes: tuple[int, ...]) -> int:
     return size if size in sizes else 224
 
 
+SMALL_CNN_FILTERS = (16, 32, 64, 128)
+
+
 def _small_cnn(size: int) -> keras.Model:
-    """Four conv blocks (32/64/128/256 filters); the last is not pooled so its output is the Grad-CAM map."""
+    """Four conv blocks (16/32/64/128 filters); the last is not pooled so its output is the Grad-CAM map."""
     inputs = keras.Input(shape=(size, size, 3), name="image")
     x = inputs
-    for block, filters in enumerate((32, 64, 128, 256), start=1):
+    for block, filters in enumerate(SMALL_CNN_FILTERS, start=1):
         for conv in (1, 2):
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv{conv}")(x)
-            x = keras.layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
+            # A short memory: small datasets give few steps for the moving statistics to settle.
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{block}_bn{conv}")(x)
             x = keras.layers.ReLU(name=f"block{block}_relu{conv}")(x)
         if block < 4:
             x = keras.layers.MaxPooling2D(name=f"block{block}_pool")(x)
@@ -120,7 +124,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             preprocessing="unit",
             pretrained=False,
             imagenet_alphas=(),
-            _pooled=lambda alpha: 256,
+            _pooled=lambda alpha: SMALL_CNN_FILTERS[-1],
             _imagenet_file=None,
             _make=lambda alpha, size, weights: _small_cnn(size),
         ),

@@ -26,7 +26,7 @@ def test_version(runner: CliRunner) -> None:
     assert result.exit_code == 0 and result.output.strip() == f"dlpipe {__version__}"
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["ingest", "--help"], ["sample", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["ingest", "--help"], ["sample", "--help"], ["finetune", "--help"], ["predict", "--help"]])
 def test_help_imports_no_heavy_library(argv: list[str]) -> None:
     code = f"import sys; from dlpipe.cli import app; app({argv!r}, prog_name='dlpipe', standalone_mode=False)"
     completed = subprocess.run(
@@ -38,7 +38,7 @@ def test_help_imports_no_heavy_library(argv: list[str]) -> None:
 
 
 def test_every_command_has_the_common_options(runner: CliRunner) -> None:
-    for command in ("sample", "ingest"):
+    for command in ("sample", "ingest", "finetune", "embed", "predict", "metrics"):
         text = runner.invoke(app, [command, "--help"], terminal_width=200).output
         for option in ("--params", "--set", "--verbose", "--json"):
             assert option in text, f"{command} lacks {option}"
@@ -98,3 +98,33 @@ def test_sample_then_ingest_through_the_cli(runner: CliRunner, workspace: Worksp
     assert ingested.exit_code == 0, ingested.output
     (report,) = json.loads(ingested.stdout)
     assert report["accepted"] == 20 and report["rejected_by_reason"] == {"outside_class_folder": 1}
+
+
+def test_image_commands_through_the_cli(runner: CliRunner, workspace: Workspace, tmp_path) -> None:
+    """finetune -> embed -> predict on tiny data, each with --json."""
+    from tests.unit.test_image_models import TINY, tiny_shapes
+
+    tiny_shapes(workspace)
+    overrides = [arg for override in TINY for arg in ("--set", override)]
+    trained = runner.invoke(app, ["finetune", "--dataset", "shapes", "--json", *overrides])
+    assert trained.exit_code == 0, trained.output
+    (report,) = json.loads(trained.stdout)
+    assert report["epochs"] == 3 and report["model_dir"].endswith("data/shapes/model")
+
+    embedded = runner.invoke(app, ["embed", "--json", *overrides])
+    assert embedded.exit_code == 0, embedded.output
+    (report,) = json.loads(embedded.stdout)
+    assert (report["count"], report["source"]) == (32, "finetuned")
+
+    image = sorted((workspace.root / "shapes/star").iterdir())[0]
+    predicted = runner.invoke(app, ["predict", str(image), "-k", "2", "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    (answer,) = json.loads(predicted.stdout)
+    assert answer["path"] == str(image) and len(answer["top"]) == 2
+
+    missing = runner.invoke(app, ["predict", str(image), "--model", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 5 and "model not found" in missing.stderr
+
+    summary = runner.invoke(app, ["metrics", "--json"])
+    stages = {(row["dataset"], row["stage"]) for row in json.loads(summary.stdout)}
+    assert stages == {("shapes", "ingest"), ("shapes", "finetune"), ("shapes", "embed")}

@@ -32,11 +32,16 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = shipped_params()
     params["sample"]["images"].update(per_class=8, size=48)
     params["sample"]["audio"].update(per_class=5, duration=0.5)
+    params["finetune"].update(head_epochs=2, batch_size=8)
+    params["finetune"]["backbone"]["image_size"] = 32
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     (root / ".gitignore").write_text("/data/\n", encoding="utf-8")
     run(root, "git", "init", "-q")
     run(root, "dvc", "init", "-q")
     run(root, "dvc", "config", "core.analytics", "false")
+    # A real project has commits (DVCLive reads the current revision).
+    run(root, "git", "add", "-A")
+    run(root, "git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "project")
     run(root, "dvc", "repro")
     return root
 
@@ -47,6 +52,10 @@ def test_repro_ingests_every_sample_dataset(project: Path) -> None:
         assert metrics["accepted"] == expected and metrics["rejected"] == 0
     news = json.loads((project / "data/news/metrics/ingest.json").read_text())
     assert news["tokens"] == 59890
+    finetuned = json.loads((project / "data/shapes/metrics/finetune.json").read_text())
+    assert finetuned["epochs"] == 2 and (project / "data/shapes/model/model.keras").is_file()
+    embedded = json.loads((project / "data/shapes/metrics/embed.json").read_text())
+    assert (embedded["count"], embedded["source"]) == (32, "finetuned")
 
 
 def test_second_repro_does_nothing_and_status_is_clean(project: Path) -> None:
@@ -63,4 +72,5 @@ def test_a_param_change_reruns_only_the_stages_that_read_it(project: Path) -> No
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     output = run(project, "dvc", "repro")
     ran = sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))
+    # No image is that small: manifest.csv is unchanged, so finetune and embed (which depend on it) stay cached.
     assert ran == ["ingest@shapes"]

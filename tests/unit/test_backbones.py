@@ -15,6 +15,7 @@ from dlpipe.config import BackboneConfig
 from dlpipe.errors import ConfigError, DependencyError
 from dlpipe.models import backbones
 from dlpipe.models.backbones import (
+    SMALL_CNN_FILTERS,
     BACKBONES,
     build_base,
     get_spec,
@@ -51,7 +52,7 @@ def test_feature_dims_follow_alpha() -> None:
 
 def test_small_cnn_keeps_a_spatial_map_for_grad_cam() -> None:
     model = build_base(backbone(name="small_cnn", image_size=64))
-    assert model.output_shape == (None, 8, 8, 256)
+    assert model.output_shape == (None, 8, 8, SMALL_CNN_FILTERS[-1])
     assert isinstance(model.layers[-1], keras.layers.ReLU)
 
 
