@@ -237,3 +237,34 @@ def test_demo_small_cnn_reaches_95_percent_on_the_sample_images(workspace: Works
     result = finetune.run(workspace.load(), "shapes")
     # Measured 0.989 (87 of 88 test images) with seed 42.
     assert result.metrics["test_accuracy"] >= 0.95
+
+
+def test_phase_b_unfreezes_only_the_top_and_keeps_batchnorm_statistics(workspace: Workspace, tmp_path: Path) -> None:
+    """A base 'pretrained' from a weights file: its bottom and every BatchNorm stay exactly as loaded."""
+    from dlpipe.config import BackboneConfig
+    from dlpipe.models.backbones import build_base
+
+    backbone = BackboneConfig(name="small_cnn", weights="none", alpha=1.0, image_size=32)
+    start = build_base(backbone)
+    start.save_weights(tmp_path / "start.weights.h5")
+    tiny_shapes(workspace)
+    result = finetune.run(
+        workspace.load(
+            *TINY,
+            f"finetune.backbone.weights={tmp_path / 'start.weights.h5'}",
+            "finetune.fine_tune_lr=0.001",
+            "finetune.head_epochs=1",
+            "finetune.fine_tune_epochs=2",
+            "finetune.unfreeze_top=6",
+        ),
+        "shapes",
+    )
+    assert (result.metrics["epochs"], result.metrics["head_epochs_run"]) == (3, 1)
+    base = load_trained_model(result.model_dir).model.get_layer("small_cnn")
+    changed = {
+        layer.name
+        for layer, before in zip(base.layers, start.layers)
+        if any(not np.array_equal(a, b) for a, b in zip(layer.get_weights(), before.get_weights()))
+    }
+    top = {layer.name for layer in base.layers[-6:] if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)}
+    assert changed == top

@@ -94,8 +94,11 @@ def test_latin1_file_is_converted_to_utf8_with_its_encoding_set(workspace: Works
 def test_empty_corpus_fails(workspace: Workspace) -> None:
     (workspace.root / "blank.txt").write_text("  \n\n \t\n", encoding="utf-8")
     workspace.add_dataset("words", "text", "blank.txt")
-    with pytest.raises(InputDataError, match="empty"):
+    before = (workspace.root / "blank.txt").read_bytes()
+    with pytest.raises(InputDataError, match="empty") as caught:
         ingest.run(workspace.load(), "words")
+    assert caught.value.exit_code == 4 and (workspace.root / "blank.txt").read_bytes() == before
+    assert not (workspace.root / "data/words/ingest").exists()
 
 
 def test_binary_file_in_corpus_folder_is_rejected(workspace: Workspace) -> None:
