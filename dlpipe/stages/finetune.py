@@ -25,6 +25,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from dvclive import Live
 
 from dlpipe.artifacts import (
     atomic_dir,
@@ -40,10 +41,13 @@ from dlpipe.config import FinetuneConfig, Project
 from dlpipe.console import info
 from dlpipe.errors import InputDataError
 from dlpipe.manifest import Manifest, load_manifest
+from dlpipe.media.images import load_rgb
 from dlpipe.models.backbones import get_spec
 from dlpipe.models.classifier import EMBEDDING_LAYER, build_classifier
 from dlpipe.models.inputs import decoded_bytes, image_dataset, needs_pillow
 from dlpipe.models.store import MODEL_FILE, SIDECAR_FILE
+from dlpipe.reports import classification_metrics, write_confusion, write_history_plot
+from dlpipe.sheets import contact_sheet, top_losses_tiles
 
 STAGE = "finetune"
 LOG_FILE = "training_log.csv"
@@ -304,8 +308,6 @@ def _write_log(path: Path, history: dict[str, list[float]]) -> None:
 
 
 def _evaluate(model, data: _Splits, classes: list[str]) -> dict[str, Any]:
-    from dlpipe.reports import classification_metrics
-
     probabilities = model.predict(data.test, verbose=0)
     y_true = data.labels(data.test_indices)
     y_pred = probabilities.argmax(axis=1)
@@ -322,26 +324,29 @@ def _evaluate(model, data: _Splits, classes: list[str]) -> dict[str, Any]:
 
 def _write_plots(folder: Path, history, phase_boundary: int, evaluation, classes: list[str], top_losses: int) -> None:
     """DVCLive curves, confusion matrix (PNG + CSV), training curves and the top-losses sheet."""
-    from dvclive import Live
-
-    from dlpipe.media.images import load_rgb
-    from dlpipe.reports import write_confusion, write_history_plot
-    from dlpipe.sheets import contact_sheet, top_losses_tiles
-
     with Live(dir=str(folder / "live"), save_dvc_exp=False, dvcyaml=None) as live:
         for epoch in range(len(history["loss"])):
             for key, values in history.items():
                 split = "val" if key.startswith("val_") else "train"
                 live.log_metric(f"{split}/{key.removeprefix('val_')}", values[epoch])
             live.next_step()
-    names = [classes[i] for i in evaluation["y_true"]], [classes[i] for i in evaluation["y_pred"]]
+    true_names = [classes[i] for i in evaluation["y_true"]]
+    predicted_names = [classes[i] for i in evaluation["y_pred"]]
     write_confusion(
         evaluation["y_true"].tolist(), evaluation["y_pred"].tolist(), classes,
         folder / "confusion.png", folder / "confusion.csv", title="test split: true vs predicted",
     )
     write_history_plot(history, folder / "history.png", title="training curves", phase_boundaries=[phase_boundary])
-    images = [load_rgb(path, 1 << 40) for path in evaluation["paths"]]
-    tiles = top_losses_tiles(images, names[0], names[1], evaluation["confidence"].tolist(), evaluation["losses"].tolist(), top_losses)
+    # Decode only the images that make the sheet (ties broken by index, as top_losses_tiles does).
+    worst = np.argsort(-evaluation["losses"], kind="stable")[:top_losses]
+    tiles = top_losses_tiles(
+        [load_rgb(evaluation["paths"][i], 1 << 40) for i in worst],
+        [true_names[i] for i in worst],
+        [predicted_names[i] for i in worst],
+        evaluation["confidence"][worst].tolist(),
+        evaluation["losses"][worst].tolist(),
+        top_losses,
+    )
     contact_sheet(tiles, folder / "top_losses.png", columns=8, tile_size=128, title="test images with the highest loss")
 
 
