@@ -34,6 +34,7 @@ test-all: install
 ## bench: benchmarks (minutes; results in bench/results/ and docs/BENCHMARKS.md)
 bench: install
 	$(RUN) $(BIN)/python bench/bench_ingest.py
+	$(RUN) $(BIN)/python bench/bench_embed.py
 
 clean:
 	rm -rf data dvc.lock .pytest_cache
