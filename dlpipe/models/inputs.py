@@ -82,7 +82,13 @@ def _load_resized(path: tf.Tensor, use_pillow: tf.Tensor, image_size: int) -> tf
     Rounded to uint8 so a cache holds a quarter of the bytes; models see float32.
     """
     image = _decode(path, use_pillow)
-    image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
+    # Antialiasing only matters when shrinking; enlarging gives the same pixels without its cost.
+    shrinking = tf.reduce_any(tf.shape(image)[:2] > image_size)
+    image = tf.cond(
+        shrinking,
+        lambda: tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True),
+        lambda: tf.image.resize(image, (image_size, image_size), method="bilinear"),
+    )
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 

@@ -133,7 +133,11 @@ def _write_embeddings(path: Path, extractor: Extractor, manifest: Manifest, batc
         manifest.paths(), [needs_pillow(row) for row in manifest.rows], extractor.image_size, batch_size
     )
     dimension = int(extractor.model.output_shape[-1])
-    forward = tf.function(lambda images: extractor.model(images, training=False), reduce_retracing=True)
+    # A fixed signature: one trace per run, also for the smaller last batch.
+    forward = tf.function(
+        lambda images: extractor.model(images, training=False),
+        input_signature=[tf.TensorSpec((None, extractor.image_size, extractor.image_size, 3), tf.float32)],
+    )
     output = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(manifest.rows), dimension))
     start = time.perf_counter()
     row = 0
