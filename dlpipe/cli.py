@@ -169,7 +169,6 @@ def ingest(
 
     Example: dlpipe ingest --dataset shapes
     """
-
     results = _run_per_dataset("ingest", params, set_, verbose, dataset)
     if as_json:
         _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
@@ -214,7 +213,6 @@ def finetune(
     Writes data/<dataset>/model (model.keras + model.json), plots/finetune and metrics/finetune.json.
     Example: dlpipe finetune --dataset shapes --set finetune.head_epochs=10
     """
-
     results = _run_per_dataset("finetune", params, set_, verbose, dataset, modality="image")
     if as_json:
         _print_json([result.metrics | {"model_dir": str(result.model_dir)} for result in results])
@@ -242,7 +240,6 @@ def embed(
     Writes data/<dataset>/embed/embeddings.npy (float32, manifest order) and embeddings.json.
     Example: dlpipe embed --dataset shapes --set embed.source=backbone
     """
-
     results = _run_per_dataset("embed", params, set_, verbose, dataset, modality="image")
     if as_json:
         _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])

@@ -88,9 +88,11 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
     metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"
     classes = manifest.classes
     params_hash = sha256_json({"finetune": cfg.model_dump(), "seed": seed})
-    resume_dir = _resume_dir(dataset_dir, sha256_json([params_hash, manifest.sha256, classes])[:16])
+    resume_key = sha256_json([params_hash, manifest.sha256, classes])[:16]
 
     with stage_lock(dataset_dir, STAGE), _precision(cfg.mixed_precision):
+        # Inside the lock: pruning other keys' checkpoints must not race another run.
+        resume_dir = _resume_dir(dataset_dir, resume_key)
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
         model, base = build_classifier(cfg, len(classes), seed)
