@@ -254,6 +254,125 @@ def embed(
 
 
 @app.command()
+def cluster(
+    dataset: DatasetOption = None,
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Cluster the embeddings with k-means (k fixed or chosen by silhouette) and compare with raw pixels.
+
+    Writes data/<dataset>/cluster (assignments.csv, umap.csv/png, the UMAP reducer, one contact sheet
+    per cluster) and metrics/cluster.json (NMI, ARI, purity of deep features vs raw pixels).
+    Example: dlpipe cluster --dataset shapes --set cluster.k=4
+    """
+    results = _run_per_dataset("cluster", params, set_, verbose, dataset, modality="image")
+    if as_json:
+        _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
+        return
+    from dlpipe.console import info
+
+    for result in results:
+        m = result.metrics
+        versus = f", NMI {m['nmi']:.3f} (raw pixels {m['raw_pixels_nmi']:.3f})" if "nmi" in m else ""
+        info(f"cluster {result.dataset}: k={result.k} ({m['k_source']}), silhouette {m['silhouette']:.3f}{versus} -> {result.out_dir}")
+
+
+search_app = typer.Typer(help="Reverse image search with FAISS: build the index (a DVC stage), then query it.", no_args_is_help=True)
+app.add_typer(search_app, name="search")
+
+
+@search_app.command("build")
+def search_build(
+    dataset: DatasetOption = None,
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Build a FAISS index over the embeddings (search.index: auto or a factory string) and evaluate it.
+
+    Writes data/<dataset>/search (index.faiss, index.json, examples.png) and metrics/search.json
+    (recall@k against exact search and label precision@k on test-split queries).
+    Example: dlpipe search build --dataset shapes --set search.index=HNSW32
+    """
+    results = _run_per_dataset("search", params, set_, verbose, dataset, modality="image")
+    if as_json:
+        _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
+        return
+    from dlpipe.console import info
+
+    for result in results:
+        m = result.metrics
+        figures = f"recall@{m['k']} {m['recall_at_k']:.3f}, precision@{m['k']} {m['precision_at_k']:.3f}" if m.get("queries") else "no test queries"
+        info(f"search {result.dataset}: {result.factory} over {m['count']} vectors, {figures} -> {result.out_dir}")
+
+
+@search_app.command("query")
+def search_query(
+    images: Annotated[list[Path] | None, typer.Argument(help="Image files to find neighbours of.")] = None,
+    item: Annotated[
+        list[str] | None, typer.Option("--item", help="A manifest path (as in manifest.csv) to use as a query (repeatable).")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Whose index to search (default: the only one built).")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, help="Neighbours per query.")] = 10,
+    out: Annotated[Path | None, typer.Option("--out", help="Write a contact sheet PNG: each query, then its neighbours.")] = None,
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Nearest neighbours of images (embedded exactly as the index's sidecar records) or of dataset items.
+
+    Example: dlpipe search query photo.jpg -k 5 --out neighbours.png      dlpipe search query --item circle/circle_0001.png
+    """
+
+    def action() -> Any:
+        from dlpipe.config import load_project
+        from dlpipe.stages import search_query
+
+        project = load_project(params, set_ or [])
+        name = dataset or _only_built(project, "search/index.faiss", "index")
+        project.dataset(name)
+        return search_query.run(project, name, images or [], item or [], k, out)
+
+    result = _guarded(verbose, action)
+    if as_json:
+        _print_json([{"query": a.query, "neighbours": [vars(n) for n in a.neighbours]} for a in result.answers])
+        return
+    _print_answers(result)
+
+
+def _only_built(project: Any, artifact: str, what: str) -> str:
+    """The one dataset that has ``artifact`` under its folder, or a ConfigError saying which to pick."""
+    from dlpipe.errors import ConfigError
+
+    built = [name for name in project.params.datasets if (project.dataset_dir(name) / artifact).is_file()]
+    if len(built) != 1:
+        found = ", ".join(built) or "none"
+        raise ConfigError(f"cannot choose a dataset: datasets with an {what}: {found}", "pass --dataset NAME")
+    return built[0]
+
+
+def _print_answers(result: Any) -> None:
+    from rich.table import Table
+
+    from dlpipe.console import info, stdout
+
+    score = "similarity" if result.metric == "inner_product" else "squared L2 distance"
+    for answer in result.answers:
+        table = Table(title=f"neighbours of {answer.query}", title_justify="left")
+        for column in ("rank", "path", "label", score):
+            table.add_column(column)
+        for n in answer.neighbours:
+            table.add_row(str(n.rank), n.path, n.label, f"{n.score:.4f}")
+        stdout.print(table)
+    if result.sheet:
+        info(f"contact sheet written to {result.sheet}")
+
+
+@app.command()
 def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     model: Annotated[
@@ -299,17 +418,12 @@ def predict(
 def _default_model(params: Path, overrides: list[str], dataset: str | None) -> Path:
     """data/<dataset>/model, or the only dataset that has a trained model."""
     from dlpipe.config import load_project
-    from dlpipe.errors import ConfigError
 
     project = load_project(params, overrides)
     if dataset:
         project.dataset(dataset)
         return project.dataset_dir(dataset) / "model"
-    trained = [name for name in project.params.datasets if (project.dataset_dir(name) / "model/model.keras").is_file()]
-    if len(trained) != 1:
-        found = ", ".join(trained) or "none"
-        raise ConfigError(f"cannot choose a model: trained datasets found: {found}", "pass --model PATH or --dataset NAME")
-    return project.dataset_dir(trained[0]) / "model"
+    return project.dataset_dir(_only_built(project, "model/model.keras", "trained model")) / "model"
 
 
 def _print_predictions(result: Any) -> None:

@@ -173,6 +173,51 @@ class EmbedConfig(Section):
     normalize: bool = Field(description="L2-normalise each embedding (cosine similarity = inner product)")
 
 
+class UmapConfig(Section):
+    """``cluster.umap``: the 2-D picture of the embeddings."""
+
+    n_neighbors: int = Field(ge=2, le=200, description="neighbourhood size: larger keeps more global structure")
+    min_dist: float = Field(ge=0, le=1, description="how tightly points may pack in the picture")
+
+
+class ClusterConfig(Section):
+    """``cluster``: k-means on the embeddings (and on raw pixels as the baseline), UMAP pictures, contact sheets."""
+
+    k: int | Literal["auto"] = Field(description="number of clusters, or auto (best silhouette in k_min..k_max)")
+    k_min: int = Field(ge=2, description="smallest k tried when k: auto")
+    k_max: int = Field(ge=2, description="largest k tried when k: auto")
+    niter: int = Field(ge=1, le=1000, description="k-means iterations")
+    nredo: int = Field(ge=1, le=100, description="k-means restarts; the lowest inertia wins")
+    silhouette_sample: int = Field(ge=100, description="rows the silhouette score is computed on")
+    raw_pixels_side: int = Field(ge=4, le=128, description="side the baseline downscales images to before clustering pixels")
+    thumbnails: int = Field(ge=1, le=100, description="images per cluster on its contact sheet")
+    umap: UmapConfig
+
+    @field_validator("k")
+    @classmethod
+    def _k_at_least_two(cls, k: int | str) -> int | str:
+        if isinstance(k, int) and k < 2:
+            raise ValueError(f"expected auto or an integer >= 2, got {k}")
+        return k
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> ClusterConfig:
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min ({self.k_min}) is larger than k_max ({self.k_max})")
+        return self
+
+
+class SearchConfig(Section):
+    """``search``: the FAISS index over the embeddings and its self-evaluation."""
+
+    index: str = Field(min_length=1, description="auto (chosen by size and memory budget) or a FAISS factory string")
+    memory_budget_mb: int = Field(ge=1, description="memory the index may take; auto compresses vectors beyond it")
+    target_recall: float = Field(gt=0, le=1, description="recall@k vs exact search that search parameters are tuned to")
+    k: int = Field(ge=1, le=1000, description="neighbours per query when evaluating (and the query default)")
+    eval_queries: int = Field(ge=1, description="test-split items used as evaluation queries (at most)")
+    examples: int = Field(ge=0, le=20, description="queries shown on examples.png")
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -182,6 +227,8 @@ class Params(Section):
     ingest: IngestConfig
     finetune: FinetuneConfig
     embed: EmbedConfig
+    cluster: ClusterConfig
+    search: SearchConfig
 
     @field_validator("datasets")
     @classmethod

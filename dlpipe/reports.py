@@ -90,7 +90,7 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes
     return {"accuracy": _r(accuracy_score(true, pred)), "macro_f1": _r(macro_f1), "n": n, "per_class": per_class}
 
 
-def _save_png(fig: Figure, png_path: Path) -> None:
+def save_png(fig: Figure, png_path: Path) -> None:
     """Render ``fig`` with the Agg canvas and write the PNG atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -181,7 +181,7 @@ def write_confusion(
     correct = int(np.trace(matrix))
     accuracy = f"{correct / total:.1%}" if total else "n/a"
     ax.set_title(f"{title}\n{total} items, accuracy {accuracy}", fontsize=12)
-    _save_png(fig, Path(png_path))
+    save_png(fig, Path(png_path))
 
 
 def _curve_keys(history: dict[str, list[float]], metric: str) -> tuple[str, str]:
@@ -267,4 +267,4 @@ def write_history_plot(
             ax.set_xticks([])
             ax.set_yticks([])
             ax.text(0.5, 0.5, "(no data)", transform=ax.transAxes, ha="center", va="center", color="#777777")
-    _save_png(fig, Path(png_path))
+    save_png(fig, Path(png_path))

@@ -12,6 +12,8 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "ingest": ("accepted", "rejected", "ignored", "reject_fraction", "tokens", "seconds_of_audio"),
     "finetune": ("test_accuracy", "test_macro_f1", "epochs", "best_val_loss", "train_seconds"),
     "embed": ("count", "dimension", "images_per_second"),
+    "cluster": ("k", "silhouette", "nmi", "raw_pixels_nmi", "ari", "raw_pixels_ari", "purity", "raw_pixels_purity"),
+    "search": ("index", "recall_at_k", "precision_at_k", "queries_per_second"),
 }
 STAGE_ORDER = tuple(HEADLINES)
 

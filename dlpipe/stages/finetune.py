@@ -358,7 +358,7 @@ def _model_sidecar(cfg: FinetuneConfig, dataset, classes, manifest: Manifest, mo
         dataset=dataset,
         classes=classes,
         image_size=cfg.backbone.image_size,
-        input="float32 RGB in [0, 255], resized to image_size x image_size (antialiased bilinear)",
+        input="float32 RGB in [0, 255], resized to image_size x image_size (area averaging when shrinking, bilinear otherwise)",
         preprocessing=get_spec(cfg.backbone.name).preprocessing,
         backbone=cfg.backbone.model_dump(),
         embedding_layer=EMBEDDING_LAYER,

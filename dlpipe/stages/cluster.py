@@ -1,0 +1,199 @@
+"""``cluster``: k-means on the deep embeddings, judged against raw pixels, with UMAP pictures.
+
+The classic comparison: cluster the images by their downscaled raw pixels and by
+the network's embeddings with the same k-means and the same k, and measure how
+well each grouping agrees with the labels (NMI, ARI, purity). Alongside: a seeded
+UMAP map (CSV, PNG by label and by cluster, the fitted reducer for projecting new
+points) and one contact sheet per cluster, so a person can see what it holds.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlpipe import clustering
+from dlpipe.artifacts import atomic_dir, atomic_write_bytes, atomic_write_json, library_versions, sidecar, stage_lock, write_csv
+from dlpipe.cluster_plots import write_silhouette_plot, write_umap_png
+from dlpipe.config import ClusterConfig, Project
+from dlpipe.console import info
+from dlpipe.embeddings import Embeddings, load_embeddings
+from dlpipe.errors import InputDataError
+from dlpipe.sheets import RIGHT, WRONG, Tile, contact_sheet
+
+STAGE = "cluster"
+REDUCER_FILE = "umap_reducer.pkl"
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a cluster run produced."""
+
+    dataset: str
+    out_dir: Path
+    metrics_path: Path
+    k: int
+    metrics: dict[str, Any]
+
+
+def run(project: Project, dataset: str) -> Result:
+    """Cluster ``dataset``'s embeddings and its raw pixels; write assignments, pictures and metrics.
+
+    Raises:
+        ArtifactError: embeddings missing, stale or corrupt (see :func:`dlpipe.embeddings.load_embeddings`).
+        InputDataError: fewer items than clusters, or an image that no longer decodes.
+    """
+    cfg = project.params.cluster
+    seed = project.params.base.seed
+    embeddings = load_embeddings(project, dataset)
+    vectors = np.ascontiguousarray(embeddings.vectors, dtype=np.float32)
+    count = vectors.shape[0]
+    if count < 3:
+        raise InputDataError(f"dataset '{dataset}' has {count} embeddings; clustering needs at least 3", "ingest more images")
+    dataset_dir = project.dataset_dir(dataset)
+    out_dir = dataset_dir / STAGE
+    metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"
+    labels = [row["label"] for row in embeddings.manifest.rows]
+
+    with stage_lock(dataset_dir, STAGE), atomic_dir(out_dir) as staging:
+        k, silhouette = _choose_k(vectors, cfg, seed)
+        if silhouette:
+            write_csv(staging / "silhouette.csv", ("k", "silhouette"), ({"k": key, "silhouette": value} for key, value in silhouette.items()))
+            write_silhouette_plot(silhouette, k, staging / "silhouette.png", f"{dataset}: choosing k by silhouette")
+        info(f"k-means with k={k} on {count} embeddings of dimension {vectors.shape[1]}")
+        deep = clustering.kmeans(vectors, k, niter=cfg.niter, nredo=cfg.nredo, seed=seed)
+        distances = np.linalg.norm(vectors - deep.centroids[deep.labels], axis=1)
+        metrics: dict[str, Any] = {
+            "dataset": dataset,
+            "count": count,
+            "dimension": int(vectors.shape[1]),
+            "k": k,
+            "k_source": "auto" if cfg.k == "auto" else "params",
+            "silhouette": _silhouette_at(vectors, deep.labels, cfg.silhouette_sample, seed),
+            "inertia": round(deep.inertia, 6),
+            "cluster_sizes": deep.sizes,
+        }
+        if len(set(labels)) >= 2:
+            metrics.update(_judge_against_raw_pixels(embeddings, labels, deep.labels, k, cfg, seed))
+        _write_tables(staging, embeddings, labels, deep.labels, distances)
+        metrics["umap_seconds"] = _write_umap(staging, vectors, labels, deep.labels, cfg, seed, embeddings.normalized, dataset)
+        _write_sheets(staging / "sheets", embeddings, labels, deep.labels, distances, cfg.thumbnails)
+        atomic_write_json(
+            staging / "cluster.json",
+            sidecar(
+                STAGE,
+                dataset=dataset,
+                embeddings_sha256=embeddings.sidecar["embeddings_sha256"],
+                manifest_sha256=embeddings.manifest.sha256,
+                k=k,
+                params=cfg.model_dump(),
+                seed=seed,
+                reducer=REDUCER_FILE,
+                versions=library_versions("faiss-cpu", "umap-learn", "scikit-learn", "numpy"),
+            ),
+        )
+    atomic_write_json(metrics_path, metrics)
+    return Result(dataset, out_dir, metrics_path, k, metrics)
+
+
+def _choose_k(vectors: np.ndarray, cfg: ClusterConfig, seed: int) -> tuple[int, dict[int, float]]:
+    """(k, silhouette score per k tried); the scores are empty when k comes from params."""
+    count = vectors.shape[0]
+    if cfg.k != "auto":
+        if cfg.k > count:
+            raise InputDataError(f"cluster.k is {cfg.k} but the dataset has only {count} items", "lower cluster.k or use auto")
+        return cfg.k, {}
+    choice = clustering.choose_k(
+        vectors, cfg.k_min, min(cfg.k_max, count - 1), niter=cfg.niter, nredo=cfg.nredo, seed=seed, sample_size=cfg.silhouette_sample
+    )
+    return choice.k, {key: round(value, 6) for key, value in choice.silhouette.items()}
+
+
+def _silhouette_at(vectors: np.ndarray, clusters: np.ndarray, sample: int, seed: int) -> float:
+    from sklearn.metrics import silhouette_score
+
+    size = min(sample, vectors.shape[0])
+    return round(float(silhouette_score(vectors, clusters, sample_size=size, random_state=seed)), 6)
+
+
+def _judge_against_raw_pixels(
+    embeddings: Embeddings, labels: list[str], deep_clusters: np.ndarray, k: int, cfg: ClusterConfig, seed: int
+) -> dict[str, Any]:
+    """Agreement with the labels of the deep clustering and of raw pixels clustered the same way."""
+    pixels = clustering.raw_pixel_features(embeddings.manifest.paths(), cfg.raw_pixels_side)
+    raw = clustering.kmeans(pixels, k, niter=cfg.niter, nredo=cfg.nredo, seed=seed)
+    deep_scores = clustering.agreement(labels, deep_clusters)
+    raw_scores = clustering.agreement(labels, raw.labels)
+    info(f"NMI against the labels: deep features {deep_scores['nmi']:.3f}, raw pixels {raw_scores['nmi']:.3f}")
+    return {
+        **deep_scores,
+        **{f"raw_pixels_{key}": value for key, value in raw_scores.items()},
+        "nmi_gain_over_raw_pixels": round(deep_scores["nmi"] - raw_scores["nmi"], 4),
+    }
+
+
+def _write_tables(folder: Path, embeddings: Embeddings, labels: list[str], clusters: np.ndarray, distances: np.ndarray) -> None:
+    rows = embeddings.manifest.rows
+    write_csv(
+        folder / "assignments.csv",
+        ("path", "label", "split", "cluster", "distance_to_centroid"),
+        (
+            {"path": row["path"], "label": row["label"], "split": row["split"], "cluster": int(c), "distance_to_centroid": round(float(d), 6)}
+            for row, c, d in zip(rows, clusters, distances)
+        ),
+    )
+    write_csv(
+        folder / "clusters.csv",
+        ("cluster", "size", "majority_label", "majority_share"),
+        clustering.cluster_label_table(labels, clusters),
+    )
+
+
+def _write_umap(
+    folder: Path, vectors: np.ndarray, labels: list[str], clusters: np.ndarray, cfg: ClusterConfig, seed: int, normalized: bool, dataset: str
+) -> float:
+    """Fit the seeded 2-D UMAP, write umap.csv, umap.png and the pickled reducer; return the seconds it took."""
+    import umap
+
+    start = time.perf_counter()
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(cfg.umap.n_neighbors, vectors.shape[0] - 1),
+        min_dist=cfg.umap.min_dist,
+        metric="cosine" if normalized else "euclidean",
+        random_state=seed,
+        n_jobs=1,  # a seeded UMAP runs single-threaded anyway; saying so keeps its warning away
+    )
+    coords = reducer.fit_transform(vectors)
+    seconds = time.perf_counter() - start
+    write_csv(
+        folder / "umap.csv",
+        ("index", "label", "cluster", "x", "y"),
+        ({"index": i, "label": label, "cluster": int(c), "x": round(float(x), 5), "y": round(float(y), 5)} for i, (label, c, (x, y)) in enumerate(zip(labels, clusters, coords))),
+    )
+    write_umap_png(coords, labels, clusters, folder / "umap.png", f"{dataset}: UMAP of {len(labels)} embeddings")
+    # The reducer can place new points on this map: pickle.load(...).transform(new_vectors).
+    atomic_write_bytes(folder / REDUCER_FILE, pickle.dumps(reducer, protocol=pickle.HIGHEST_PROTOCOL))
+    return round(seconds, 3)
+
+
+def _write_sheets(
+    folder: Path, embeddings: Embeddings, labels: list[str], clusters: np.ndarray, distances: np.ndarray, per_cluster: int
+) -> None:
+    """One contact sheet per cluster: the members closest to its centroid, green when of the majority label."""
+    paths = embeddings.manifest.paths()
+    for entry in clustering.cluster_label_table(labels, clusters):
+        cluster = entry["cluster"]
+        members = np.flatnonzero(clusters == cluster)
+        nearest = members[np.argsort(distances[members], kind="stable")][:per_cluster]
+        tiles = [
+            Tile(paths[i], labels[i], RIGHT if labels[i] == entry["majority_label"] else WRONG)
+            for i in nearest
+        ]
+        title = f"cluster {cluster}: {entry['size']} items, {entry['majority_share']:.0%} {entry['majority_label']}"
+        contact_sheet(tiles, folder / f"cluster_{cluster:02d}.png", columns=min(6, max(len(tiles), 1)), tile_size=96, title=title)

@@ -1,0 +1,176 @@
+"""``search build``: a FAISS index over a dataset's embeddings that evaluates itself.
+
+The index holds every item (the collection users search). It is chosen by size
+and memory budget (``search.index: auto``, see :func:`dlpipe.index.choose_index`)
+or given as a FAISS factory string. An approximate index gets the smallest search
+effort (nprobe / efSearch) that reaches ``search.target_recall`` on queries from
+the validation split; it is then judged on held-out queries from the test split:
+
+- recall@k: the share of the exact top-k neighbours the index returns;
+- precision@k: the share of returned neighbours that carry the query's label.
+
+Each query's own row is left out of its results (it would always be first).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlpipe import index as faiss_index
+from dlpipe.artifacts import atomic_dir, atomic_write_json, stage_lock
+from dlpipe.config import Project, SearchConfig
+from dlpipe.console import info, warn
+from dlpipe.embeddings import Embeddings, load_embeddings
+from dlpipe.errors import InputDataError
+from dlpipe.sheets import RIGHT, WRONG, Tile, contact_sheet
+
+STAGE = "search"
+# Fields of the embeddings sidecar that say how a query must be embedded; copied into index.json.
+RECORDED_FIELDS = ("source", "model_sha256", "backbone", "preprocessing", "image_size", "layer", "normalized", "dimension")
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a search build produced."""
+
+    dataset: str
+    out_dir: Path
+    metrics_path: Path
+    factory: str
+    metrics: dict[str, Any]
+
+
+def run(project: Project, dataset: str) -> Result:
+    """Build, tune and evaluate the index of ``dataset``'s embeddings; write it with its sidecar and metrics.
+
+    Raises:
+        ArtifactError: embeddings missing, stale or corrupt.
+        InputDataError: too few items for the chosen index or for the requested k.
+        ConfigError: an invalid FAISS factory string.
+    """
+    cfg = project.params.search
+    seed = project.params.base.seed
+    embeddings = load_embeddings(project, dataset)
+    vectors = np.ascontiguousarray(embeddings.vectors, dtype=np.float32)
+    count, dimension = vectors.shape
+    if count < cfg.k + 1:
+        raise InputDataError(f"dataset '{dataset}' has {count} items; evaluating k={cfg.k} neighbours needs at least {cfg.k + 1}", "lower search.k")
+    metric = "inner_product" if embeddings.normalized else "l2"
+    choice = _choose(cfg, count, dimension)
+    info(f"index {choice.factory} for {count} vectors of dimension {dimension}: {choice.reason}")
+    dataset_dir = project.dataset_dir(dataset)
+    out_dir = dataset_dir / STAGE
+    metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"
+
+    with stage_lock(dataset_dir, STAGE), atomic_dir(out_dir) as staging:
+        start = time.perf_counter()
+        index = faiss_index.build_index(vectors, choice.factory, metric=metric, seed=seed)
+        build_seconds = time.perf_counter() - start
+        rng = np.random.default_rng(seed)
+        tune_rows = _sample(embeddings.manifest.split("val") or embeddings.manifest.split("train"), cfg.eval_queries, rng)
+        test_rows = _sample(embeddings.manifest.split("test") or embeddings.manifest.split("val"), cfg.eval_queries, rng)
+        params, tuned_recall = _tune(index, vectors, tune_rows, cfg)
+        evaluation = _evaluate(index, vectors, embeddings, test_rows, cfg.k, metric)
+        if evaluation["recall_at_k"] < cfg.target_recall:
+            warn(f"recall@{cfg.k} is {evaluation['recall_at_k']:.3f} on the test queries, below search.target_recall {cfg.target_recall}")
+        recorded = {key: embeddings.sidecar.get(key) for key in RECORDED_FIELDS}
+        saved = faiss_index.save_index(
+            index,
+            staging,
+            {
+                "dataset": dataset,
+                "reason": choice.reason,
+                "embeddings_sha256": embeddings.sidecar["embeddings_sha256"],
+                "manifest_sha256": embeddings.manifest.sha256,
+                "query_embedding": recorded,
+            },
+        )
+        _write_examples(staging / "examples.png", index, vectors, embeddings, test_rows[: cfg.examples], cfg.k)
+        metrics = {
+            "dataset": dataset,
+            "index": choice.factory,
+            "count": count,
+            "dimension": dimension,
+            "metric": metric,
+            "index_bytes": saved.stat().st_size,
+            "build_seconds": round(build_seconds, 3),
+            "search_params": params,
+            "tuning_queries": len(tune_rows),
+            "tuned_recall_at_k": round(tuned_recall, 4),
+            "k": cfg.k,
+            **evaluation,
+        }
+    atomic_write_json(metrics_path, metrics)
+    return Result(dataset, out_dir, metrics_path, choice.factory, metrics)
+
+
+def _choose(cfg: SearchConfig, count: int, dimension: int) -> faiss_index.IndexChoice:
+    budget = cfg.memory_budget_mb * 1024 * 1024
+    if cfg.index == "auto":
+        return faiss_index.choose_index(count, dimension, budget)
+    memory = faiss_index.estimate_memory(cfg.index, count, dimension)
+    return faiss_index.IndexChoice(cfg.index, "set in params.yaml (search.index)", memory)
+
+
+def _sample(rows: list[int], limit: int, rng: np.random.Generator) -> list[int]:
+    """At most ``limit`` of ``rows``, drawn without replacement and kept in manifest order."""
+    if len(rows) <= limit:
+        return rows
+    return sorted(rng.choice(rows, size=limit, replace=False).tolist())
+
+
+def _neighbours_without_self(ids: np.ndarray, rows: list[int], k: int) -> np.ndarray:
+    """Drop each query's own row from its k+1 results (or the last result when it is absent)."""
+    kept = np.empty((len(rows), k), dtype=np.int64)
+    for i, (found, own) in enumerate(zip(ids, rows)):
+        others = found[found != own]
+        kept[i] = others[:k]
+    return kept
+
+
+def _tune(index, vectors: np.ndarray, rows: list[int], cfg: SearchConfig) -> tuple[dict[str, int], float]:
+    """Smallest search effort reaching the target recall on ``rows`` (self included on both sides)."""
+    if not rows:
+        return {}, 1.0
+    return faiss_index.tune_search_params(index, vectors, vectors[rows], None, cfg.k + 1, cfg.target_recall)
+
+
+def _evaluate(index, vectors: np.ndarray, embeddings: Embeddings, rows: list[int], k: int, metric: str) -> dict[str, Any]:
+    """recall@k against exact search and label precision@k on held-out queries; queries/s of the index."""
+    if not rows:
+        return {"queries": 0}
+    queries = vectors[rows]
+    _, exact = faiss_index.exact_search(vectors, queries, k + 1, metric)
+    start = time.perf_counter()
+    _, found = faiss_index.search(index, queries, k + 1)
+    seconds = time.perf_counter() - start
+    exact, found = _neighbours_without_self(exact, rows, k), _neighbours_without_self(found, rows, k)
+    labels = np.asarray([row["label"] for row in embeddings.manifest.rows])
+    precision = float(np.mean(labels[found] == labels[rows][:, None]))
+    return {
+        "queries": len(rows),
+        "recall_at_k": round(faiss_index.recall_at_k(found, exact, k), 4),
+        "precision_at_k": round(precision, 4),
+        "queries_per_second": round(len(rows) / max(seconds, 1e-9), 1),
+    }
+
+
+def _write_examples(path: Path, index, vectors: np.ndarray, embeddings: Embeddings, rows: list[int], k: int) -> None:
+    """A sheet with one row per example query: the query, then its k neighbours (green: same label)."""
+    tiles: list[Tile] = []
+    manifest = embeddings.manifest
+    if rows:
+        scores, ids = faiss_index.search(index, vectors[rows], k + 1)
+        for row, row_scores, row_ids in zip(rows, scores, ids):
+            query_label = manifest.rows[row]["label"]
+            tiles.append(Tile(manifest.resolve(manifest.rows[row]["path"]), f"query\n{query_label}"))
+            kept = [(s, i) for s, i in zip(row_scores, row_ids) if i != row][:k]
+            for score, neighbour in kept:
+                label = manifest.rows[neighbour]["label"]
+                tiles.append(Tile(manifest.resolve(manifest.rows[neighbour]["path"]), f"{label}\n{score:.3f}", RIGHT if label == query_label else WRONG))
+    contact_sheet(tiles, path, columns=k + 1, tile_size=96, title=f"{manifest.dataset}: test queries and their {k} nearest neighbours")

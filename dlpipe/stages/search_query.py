@@ -1,0 +1,158 @@
+"""``search query``: the nearest neighbours of new images, or of items already in the dataset.
+
+New images are embedded with exactly the model and preprocessing recorded in the
+index's sidecar (it refuses when they are gone or differ); an item already in the
+manifest is looked up by its manifest path and uses its stored embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dlpipe import index as faiss_index
+from dlpipe.config import Project
+from dlpipe.embeddings import load_embeddings
+from dlpipe.errors import ArtifactError, InputDataError
+from dlpipe.manifest import Manifest
+from dlpipe.media import Rejected
+from dlpipe.sheets import RIGHT, Tile, contact_sheet
+from dlpipe.stages.search import STAGE
+
+_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One search hit: manifest path, label and similarity score (inner product, or L2 distance)."""
+
+    rank: int
+    path: str
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The neighbours of one query, best first."""
+
+    query: str
+    neighbours: list[Neighbour] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Result:
+    """Every answer, in query order, and the sheet written (if any)."""
+
+    index: Path
+    metric: str
+    answers: list[Answer]
+    sheet: Path | None
+
+
+def run(
+    project: Project,
+    dataset: str,
+    images: list[Path],
+    items: list[str],
+    k: int,
+    sheet_path: Path | None = None,
+) -> Result:
+    """Find the ``k`` nearest neighbours of each image file and each manifest item.
+
+    Args:
+        project: the loaded params.
+        dataset: whose index to search.
+        images: image files to embed and search for.
+        items: manifest paths (as in manifest.csv) whose stored embeddings to search for.
+        k: neighbours per query (an item's own row is left out of its answer).
+        sheet_path: write a contact sheet there (each row: the query, then its neighbours).
+
+    Raises:
+        ArtifactError: no index, an index inconsistent with its sidecar, or one built from embeddings
+            that have changed since; the recorded model is missing or differs.
+        InputDataError: no query, an unknown item, an undecodable image, or k larger than the collection.
+    """
+    if not images and not items:
+        raise InputDataError("nothing to search for", "pass image files and/or --item PATH")
+    folder = project.dataset_dir(dataset) / STAGE
+    loaded = faiss_index.load_index(folder)
+    embeddings = load_embeddings(project, dataset)
+    if loaded.info.get("embeddings_sha256") != embeddings.sidecar["embeddings_sha256"]:
+        raise ArtifactError(
+            f"the index in {folder} was built from other embeddings than those in {embeddings.path.parent}",
+            f"rebuild it with `dlpipe search build --dataset {dataset}` (or `dvc repro`)",
+        )
+    manifest = embeddings.manifest
+    names, vectors, own_rows = [], [], []
+    if images:
+        names += [str(path) for path in images]
+        vectors.append(_embed_files(project, dataset, loaded.info["query_embedding"], images))
+        own_rows += [-1] * len(images)
+    if items:
+        rows = _item_rows(manifest, items)
+        names += items
+        vectors.append(np.asarray(embeddings.vectors[rows], dtype=np.float32))
+        own_rows += rows
+    queries = np.concatenate(vectors)
+    # One extra neighbour so an item's own row can be dropped and k remain.
+    extra = 1 if items and k < loaded.index.ntotal else 0
+    scores, ids = faiss_index.search(loaded.index, queries, k + extra)
+    answers = [_answer(name, manifest, s, i, own, k) for name, s, i, own in zip(names, scores, ids, own_rows)]
+    sheet = _write_sheet(sheet_path, answers, images, manifest) if sheet_path else None
+    return Result(loaded.path, loaded.info["metric"], answers, sheet)
+
+
+def _embed_files(project: Project, dataset: str, recorded: dict, images: list[Path]) -> np.ndarray:
+    """Embed query images exactly as the indexed vectors were embedded."""
+    import tensorflow as tf
+
+    from dlpipe.models.inputs import load_image_array
+    from dlpipe.stages.embed import recorded_extractor
+
+    arrays = []
+    for path in images:
+        if not path.is_file():
+            raise InputDataError(f"no such image file: {path}")
+        try:
+            arrays.append(load_image_array(path, recorded["image_size"]))
+        except Rejected as rejection:
+            raise InputDataError(f"cannot search with {path}: {rejection.detail}", "pass a decodable image file") from None
+    extractor = recorded_extractor(project, dataset, recorded)
+    out = [extractor.model(tf.constant(np.stack(arrays[i : i + _BATCH])), training=False).numpy() for i in range(0, len(arrays), _BATCH)]
+    vectors = np.concatenate(out).astype(np.float32)
+    if recorded.get("normalized"):
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors
+
+
+def _item_rows(manifest: Manifest, items: list[str]) -> list[int]:
+    row_of = {row["path"]: i for i, row in enumerate(manifest.rows)}
+    missing = [item for item in items if item not in row_of]
+    if missing:
+        raise InputDataError(
+            f"not in the manifest of dataset '{manifest.dataset}': {', '.join(missing)}",
+            "give the path exactly as in the manifest.csv 'path' column, e.g. " + manifest.rows[0]["path"],
+        )
+    return [row_of[item] for item in items]
+
+
+def _answer(name: str, manifest: Manifest, scores: np.ndarray, ids: np.ndarray, own_row: int, k: int) -> Answer:
+    hits = [(float(s), int(i)) for s, i in zip(scores, ids) if i != own_row and i >= 0][:k]
+    return Answer(
+        name,
+        [Neighbour(rank, manifest.rows[i]["path"], manifest.rows[i]["label"], round(s, 6)) for rank, (s, i) in enumerate(hits, start=1)],
+    )
+
+
+def _write_sheet(path: Path, answers: list[Answer], images: list[Path], manifest: Manifest) -> Path:
+    k = max((len(a.neighbours) for a in answers), default=1)
+    tiles: list[Tile] = []
+    for answer in answers:
+        source = Path(answer.query) if Path(answer.query) in images else manifest.resolve(answer.query)
+        tiles.append(Tile(source, f"query\n{Path(answer.query).name}", RIGHT))
+        tiles += [Tile(manifest.resolve(n.path), f"{n.label}\n{n.score:.3f}") for n in answer.neighbours]
+        tiles += [Tile(np.full((8, 8, 3), 255, np.uint8), "") for _ in range(k - len(answer.neighbours))]
+    return contact_sheet(tiles, path, columns=k + 1, tile_size=112, title=f"{manifest.dataset}: queries and their nearest neighbours")

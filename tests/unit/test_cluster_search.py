@@ -1,0 +1,184 @@
+"""cluster, search build and search query on tiny generated data: outputs, agreement, bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dlpipe.artifacts import sha256_file
+from dlpipe.cli import app
+from dlpipe.errors import ArtifactError, InputDataError
+from dlpipe.stages import cluster, embed, finetune, search, search_query
+from tests.conftest import Workspace, tree_digest
+from tests.unit.test_image_models import TINY, tiny_shapes
+
+SMALL = (*TINY, "cluster.k_max=5", "search.k=5", "search.examples=2", "cluster.thumbnails=4")
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """Tiny shapes, fine-tuned, embedded, clustered and indexed once for the read-only tests below."""
+    workspace = Workspace(tmp_path_factory.mktemp("embedded"))
+    tiny_shapes(workspace, per_class=10)
+    project = workspace.load(*SMALL)
+    finetune.run(project, "shapes")
+    embed.run(project, "shapes")
+    cluster.run(project, "shapes")
+    search.run(project, "shapes")
+    return workspace
+
+
+def copy_of(workspace: Workspace, folder: Path) -> Workspace:
+    """A writable copy of a shared workspace, for tests that damage artifacts."""
+    copy = Workspace(folder)
+    shutil.copytree(workspace.root, copy.root)
+    copy.params = workspace.params
+    return copy
+
+
+def manifest_rows(workspace: Workspace) -> list[dict[str, str]]:
+    with open(workspace.root / "data/shapes/ingest/manifest.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_cluster_writes_assignments_pictures_sheets_and_metrics(embedded: Workspace) -> None:
+    out = embedded.root / "data/shapes/cluster"
+    metrics = json.loads((embedded.root / "data/shapes/metrics/cluster.json").read_text())
+    k = metrics["k"]
+    assert metrics["k_source"] == "auto" and 2 <= k <= 5
+    silhouette = list(csv.DictReader(open(out / "silhouette.csv")))
+    assert [int(row["k"]) for row in silhouette] == [2, 3, 4, 5]
+    assert metrics["silhouette"] == pytest.approx(max(float(row["silhouette"]) for row in silhouette), abs=0.05)
+    for key in ("nmi", "ari", "purity", "raw_pixels_nmi", "raw_pixels_ari", "raw_pixels_purity"):
+        assert -1 <= metrics[key] <= 1, key
+    assignments = list(csv.DictReader(open(out / "assignments.csv")))
+    assert [row["path"] for row in assignments] == [row["path"] for row in manifest_rows(embedded)]
+    assert {int(row["cluster"]) for row in assignments} == set(range(k))
+    assert sum(metrics["cluster_sizes"]) == len(assignments) == metrics["count"]
+    assert sorted(p.name for p in (out / "sheets").iterdir()) == [f"cluster_{c:02d}.png" for c in range(k)]
+    for name in ("umap.png", "silhouette.png", "clusters.csv", "cluster.json"):
+        assert (out / name).stat().st_size > 0, name
+    coords = np.array([[float(r["x"]), float(r["y"])] for r in csv.DictReader(open(out / "umap.csv"))])
+    assert coords.shape == (len(assignments), 2) and np.isfinite(coords).all()
+
+
+def test_saved_umap_reducer_projects_new_points(embedded: Workspace) -> None:
+    reducer = pickle.loads((embedded.root / "data/shapes/cluster/umap_reducer.pkl").read_bytes())
+    vectors = np.load(embedded.root / "data/shapes/embed/embeddings.npy")
+    projected = reducer.transform(vectors[:3])
+    assert projected.shape == (3, 2) and np.isfinite(projected).all()
+
+
+def test_fixed_k_larger_than_the_dataset_is_an_input_error(embedded: Workspace, tmp_path: Path) -> None:
+    copy = copy_of(embedded, tmp_path / "copy")
+    before = tree_digest(copy.root / "data/shapes/cluster")
+    with pytest.raises(InputDataError, match="cluster.k is 500") as caught:
+        cluster.run(copy.load(*SMALL, "cluster.k=500"), "shapes")
+    assert caught.value.exit_code == 4
+    assert tree_digest(copy.root / "data/shapes/cluster") == before
+
+
+def test_search_build_sidecar_and_self_evaluation(embedded: Workspace) -> None:
+    out = embedded.root / "data/shapes/search"
+    info = json.loads((out / "index.json").read_text())
+    embeddings = json.loads((embedded.root / "data/shapes/embed/embeddings.json").read_text())
+    assert info["embeddings_sha256"] == embeddings["embeddings_sha256"]
+    assert info["query_embedding"]["model_sha256"] == embeddings["model_sha256"]
+    assert info["count"] == embeddings["count"] and info["dimension"] == embeddings["dimension"]
+    metrics = json.loads((embedded.root / "data/shapes/metrics/search.json").read_text())
+    # 40 items choose an exact index: recall against exact search is 1 by construction.
+    assert metrics["index"] == "Flat" and metrics["recall_at_k"] == 1.0
+    assert metrics["queries"] == sum(row["split"] == "test" for row in manifest_rows(embedded))
+    assert 0 <= metrics["precision_at_k"] <= 1
+    assert (out / "examples.png").stat().st_size > 0
+
+
+def test_query_by_file_and_by_item_agree_and_write_a_sheet(embedded: Workspace, tmp_path: Path) -> None:
+    project = embedded.load(*SMALL)
+    item = manifest_rows(embedded)[7]["path"]
+    result = search_query.run(project, "shapes", [embedded.root / "shapes" / item], [item], 4, tmp_path / "sheet.png")
+    by_file, by_item = result.answers
+    # The file is in the collection: it finds itself first, with cosine similarity 1.
+    assert by_file.neighbours[0].path == item and by_file.neighbours[0].score == pytest.approx(1.0, abs=1e-4)
+    # The item leaves itself out; the rest of the order is the same.
+    assert [n.path for n in by_item.neighbours] == [n.path for n in by_file.neighbours[1:]] + [by_item.neighbours[-1].path]
+    assert len(by_item.neighbours) == 4 and (tmp_path / "sheet.png").stat().st_size > 0
+
+
+def test_query_bad_inputs(embedded: Workspace, tmp_path: Path) -> None:
+    project = embedded.load(*SMALL)
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    cases = [
+        (([broken], [], 3), InputDataError, "cannot search with"),
+        (([], ["no/such.png"], 3), InputDataError, "not in the manifest"),
+        (([], [], 3), InputDataError, "nothing to search for"),
+        (([], [manifest_rows(embedded)[0]["path"]], 1000), InputDataError, "k=1000"),
+    ]
+    for (images, items, k), error, message in cases:
+        with pytest.raises(error, match=message) as caught:
+            search_query.run(project, "shapes", images, items, k)
+        assert caught.value.exit_code == error.exit_code
+
+
+def test_index_that_disagrees_with_its_sidecar_or_is_truncated_is_refused(embedded: Workspace, tmp_path: Path) -> None:
+    copy = copy_of(embedded, tmp_path / "copy")
+    out = copy.root / "data/shapes/search"
+    item = manifest_rows(copy)[0]["path"]
+    info = json.loads((out / "index.json").read_text())
+    (out / "index.json").write_text(json.dumps(info | {"count": info["count"] + 1}))
+    with pytest.raises(ArtifactError) as caught:
+        search_query.run(copy.load(*SMALL), "shapes", [], [item], 3)
+    assert caught.value.exit_code == 5
+    (out / "index.json").write_text(json.dumps(info))
+    whole = (out / "index.faiss").read_bytes()
+    (out / "index.faiss").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ArtifactError, match="sha256|truncated"):
+        search_query.run(copy.load(*SMALL), "shapes", [], [item], 3)
+
+
+def test_query_refuses_a_model_changed_after_indexing(embedded: Workspace, tmp_path: Path) -> None:
+    copy = copy_of(embedded, tmp_path / "copy")
+    finetune.run(copy.load(*SMALL, "base.seed=7"), "shapes")
+    image = copy.root / "shapes" / manifest_rows(copy)[0]["path"]
+    with pytest.raises(ArtifactError, match="changed after the embeddings"):
+        search_query.run(copy.load(*SMALL), "shapes", [image], [], 3)
+
+
+def test_nan_or_missing_embeddings_are_refused_and_outputs_kept(embedded: Workspace, tmp_path: Path) -> None:
+    copy = copy_of(embedded, tmp_path / "copy")
+    data = copy.root / "data/shapes"
+    before = {name: tree_digest(data / name) for name in ("cluster", "search")}
+    vectors = np.load(data / "embed/embeddings.npy")
+    vectors[3, 0] = np.nan
+    np.save(data / "embed/embeddings.npy", vectors)
+    sidecar = json.loads((data / "embed/embeddings.json").read_text())
+    (data / "embed/embeddings.json").write_text(json.dumps(sidecar | {"embeddings_sha256": sha256_file(data / "embed/embeddings.npy")}))
+    for stage in (cluster, search):
+        with pytest.raises(ArtifactError, match="row 3 .* NaN or inf") as caught:
+            stage.run(copy.load(*SMALL), "shapes")
+        assert caught.value.exit_code == 5
+    np.save(data / "embed/embeddings.npy", vectors[:0])
+    with pytest.raises(ArtifactError, match="does not match the sha256"):
+        search.run(copy.load(*SMALL), "shapes")
+    assert {name: tree_digest(data / name) for name in ("cluster", "search")} == before
+
+
+def test_cli_search_query_json_and_exit_codes(embedded: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(embedded.root)
+    embedded.load(*SMALL)
+    runner = CliRunner()
+    item = manifest_rows(embedded)[2]["path"]
+    result = runner.invoke(app, ["search", "query", "--item", item, "-k", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    answers = json.loads(result.stdout)
+    assert answers[0]["query"] == item and [n["rank"] for n in answers[0]["neighbours"]] == [1, 2, 3]
+    result = runner.invoke(app, ["search", "query", "--item", "nope.png"])
+    assert result.exit_code == 4 and "not in the manifest" in result.output
