@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,10 +65,12 @@ FLAT_MAX_COUNT = 10_000
 NLIST_PER_SQRT_N = 4
 MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this many training points per k-means centroid
 PQ_MAX_CODE_BYTES = 64  # beyond this, PQ scans cost more than they gain; IVF-Flat or SQ8 would be the better tool
-# default training sample per k-means centroid (FAISS itself subsamples above 256)
-TRAIN_POINTS_PER_CENTROID = 64
+# default training sample per k-means centroid: FAISS asks for 39 to 256; training time on 2 cores grows with it
+TRAIN_POINTS_PER_CENTROID = 40
 # rows added (and checked for NaN) per call, so a memory-mapped input is read in bounded pieces
 CHUNK_BYTES = 64 << 20
+# a doubling of nprobe/efSearch that gains less recall than this ends the tuning ladder
+PLATEAU_GAIN = 0.005
 EF_SEARCH_LADDER = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 ID_BYTES = 8
 
@@ -130,14 +133,17 @@ def choose_index(count: int, dimension: int, memory_budget_bytes: int) -> IndexC
             f"cannot index {count} vectors of dimension {dimension}", "embed at least one item before building an index"
         )
     if memory_budget_bytes <= 0:
-        raise ConfigError(f"memory budget must be positive, got {memory_budget_bytes} bytes", "set memory_budget_mb > 0")
+        raise ConfigError(
+            f"memory budget must be positive, got {memory_budget_bytes} bytes", "set memory_budget_mb > 0"
+        )
     budget_mb = memory_budget_bytes / 2**20
     size = f"{count:,} x {dimension}-d vectors"
     flat = estimate_memory("Flat", count, dimension)
     if flat <= memory_budget_bytes and (count * dimension <= FLAT_MAX_FLOATS or count < FLAT_MAX_COUNT):
         return IndexChoice(
             "Flat",
-            f"{size} take {flat / 2**20:,.1f} MB: an exact brute-force scan is already fast, needs no training and loses no recall",
+            f"{size} take {flat / 2**20:,.1f} MB: an exact brute-force scan is already fast, "
+            "needs no training and loses no recall",
             flat,
         )
     nlist = nlist_for(count)
@@ -165,8 +171,8 @@ def choose_index(count: int, dimension: int, memory_budget_bytes: int) -> IndexC
                     pq_bytes,
                 )
     raise ConfigError(
-        f"a memory budget of {budget_mb:,.1f} MB is too small to index {size} (uncompressed {ivf_bytes / 2**20:,.1f} MB, "
-        "and no product-quantized index fits)",
+        f"a memory budget of {budget_mb:,.1f} MB is too small to index {size} "
+        f"(uncompressed {ivf_bytes / 2**20:,.1f} MB, and no product-quantized index fits)",
         "raise memory_budget_mb, or index fewer vectors",
     )
 
@@ -295,12 +301,16 @@ def _make_index(factory: str, dimension: int, metric: str) -> faiss.Index:
         ) from None
 
 
-def _seed_clustering(index: faiss.Index, seed: int) -> None:
+def _prepare_training(index: faiss.Index, seed: int) -> None:
+    """Seed the k-means of the IVF quantizer and of the PQ codebooks; skip polysemous training."""
     for layer in _layers(index):
-        if hasattr(layer, "cp"):  # the IVF quantizer's k-means
+        if hasattr(layer, "cp"):
             layer.cp.seed = seed
-        if hasattr(layer, "pq"):  # the product quantizer's codebooks
+        if hasattr(layer, "pq"):
             layer.pq.cp.seed = seed
+        if hasattr(layer, "do_polysemous_training"):
+            # an annealing that takes minutes and only serves Hamming-threshold search, which dlpipe never uses
+            layer.do_polysemous_training = False
 
 
 def _gpu_capable(index: faiss.Index) -> bool:
@@ -326,8 +336,8 @@ def build_index(
         factory: FAISS ``index_factory`` string (see :func:`choose_index`).
         metric: ``"inner_product"`` (cosine similarity when the vectors are L2-normalised) or ``"l2"``.
         seed: seeds the training sample and the k-means of the IVF and PQ quantizers.
-        max_train: most training vectors, drawn at random with ``seed``; default 64 per k-means centroid
-            (``64 * nlist``, and at least ``64 * 256`` for PQ), all of them when ``N`` is smaller.
+        max_train: most training vectors, drawn at random with ``seed``; default 40 per k-means centroid
+            (``40 * nlist``, and at least ``40 * 256`` for PQ), all of them when ``N`` is smaller.
         use_gpu: None uses a GPU when FAISS sees one and the type has a GPU version (Flat, IVF);
             True requires one. The returned index is always a CPU index (it loads anywhere).
         deterministic: build with a single thread, so that HNSW graphs are identical from run to run.
@@ -374,7 +384,7 @@ def _train(index: faiss.Index, vectors: np.ndarray, factory: str, seed: int, max
     size = min(count, max_train or TRAIN_POINTS_PER_CENTROID * needed)
     rows = np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
     sample = _as_float32(vectors[rows])  # sorted rows: sequential reads from a memmap
-    _seed_clustering(index, seed)
+    _prepare_training(index, seed)
     ivf = faiss.try_extract_index_ivf(index)
     resources = faiss.StandardGpuResources() if gpu and ivf is not None else None
     if resources is not None:
@@ -456,6 +466,8 @@ def tune_search_params(
     true_ids: np.ndarray | None,
     k: int,
     target_recall: float,
+    *,
+    record: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, int], float]:
     """Find the smallest ``nprobe`` (IVF) or ``efSearch`` (HNSW) on a doubling ladder that reaches ``target_recall``.
 
@@ -463,10 +475,16 @@ def tune_search_params(
     computed from ``vectors`` with :func:`exact_search`. Queries should not be rows of the index, or each
     finds itself and recall looks better than it is. The chosen parameters are left applied to ``index``.
 
+    Args:
+        record: when given, one ``{param: value, "recall": r, "seconds": s}`` is appended per rung tried
+            (``s`` = time of the batched search), e.g. to report the whole speed/recall trade-off.
+
     Returns:
-        ``(params, recall)``: the first ladder value whose recall@k reaches the target, or, when none does,
-        the one with the highest recall (the caller decides whether to warn). ``({}, recall)`` for types
-        without such a parameter (Flat, plain PQ).
+        ``(params, recall)``: the first rung whose recall@k reaches the target. When none does, the ladder
+        stops at its top (nprobe = nlist, efSearch = 4096) or at a plateau, where doubling gains less than
+        0.005 recall (e.g. PQ, whose compression bounds recall), and the best rung is returned, the smaller
+        one on a plateau; the caller decides whether to warn. ``({}, recall)`` for types without such a
+        parameter (Flat, plain PQ).
     """
     if true_ids is None:
         if vectors is None:
@@ -476,14 +494,21 @@ def tune_search_params(
     if ladder is None:
         return {}, recall_at_k(search(index, queries, k)[1], true_ids, k)
     name, values = ladder
-    best: tuple[dict[str, int], float] = ({}, -1.0)
+    best = ({name: values[0]}, -1.0)
     for value in values:
         set_search_params(index, {name: value})
-        recall = recall_at_k(search(index, queries, k)[1], true_ids, k)
-        if recall > best[1]:
-            best = ({name: value}, recall)
+        start = time.perf_counter()
+        found = search(index, queries, k)[1]
+        seconds = time.perf_counter() - start
+        recall = recall_at_k(found, true_ids, k)
+        if record is not None:
+            record.append({name: value, "recall": recall, "seconds": seconds})
         if recall >= target_recall:
+            best = ({name: value}, recall)
             break
+        if recall < best[1] + PLATEAU_GAIN:
+            break  # a plateau: keep the smaller rung
+        best = ({name: value}, recall)
     set_search_params(index, best[0])
     return best
 
@@ -504,7 +529,8 @@ def exact_search(
     heap = faiss.ResultHeap(len(queries), k, keep_max=metric == "inner_product")
     step = _chunk_rows(dimension)
     for start in range(0, count, step):
-        scores, ids = faiss.knn(queries, _as_float32(vectors[start : start + step]), min(k, count - start), _metric(metric))
+        chunk = _as_float32(vectors[start : start + step])
+        scores, ids = faiss.knn(queries, chunk, min(k, len(chunk)), _metric(metric))
         heap.add_result(scores, ids + start)
     heap.finalize()
     return heap.D, heap.I
@@ -531,7 +557,9 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
             1..``index.ntotal``.
     """
     if queries.ndim != 2 or queries.dtype.kind != "f":
-        raise InputDataError(f"queries must be a 2-D float array (count x dimension), got {queries.dtype} {queries.shape}")
+        raise InputDataError(
+            f"queries must be a 2-D float array (count x dimension), got {queries.dtype} {queries.shape}"
+        )
     if queries.shape[1] != index.d:
         raise InputDataError(
             f"queries have dimension {queries.shape[1]} but the index has dimension {index.d}",
@@ -559,7 +587,7 @@ def save_index(index: faiss.Index, folder: Path, info: dict[str, Any]) -> Path:
     """
     from faiss.contrib.factory_tools import reverse_index_factory
 
-    data = faiss.serialize_index(index).tobytes()
+    data = faiss.serialize_index(index)  # a uint8 array, written and hashed as it is (no second copy)
     record = {
         **info,
         "factory": info.get("factory") or reverse_index_factory(index),
@@ -567,13 +595,13 @@ def save_index(index: faiss.Index, folder: Path, info: dict[str, Any]) -> Path:
         "dimension": int(index.d),
         "count": int(index.ntotal),
         "index_sha256": hashlib.sha256(data).hexdigest(),
-        "index_bytes": len(data),
+        "index_bytes": int(data.nbytes),
         "search_params": search_params(index),
         "versions": library_versions("faiss-cpu", "numpy"),
     }
     folder = Path(folder)
     path = folder / INDEX_FILE
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, memoryview(data))
     atomic_write_json(folder / SIDECAR_FILE, record)
     return path
 

@@ -26,7 +26,10 @@ def test_version(runner: CliRunner) -> None:
     assert result.exit_code == 0 and result.output.strip() == f"dlpipe {__version__}"
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["ingest", "--help"], ["sample", "--help"], ["finetune", "--help"], ["predict", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["ingest", "--help"], ["sample", "--help"], ["finetune", "--help"], ["predict", "--help"], ["cluster", "--help"], ["search", "query", "--help"]],
+)
 def test_help_imports_no_heavy_library(argv: list[str]) -> None:
     code = f"import sys; from dlpipe.cli import app; app({argv!r}, prog_name='dlpipe', standalone_mode=False)"
     completed = subprocess.run(
@@ -38,8 +41,8 @@ def test_help_imports_no_heavy_library(argv: list[str]) -> None:
 
 
 def test_every_command_has_the_common_options(runner: CliRunner) -> None:
-    for command in ("sample", "ingest", "finetune", "embed", "predict", "metrics"):
-        text = runner.invoke(app, [command, "--help"], terminal_width=200).output
+    for command in ("sample", "ingest", "finetune", "embed", "predict", "cluster", "search build", "search query", "metrics"):
+        text = runner.invoke(app, [*command.split(), "--help"], terminal_width=200).output
         for option in ("--params", "--set", "--verbose", "--json"):
             assert option in text, f"{command} lacks {option}"
 

@@ -56,6 +56,12 @@ def test_repro_ingests_every_sample_dataset(project: Path) -> None:
     assert finetuned["epochs"] == 2 and (project / "data/shapes/model/model.keras").is_file()
     embedded = json.loads((project / "data/shapes/metrics/embed.json").read_text())
     assert (embedded["count"], embedded["source"]) == (32, "finetuned")
+    clustered = json.loads((project / "data/shapes/metrics/cluster.json").read_text())
+    assert clustered["count"] == 32 and "raw_pixels_nmi" in clustered
+    assert (project / "data/shapes/cluster/umap.png").is_file()
+    searched = json.loads((project / "data/shapes/metrics/search.json").read_text())
+    assert (searched["index"], searched["count"], searched["recall_at_k"]) == ("Flat", 32, 1.0)
+    assert (project / "data/shapes/search/index.faiss").is_file()
 
 
 def test_second_repro_does_nothing_and_status_is_clean(project: Path) -> None:

@@ -168,6 +168,11 @@ def test_nan_or_missing_embeddings_are_refused_and_outputs_kept(embedded: Worksp
     np.save(data / "embed/embeddings.npy", vectors[:0])
     with pytest.raises(ArtifactError, match="does not match the sha256"):
         search.run(copy.load(*SMALL), "shapes")
+    # An empty file that its sidecar vouches for still disagrees with the manifest.
+    empty = {"embeddings_sha256": sha256_file(data / "embed/embeddings.npy"), "count": 0}
+    (data / "embed/embeddings.json").write_text(json.dumps(sidecar | empty))
+    with pytest.raises(ArtifactError, match=r"shape \(0, \d+\).* manifest has 40 rows"):
+        search.run(copy.load(*SMALL), "shapes")
     assert {name: tree_digest(data / name) for name in ("cluster", "search")} == before
 
 

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from dlpipe import clustering
 from dlpipe.clustering import (
     agreement,
     choose_k,
@@ -73,11 +74,14 @@ def test_subsampled_training_still_assigns_and_scores_every_row() -> None:
     assert agreement(truth, result.labels)["ari"] == 1.0
 
 
-def test_inertia_helper_works_in_blocks() -> None:
-    vectors = np.random.default_rng(2).normal(size=(50, 3)).astype(np.float32)
+def test_inertia_helper_sums_over_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    vectors = np.random.default_rng(2).normal(size=(51, 3)).astype(np.float32)
     centroids = vectors[:4].copy()
-    labels = np.arange(50) % 4
-    assert inertia(vectors, centroids, labels) == pytest.approx(numpy_inertia(vectors, centroids, labels), rel=1e-12)
+    labels = np.arange(51) % 4
+    expected = numpy_inertia(vectors, centroids, labels)
+    assert inertia(vectors, centroids, labels) == pytest.approx(expected, rel=1e-12)
+    monkeypatch.setattr(clustering, "_INERTIA_BLOCK_VALUES", 12)  # 4 rows per block, the last one partial
+    assert inertia(vectors, centroids, labels) == pytest.approx(expected, rel=1e-12)
 
 
 def test_few_points_per_centroid_print_nothing(capfd: pytest.CaptureFixture[str]) -> None:
@@ -154,9 +158,17 @@ def test_raw_pixel_features_are_standardised_per_feature(tmp_path: Path) -> None
     assert np.allclose(std[others], 1.0, atol=1e-5)
 
 
-def test_raw_pixel_features_are_deterministic(tmp_path: Path) -> None:
-    paths = write_images(tmp_path)
-    assert np.array_equal(raw_pixel_features(paths, 3, workers=1), raw_pixel_features(paths, 3, workers=1))
+def test_raw_pixel_features_average_blocks_in_row_major_rgb_order(tmp_path: Path) -> None:
+    # 8x8 images made of four flat 4x4 blocks: a 2x2 box downscale gives exactly the block colours.
+    colours = np.random.default_rng(5).integers(0, 256, (3, 2, 2, 3), dtype=np.uint8)
+    paths = []
+    for i, blocks in enumerate(colours):
+        paths.append(tmp_path / f"blocks_{i}.png")
+        Image.fromarray(np.kron(blocks, np.ones((4, 4, 1), dtype=np.uint8))).save(paths[-1])
+    raw = colours.reshape(3, -1).astype(np.float64) / 255
+    std = raw.std(axis=0)
+    expected = (raw - raw.mean(axis=0)) / np.where(std == 0, 1, std)
+    assert np.allclose(raw_pixel_features(paths, 2, workers=1), expected, atol=1e-5)
 
 
 def expect_error(error: type[DlpipeError], fragment: str, call, *args, **kwargs) -> DlpipeError:
