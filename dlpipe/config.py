@@ -218,6 +218,31 @@ class SearchConfig(Section):
     examples: int = Field(ge=0, le=20, description="queries shown on examples.png")
 
 
+class HeatmapConfig(Section):
+    """``heatmap``: occlusion sensitivity and Grad-CAM on chosen images, with the evidence that the maps are right."""
+
+    methods: list[Literal["occlusion", "gradcam"]] = Field(min_length=1, description="which maps to make")
+    patch_size: int = Field(ge=1, description="side of the occluding patch in model-input pixels")
+    stride: int = Field(ge=1, description="step between patch positions in pixels")
+    fill: Literal["mean", "zero", "blur"] = Field(
+        description="what covers a patch: the dataset's mean colour, black, or a blurred copy of the image"
+    )
+    deletion_fill: Literal["mean", "zero", "blur"] = Field(
+        description="what replaces deleted cells in the deletion metric (the same for every method and the random map)"
+    )
+    memory_mb: int = Field(ge=1, description="occluded copies held at once (per forward batch)")
+    per_class: int = Field(ge=0, le=1000, description="test-split images explained per class")
+    top_losses: int = Field(ge=0, le=1000, description="test-split images with the highest loss explained as well")
+    gradcam_layer: str = Field(min_length=1, description="auto (the backbone's last convolutional feature map) or a layer name")
+
+    @field_validator("methods")
+    @classmethod
+    def _no_repeats(cls, methods: list[str]) -> list[str]:
+        if len(set(methods)) != len(methods):
+            raise ValueError(f"expected each method once, got {methods}")
+        return methods
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -229,6 +254,7 @@ class Params(Section):
     embed: EmbedConfig
     cluster: ClusterConfig
     search: SearchConfig
+    heatmap: HeatmapConfig
 
     @field_validator("datasets")
     @classmethod

@@ -14,6 +14,15 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "embed": ("count", "dimension", "images_per_second"),
     "cluster": ("k", "silhouette", "nmi", "raw_pixels_nmi", "ari", "raw_pixels_ari", "purity", "raw_pixels_purity"),
     "search": ("index", "recall_at_k", "precision_at_k", "queries_per_second"),
+    "heatmap": (
+        "images",
+        "occlusion_deletion_auc",
+        "gradcam_deletion_auc",
+        "random_deletion_auc",
+        "occlusion_pointing_game",
+        "gradcam_pointing_game",
+        "random_pointing_game",
+    ),
 }
 STAGE_ORDER = tuple(HEADLINES)
 

@@ -56,7 +56,7 @@ def run(project: Project, dataset: str) -> Result:
     cfg = project.params.search
     seed = project.params.base.seed
     embeddings = load_embeddings(project, dataset)
-    vectors = np.ascontiguousarray(embeddings.vectors, dtype=np.float32)
+    vectors = embeddings.vectors  # memory-mapped: the index is built and checked in chunks
     count, dimension = vectors.shape
     if count < cfg.k + 1:
         raise InputDataError(f"dataset '{dataset}' has {count} items; evaluating k={cfg.k} neighbours needs at least {cfg.k + 1}", "lower search.k")

@@ -28,7 +28,7 @@ def test_version(runner: CliRunner) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["ingest", "--help"], ["sample", "--help"], ["finetune", "--help"], ["predict", "--help"], ["cluster", "--help"], ["search", "query", "--help"]],
+    [["--help"], ["ingest", "--help"], ["sample", "--help"], ["finetune", "--help"], ["predict", "--help"], ["cluster", "--help"], ["heatmap", "--help"], ["search", "query", "--help"]],
 )
 def test_help_imports_no_heavy_library(argv: list[str]) -> None:
     code = f"import sys; from dlpipe.cli import app; app({argv!r}, prog_name='dlpipe', standalone_mode=False)"
@@ -41,7 +41,7 @@ def test_help_imports_no_heavy_library(argv: list[str]) -> None:
 
 
 def test_every_command_has_the_common_options(runner: CliRunner) -> None:
-    for command in ("sample", "ingest", "finetune", "embed", "predict", "cluster", "search build", "search query", "metrics"):
+    for command in ("sample", "ingest", "finetune", "embed", "predict", "cluster", "search build", "search query", "heatmap", "metrics"):
         text = runner.invoke(app, [*command.split(), "--help"], terminal_width=200).output
         for option in ("--params", "--set", "--verbose", "--json"):
             assert option in text, f"{command} lacks {option}"
