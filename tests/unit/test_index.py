@@ -181,8 +181,12 @@ def test_estimate_memory_is_close_to_the_serialized_size() -> None:
         actual = faiss.serialize_index(ix.build_index(vectors, factory)).nbytes
         estimate = ix.estimate_memory(factory, 4000, 32)
         assert 0.8 < estimate / actual < 1.25, (factory, estimate, actual)
+    # other factory strings: FAISS's code size per vector (17 bytes for OPQ16,IVF64,PQ16) plus the 8-byte id
+    assert ix.estimate_memory("OPQ16,IVF64,PQ16", 1000, 64) == 1000 * (17 + 8)
     with pytest.raises(ConfigError, match="cannot estimate"):
-        ix.estimate_memory("LSH", 10, 8)
+        ix.estimate_memory("HNSW32,SQ8", 10, 8)
+    with pytest.raises(ConfigError, match="could not parse"):
+        ix.estimate_memory("IVFx,Flat", 10, 8)
 
 
 # --- tuning ----------------------------------------------------------------------------------------------------
@@ -193,17 +197,17 @@ def test_tune_finds_the_smallest_nprobe_reaching_the_target() -> None:
     queries = clustered(100, seed=6)
     _, true_ids = ix.exact_search(vectors, queries, 10)
     index = ix.build_index(vectors, "IVF64,Flat")
-    params, recall = ix.tune_search_params(index, None, queries, true_ids, 10, 0.9)
-    nprobe = params["nprobe"]
-    assert recall >= 0.9 and ix.search_params(index) == params
-    if nprobe > 1:  # the rung below misses the target
-        ix.set_search_params(index, {"nprobe": nprobe // 2})
-        assert ix.recall_at_k(ix.search(index, queries, 10)[1], true_ids, 10) < 0.9
-    # an unreachable target: the ladder stops where a doubling gains < PLATEAU_GAIN and keeps the smaller rung
+    tried: list[dict] = []
+    params, recall = ix.tune_search_params(index, None, queries, true_ids, 10, 0.95, record=tried)
+    # doubling passes the target at 8, bisection then tries 6 (reaches it) and 5 (misses)
+    assert [rung["nprobe"] for rung in tried] == [1, 2, 4, 8, 6, 5]
+    assert params == {"nprobe": 6} == ix.search_params(index) and recall == tried[4]["recall"] >= 0.95
+    assert tried[5]["recall"] < 0.95 and tried[5]["seconds"] > 0
+    # an unreachable target: the ladder stops where a doubling gains < 1% and keeps the smaller rung
     record: list[dict] = []
     params, recall = ix.tune_search_params(index, vectors, queries, None, 10, 1.01, record=record)
     assert params == {"nprobe": record[-2]["nprobe"]} and recall == record[-2]["recall"]
-    assert record[-1]["recall"] < recall + ix.PLATEAU_GAIN
+    assert record[-1]["recall"] < recall * (1 + ix.PLATEAU_GAIN)
     assert [rung["nprobe"] for rung in record] == [1, 2, 4, 8, 16, 32, 64][: len(record)]
     # PQ: compression bounds recall, so the ladder stops on its plateau long before nprobe = nlist
     pq = ix.build_index(vectors, "IVF64,PQ4x8")

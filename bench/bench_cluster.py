@@ -1,0 +1,416 @@
+"""Benchmark: FAISS k-means (dlpipe.clustering.kmeans) vs scikit-learn KMeans; UMAP time vs number of points.
+
+k-means: seeded Gaussian-mixture vectors shaped like dlpipe embeddings (float32,
+128-d, L2-normalised), clustered at the same k with the same number of Lloyd
+iterations by both libraries, on all points (FAISS's subsampling is switched off
+by ``max_points_per_centroid``), on the same number of threads. Both start from
+``init="random"`` (k random rows, free in both), so the time is the iterations:
+scikit-learn's default k-means++ is a greedy variant whose initialisation alone
+can cost more than all the iterations (timed once here as evidence). The inertia
+of both results is computed by the same function on all points. Each timing is the
+median of ``--repeats`` runs, interleaved. Also timed: dlpipe's defaults
+(k-means++, FAISS's 256 points per centroid), and one run of each from identical
+starting centroids, which shows the two implementations compute the same thing.
+
+UMAP: ``umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=seed)``
+``fit_transform`` time vs N. A random_state makes UMAP single-threaded; one unseeded
+run at the largest N shows what its parallel path gives. Numba compiles UMAP's
+functions at their first call: warm-up runs come first and are reported apart.
+
+    python bench/bench_cluster.py [--repeats 3] [--threads 2] [--quick] [--out bench/results]
+
+Writes cluster.json (every raw timing, machine facts) and cluster.md (tables for
+docs/BENCHMARKS.md) to ``--out``. ``--quick`` shrinks every size to smoke-test the script.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # `import umap` imports TensorFlow (parametric UMAP): keep its chatter out
+
+import argparse
+import importlib
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from datetime import date
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from sklearn.cluster import KMeans, kmeans_plusplus
+from sklearn.metrics import adjusted_rand_score
+from threadpoolctl import threadpool_limits
+
+from dlpipe.clustering import inertia, kmeans
+
+HERE = Path(__file__).resolve().parent
+SEED = 0
+NITER = 25
+DIM = 128
+# (rows, k, time scikit-learn's k-means++ init too): the issue's scale, where that init alone takes minutes,
+# the same k on fewer rows, and a small dataset's embeddings.
+KMEANS_SETTINGS = [(200_000, 100, False), (20_000, 100, True), (20_000, 10, True)]
+UMAP_SIZES = [1_000, 2_000, 5_000, 10_000, 20_000]
+QUICK_KMEANS_SETTINGS = [(20_000, 20, True), (5_000, 5, True)]
+QUICK_UMAP_SIZES = [500, 1_000]
+INERTIA_TARGET = 0.01
+
+
+class CpuShare:
+    """How much of the machine's CPU time went to this process and to others between start and stop.
+
+    From Linux /proc/stat: busy ticks of the whole machine minus this process's CPU time,
+    as a share of wall time x cores (None where /proc/stat is unavailable).
+    """
+
+    def __init__(self) -> None:
+        self.start_at = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(fields[i] for i in (0, 1, 2, 5, 6)) / os.sysconf("SC_CLK_TCK")  # user nice system irq softirq
+        mine = os.times()
+        return time.perf_counter(), busy, mine.user + mine.system
+
+    def stop(self) -> dict[str, float] | None:
+        end = self._sample()
+        if self.start_at is None or end is None:
+            return None
+        wall = end[0] - self.start_at[0]
+        capacity = wall * (os.cpu_count() or 1)
+        mine = end[2] - self.start_at[2]
+        return {
+            "wall_seconds": round(wall, 1),
+            "this_process_share": round(mine / capacity, 3),
+            "other_processes_share": round(max(0.0, end[1] - self.start_at[1] - mine) / capacity, 3),
+        }
+
+
+def embeddings_like(rows: int, components: int, seed: int) -> np.ndarray:
+    """float32 (rows, DIM): a Gaussian mixture whose components overlap, each row L2-normalised."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((components, DIM), dtype=np.float32)
+    vectors = centres[rng.integers(0, components, rows)]
+    # Noise as large as the centres: neighbouring components overlap, so k-means has work to do.
+    vectors += rng.standard_normal((rows, DIM), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+def timed(function: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    """Seconds ``function(*args, **kwargs)`` took, and its result."""
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def sklearn_kmeans(vectors: np.ndarray, k: int, init: str | np.ndarray, seed: int) -> KMeans:
+    """scikit-learn's Lloyd k-means, exactly NITER iterations unless the labels stop changing."""
+    model = KMeans(n_clusters=k, init=init, n_init=1, max_iter=NITER, tol=0.0, algorithm="lloyd", random_state=seed)
+    return model.fit(vectors)
+
+
+def faiss_from(vectors: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS k-means (the class dlpipe wraps) from given centroids, on all points; (centroids, labels)."""
+    k = len(start)
+    model = faiss.Kmeans(DIM, k, niter=NITER, max_points_per_centroid=math.ceil(len(vectors) / k), min_points_per_centroid=1)
+    model.train(vectors, init_centroids=start)
+    _, labels = model.assign(vectors)
+    return model.centroids, labels.astype(np.int64)
+
+
+def relative(value: float, reference: float) -> float:
+    return (value - reference) / reference
+
+
+def bench_kmeans(rows: int, k: int, repeats: int, time_sklearn_init: bool) -> dict[str, Any]:
+    """All k-means measurements at one (rows, k); repeat r uses seed SEED + r in both libraries."""
+    vectors = embeddings_like(rows, k, SEED)
+    all_points = math.ceil(rows / k)  # FAISS subsamples above k * max_points_per_centroid rows
+    print(f"k-means: {rows:,} x {DIM}, k={k}, {NITER} iterations", file=sys.stderr)
+    seconds: dict[str, list[float]] = {"sklearn_random": [], "dlpipe_random": [], "dlpipe_defaults": []}
+    inertias: dict[str, list[float]] = {name: [] for name in seconds}
+    sklearn_iterations = []
+    cpu = CpuShare()
+    for seed in range(SEED, SEED + repeats):
+        elapsed, model = timed(sklearn_kmeans, vectors, k, "random", seed)
+        seconds["sklearn_random"].append(elapsed)
+        inertias["sklearn_random"].append(inertia(vectors, model.cluster_centers_.astype(np.float32), model.labels_))
+        sklearn_iterations.append(int(model.n_iter_))
+        elapsed, result = timed(kmeans, vectors, k, niter=NITER, seed=seed, init="random", max_points_per_centroid=all_points)
+        seconds["dlpipe_random"].append(elapsed)
+        inertias["dlpipe_random"].append(result.inertia)
+        elapsed, result = timed(kmeans, vectors, k, niter=NITER, seed=seed)
+        seconds["dlpipe_defaults"].append(elapsed)
+        inertias["dlpipe_defaults"].append(result.inertia)
+    share = cpu.stop()
+
+    start = vectors[np.random.default_rng(SEED).choice(rows, k, replace=False)]
+    same_sklearn_s, same_sklearn = timed(sklearn_kmeans, vectors, k, start.copy(), SEED)
+    same_faiss_s, (centroids, labels) = timed(faiss_from, vectors, start)
+    same_start = {
+        "sklearn_seconds": same_sklearn_s,
+        "faiss_seconds": same_faiss_s,
+        "sklearn_inertia": inertia(vectors, same_sklearn.cluster_centers_.astype(np.float32), same_sklearn.labels_),
+        "faiss_inertia": inertia(vectors, centroids, labels),
+        "labels_ari": float(adjusted_rand_score(same_sklearn.labels_, labels)),
+        "sklearn_iterations": int(same_sklearn.n_iter_),
+    }
+    same_start["inertia_relative_difference"] = relative(same_start["faiss_inertia"], same_start["sklearn_inertia"])
+
+    sklearn_init_s = timed(kmeans_plusplus, vectors, k, random_state=SEED)[0] if time_sklearn_init else None
+    faiss_init = faiss.Kmeans(
+        DIM, k, niter=0, init_method=faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS, max_points_per_centroid=all_points
+    )
+    faiss_init_s, _ = timed(faiss_init.train, vectors)
+
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    reference = statistics.median(inertias["sklearn_random"])
+    return {
+        "rows": rows,
+        "dimension": DIM,
+        "k": k,
+        "mixture_components": k,
+        "niter": NITER,
+        "faiss_max_points_per_centroid": all_points,
+        "faiss_default_training_rows": min(rows, 256 * k),
+        "sklearn_iterations_run": sklearn_iterations,
+        "seconds": seconds,
+        "median_seconds": median,
+        "inertia": inertias,
+        "time_ratio_sklearn_over_dlpipe": median["sklearn_random"] / median["dlpipe_random"],
+        "time_ratio_sklearn_over_dlpipe_defaults": median["sklearn_random"] / median["dlpipe_defaults"],
+        "inertia_relative_difference": relative(statistics.median(inertias["dlpipe_random"]), reference),
+        "inertia_relative_difference_defaults": relative(statistics.median(inertias["dlpipe_defaults"]), reference),
+        # How much one library's inertia varies with the seed alone: the scale a gap between the two is judged on.
+        "inertia_seed_spread": {name: (max(v) - min(v)) / statistics.median(v) for name, v in inertias.items()},
+        "same_start": same_start,
+        "kmeans_plusplus_init_seconds": {"sklearn_greedy": sklearn_init_s, "faiss": faiss_init_s},
+        "cpu_share": share,
+    }
+
+
+def umap_seconds(vectors: np.ndarray, seed: int | None) -> float:
+    """Seconds for one 2-D UMAP fit_transform (single-threaded when seeded)."""
+    import umap
+
+    reducer = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "n_jobs overridden to 1 by setting random_state" on every seeded run
+        elapsed, _ = timed(reducer.fit_transform, vectors)
+    return elapsed
+
+
+def bench_umap(sizes: list[int]) -> dict[str, Any]:
+    """UMAP warm-up (numba compilation), seeded time per N, one unseeded run at the largest N."""
+    print(f"UMAP: N in {sizes}", file=sys.stderr)
+    import_s, _ = timed(importlib.import_module, "umap")
+    vectors = embeddings_like(max(sizes), 10, SEED + 1)
+    # Below 4,096 rows UMAP finds neighbours exactly, above with NN-descent: warm both, and the parallel layout.
+    warm_rows = min(5_000, max(sizes))
+    warm_up = {
+        "import_seconds": import_s,
+        "seeded_1000_seconds": umap_seconds(vectors[:1_000], SEED),
+        f"seeded_{warm_rows}_seconds": umap_seconds(vectors[:warm_rows], SEED),
+        f"unseeded_{warm_rows}_seconds": umap_seconds(vectors[:warm_rows], None),
+    }
+    cpu = CpuShare()
+    seeded = {n: umap_seconds(vectors[:n], SEED) for n in sizes}
+    unseeded = umap_seconds(vectors, None)
+    return {
+        "dimension": DIM,
+        "mixture_components": 10,
+        "params": {"n_components": 2, "n_neighbors": 15, "min_dist": 0.1, "random_state": SEED},
+        "warm_up": warm_up,
+        "seeded_seconds": seeded,
+        "unseeded_rows": max(sizes),
+        "unseeded_seconds": unseeded,
+        "seeded_over_unseeded": seeded[max(sizes)] / unseeded,
+        "cpu_share": cpu.stop(),
+    }
+
+
+def versions() -> dict[str, str]:
+    names = ("faiss-cpu", "scikit-learn", "umap-learn", "numba", "pynndescent", "numpy")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "absent"
+    return {"python": platform.python_version(), **found}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """Tables and a summary paragraph for docs/BENCHMARKS.md."""
+    lines = [
+        "## Cluster: FAISS k-means vs scikit-learn KMeans; UMAP time vs N",
+        "",
+        f"`bench/bench_cluster.py`: seeded Gaussian-mixture vectors shaped like dlpipe embeddings (float32, {DIM}-d,",
+        "L2-normalised; as many overlapping components as k). dlpipe's `kmeans` (FAISS) and scikit-learn's `KMeans`",
+        f"(`algorithm=lloyd, n_init=1, tol=0`) run {NITER} Lloyd iterations at the same k on all points (FAISS's",
+        f"subsampling off) with {result['threads']} threads each (`faiss.omp_set_num_threads`; scikit-learn's OpenMP",
+        "and BLAS through threadpoolctl), both from `init=random` (k random rows): scikit-learn's default k-means++",
+        "is a greedy variant whose initialisation alone costs more than the iterations (last table), so random starts",
+        "keep the comparison to the iterations. Inertia (sum of squared distances to the assigned centroid) is",
+        f"recomputed for both by the same float64 function. Medians of {result['repeats']} interleaved repeats, seeds",
+        f"{SEED}..{SEED + result['repeats'] - 1} in both libraries.",
+        "",
+        "| rows x dim, k | scikit-learn KMeans | dlpipe `kmeans` (FAISS) | time ratio sklearn / dlpipe "
+        f"| inertia, dlpipe vs sklearn (target within {INERTIA_TARGET:.0%}) | inertia spread over seeds, sklearn / dlpipe |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in result["kmeans"]:
+        median, spread = row["median_seconds"], row["inertia_seed_spread"]
+        lines.append(
+            f"| {row['rows']:,} x {row['dimension']}, k={row['k']} | {median['sklearn_random']:.2f} s "
+            f"| {median['dlpipe_random']:.2f} s | **{row['time_ratio_sklearn_over_dlpipe']:.2f}x** "
+            f"| {row['inertia_relative_difference']:+.2%} | {spread['sklearn_random']:.2%} / {spread['dlpipe_random']:.2%} |"
+        )
+    lines += [
+        "",
+        "dlpipe's defaults (k-means++ start, FAISS trains on at most 256 points per centroid, then assigns every point):",
+        "",
+        "| rows x dim, k | trained on | time | time ratio sklearn (random, all points) / dlpipe | inertia vs sklearn |",
+        "|---|---|---|---|---|",
+    ]
+    for row in result["kmeans"]:
+        lines.append(
+            f"| {row['rows']:,} x {row['dimension']}, k={row['k']} | {row['faiss_default_training_rows']:,} rows "
+            f"| {row['median_seconds']['dlpipe_defaults']:.2f} s | {row['time_ratio_sklearn_over_dlpipe_defaults']:.2f}x "
+            f"| {row['inertia_relative_difference_defaults']:+.2%} |"
+        )
+    lines += [
+        "",
+        "Both libraries from identical starting centroids (one run each), and k-means++ initialisation alone:",
+        "",
+        "| rows x dim, k | inertia, FAISS vs sklearn | label agreement (ARI) | sklearn k-means++ init | FAISS k-means++ init |",
+        "|---|---|---|---|---|",
+    ]
+    for row in result["kmeans"]:
+        same, init = row["same_start"], row["kmeans_plusplus_init_seconds"]
+        sklearn_init = "not timed (minutes)" if init["sklearn_greedy"] is None else f"{init['sklearn_greedy']:.2f} s"
+        lines.append(
+            f"| {row['rows']:,} x {row['dimension']}, k={row['k']} | {same['inertia_relative_difference']:+.4%} "
+            f"| {same['labels_ari']:.4f} | {sklearn_init} | {init['faiss']:.2f} s |"
+        )
+    umap_result = result["umap"]
+    sizes = list(umap_result["seeded_seconds"])
+    warm = umap_result["warm_up"]
+    lines += [
+        "",
+        f"UMAP (`n_components=2, n_neighbors=15, min_dist=0.1, random_state={SEED}`) `fit_transform` on {DIM}-d",
+        "embeddings-like vectors (10 components), one run per N. Numba compiles UMAP's functions at their first call",
+        "(and caches them on disk): warm-up runs came first and are not in the table (first fit in the process, 1,000 rows:",
+        f"{warm['seeded_1000_seconds']:.1f} s; `import umap` {warm['import_seconds']:.1f} s, as it also imports TensorFlow"
+        " for parametric UMAP).",
+        "",
+        "| rows | " + " | ".join(f"{n:,}" for n in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
+        "| seeded (single-threaded) | " + " | ".join(f"{umap_result['seeded_seconds'][n]:.1f} s" for n in sizes) + " |",
+        "| per 1,000 rows | " + " | ".join(f"{1000 * umap_result['seeded_seconds'][n] / n:.2f} s" for n in sizes) + " |",
+        "",
+        f"A random_state makes UMAP single-threaded. Unseeded (parallel, not reproducible) at {umap_result['unseeded_rows']:,}"
+        f" rows on {result['cpu_count']} cores: {umap_result['unseeded_seconds']:.1f} s, a ratio seeded / unseeded of"
+        f" {umap_result['seeded_over_unseeded']:.2f}x.",
+        "",
+        summary(result),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def summary(result: dict[str, Any]) -> str:
+    """One paragraph: the conditions, whether the inertia target holds, and the time ratio."""
+    rows = result["kmeans"]
+    worst = max(abs(row["inertia_relative_difference"]) for row in rows)
+    spread = max(max(row["inertia_seed_spread"]["sklearn_random"], row["inertia_seed_spread"]["dlpipe_random"]) for row in rows)
+    same = max(abs(row["same_start"]["inertia_relative_difference"]) for row in rows)
+    verdict = "holds" if worst <= INERTIA_TARGET else "does not hold"
+    ratios = ", ".join(f"{row['time_ratio_sklearn_over_dlpipe']:.2f}x at {row['rows']:,} rows, k={row['k']}" for row in rows)
+    others = result["cpu_share"]["other_processes_share"] if result["cpu_share"] else float("nan")
+    return (
+        f"Measured {result['date']} on {result['cpu_count']} cores ({result['cpu_model']}); 1-minute load average "
+        f"{result['load_average_before'][0]:.2f} before the run and {result['load_average_after'][0]:.2f} after; other "
+        f"processes took {others:.0%} of the CPU time during the run. The {INERTIA_TARGET:.0%} inertia target {verdict}: the "
+        f"largest gap between the median inertia of dlpipe and of scikit-learn is {worst:.2%}, against a seed-to-seed "
+        f"spread within one library of up to {spread:.2%}; from identical starting centroids the two agree to {same:.4%}, "
+        f"so they compute the same iterations and any gap is where each random start leads. Time ratio (scikit-learn / "
+        f"dlpipe; above 1 means dlpipe is faster): {ratios}."
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of both k-means libraries")
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check the script runs")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for cluster.json and cluster.md")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()
+    cpu = CpuShare()
+    faiss.omp_set_num_threads(args.threads)
+    with threadpool_limits(limits=args.threads):
+        warm = embeddings_like(2_000, 4, SEED)
+        sklearn_kmeans(warm, 4, "random", SEED)  # warm-up: thread pools, lazy imports
+        kmeans(warm, 4, niter=2)
+        settings = QUICK_KMEANS_SETTINGS if args.quick else KMEANS_SETTINGS
+        kmeans_results = [bench_kmeans(rows, k, args.repeats, sklearn_init) for rows, k, sklearn_init in settings]
+    umap_result = bench_umap(QUICK_UMAP_SIZES if args.quick else UMAP_SIZES)
+    load_after = os.getloadavg()
+
+    result = {
+        "benchmark": "cluster",
+        "date": date.today().isoformat(),
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "machine": platform.machine(),
+        "versions": versions(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+        "cpu_share": cpu.stop(),
+        "inertia_target": INERTIA_TARGET,
+        "kmeans": kmeans_results,
+        "umap": umap_result,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cluster.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    text = markdown(result)
+    (args.out / "cluster.md").write_text(text, encoding="utf-8")
+    print(text)
+    if result["cpu_share"] and result["cpu_share"]["other_processes_share"] > 0.05:
+        print(
+            f"WARNING: other processes used {result['cpu_share']['other_processes_share']:.0%} of the CPUs during the run "
+            "(timings are disturbed; rerun on an idle machine)",
+            file=sys.stderr,
+        )
+
+
+if __name__ == "__main__":
+    main()
