@@ -356,7 +356,7 @@ def rule_notes(result: dict[str, Any]) -> list[str]:
                 "**Uniform data** has no structure an index can use: in high dimension a point's nearest neighbours "
                 "are barely closer than any other point, so reaching the recall target takes a near-exhaustive scan ("
                 + "; ".join(parts)
-                + "). Real embeddings are clustered; on uniform vectors Flat is the right index whatever the size."
+                + "), hardly better than brute force. Real embeddings are clustered."
             ),
             "",
         ]
