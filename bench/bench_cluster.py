@@ -51,6 +51,7 @@ from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
 from dlpipe.clustering import inertia, kmeans
+from machine import CpuShare  # bench/ is on sys.path when a benchmark runs as a script
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
@@ -63,40 +64,6 @@ UMAP_SIZES = [1_000, 2_000, 5_000, 10_000, 20_000]
 QUICK_KMEANS_SETTINGS = [(20_000, 20, True), (5_000, 5, True)]
 QUICK_UMAP_SIZES = [500, 1_000]
 INERTIA_TARGET = 0.01
-
-
-class CpuShare:
-    """How much of the machine's CPU time went to this process and to others between start and stop.
-
-    From Linux /proc/stat: busy ticks of the whole machine minus this process's CPU time,
-    as a share of wall time x cores (None where /proc/stat is unavailable).
-    """
-
-    def __init__(self) -> None:
-        self.start_at = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
-        try:
-            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return None
-        busy = sum(fields[i] for i in (0, 1, 2, 5, 6)) / os.sysconf("SC_CLK_TCK")  # user nice system irq softirq
-        mine = os.times()
-        return time.perf_counter(), busy, mine.user + mine.system
-
-    def stop(self) -> dict[str, float] | None:
-        end = self._sample()
-        if self.start_at is None or end is None:
-            return None
-        wall = end[0] - self.start_at[0]
-        capacity = wall * (os.cpu_count() or 1)
-        mine = end[2] - self.start_at[2]
-        return {
-            "wall_seconds": round(wall, 1),
-            "this_process_share": round(mine / capacity, 3),
-            "other_processes_share": round(max(0.0, end[1] - self.start_at[1] - mine) / capacity, 3),
-        }
 
 
 def embeddings_like(rows: int, components: int, seed: int) -> np.ndarray:

@@ -74,6 +74,7 @@ from dlpipe.models.classifier import backbone_embedding_model, build_classifier
 from dlpipe.models.inputs import image_dataset, needs_pillow
 from dlpipe.sample import generate_images
 from dlpipe.stages import embed, ingest
+from machine import CpuShare  # bench/ is on sys.path when a benchmark runs as a script
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -85,42 +86,6 @@ MODELS = {
     "small_cnn": {"name": "small_cnn", "weights": "none", "alpha": 1.0, "image_size": 64},
     "mobilenet_0.25": {"name": "mobilenet", "weights": "imagenet", "alpha": 0.25, "image_size": 224},
 }
-
-
-class CpuShare:
-    """How busy the CPUs were with *other* processes between start() and stop() (Linux /proc/stat).
-
-    The load average is no guide here: TensorFlow's own threads raise it above the core count.
-    Busy ticks of the whole machine minus this process's CPU time, as a share of wall time x cores.
-    """
-
-    def __init__(self) -> None:
-        self.start_at = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float, float] | None:
-        try:
-            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return None
-        hz = os.sysconf("SC_CLK_TCK")
-        busy = (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / hz  # user nice system irq softirq
-        steal = fields[7] / hz if len(fields) > 7 else 0.0
-        mine = os.times()
-        return time.perf_counter(), busy, steal, mine.user + mine.system + mine.children_user + mine.children_system
-
-    def stop(self) -> dict[str, float] | None:
-        end = self._sample()
-        if self.start_at is None or end is None:
-            return None
-        wall = end[0] - self.start_at[0]
-        capacity = wall * (os.cpu_count() or 1)
-        return {
-            "wall_seconds": round(wall, 2),
-            "this_process_share": round((end[3] - self.start_at[3]) / capacity, 3),
-            "other_processes_share": round(max(0.0, (end[1] - self.start_at[1]) - (end[3] - self.start_at[3])) / capacity, 3),
-            "steal_share": round((end[2] - self.start_at[2]) / capacity, 3),
-        }
 
 
 def prepare(per_class: int, size: int, seed: int) -> Path:

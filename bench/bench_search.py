@@ -64,6 +64,7 @@ import faiss
 import numpy as np
 
 from dlpipe import index as ix
+from machine import CpuShare  # bench/ is on sys.path when a benchmark runs as a script
 
 HERE = Path(__file__).resolve().parent
 K = 10
@@ -79,35 +80,6 @@ REFINE_K_FACTOR = 4  # the refined IVF-PQ re-ranks 4k candidates with exact dist
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-class CpuShare:
-    """Share of the machine's CPU time that other processes used between construction and stop() (/proc/stat)."""
-
-    def __init__(self) -> None:
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
-        try:
-            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return None
-        busy = (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / os.sysconf("SC_CLK_TCK")
-        mine = os.times()
-        return time.perf_counter(), busy, mine.user + mine.system
-
-    def stop(self) -> dict[str, float] | None:
-        end = self._sample()
-        if self.start is None or end is None:
-            return None
-        capacity = (end[0] - self.start[0]) * (os.cpu_count() or 1)
-        mine = end[2] - self.start[2]
-        return {
-            "wall_seconds": round(end[0] - self.start[0], 1),
-            "this_process_share": round(mine / capacity, 3),
-            "other_processes_share": round(max(0.0, end[1] - self.start[1] - mine) / capacity, 3),
-        }
 
 
 def make_data(kind: str, count: int, queries: int, dimension: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
