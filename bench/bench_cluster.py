@@ -348,8 +348,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"embeddings-like vectors (10 components), medians of {result['repeats']}. Numba compiles UMAP's functions at",
         "their first call: warm-up runs came first and are not in the table (the first fit in the process, 1,000 rows,",
         f"took {warm['seeded_1000_seconds']:.1f} s; `import umap` {warm['import_seconds']:.1f} s, as it also imports TensorFlow"
-        " for parametric UMAP). UMAP runs 500 epochs up to 10,000 rows and 200 above, and finds neighbours exactly",
-        "below 4,096 rows and with NN-descent above, hence the uneven time per row.",
+        " for parametric UMAP). Time is not monotonic in N: below 4,096 rows UMAP finds neighbours exactly, through",
+        "scikit-learn's `pairwise_distances` with a metric called from Python once per pair (quadratic: 2 million calls",
+        "at 2,000 rows), above it with NN-descent; and it runs 500 epochs up to 10,000 rows, 200 above.",
         "",
         "| rows | " + " | ".join(f"{n:,}" for n in sizes) + " |",
         "|---|" + "---|" * len(sizes),
@@ -401,7 +402,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of both k-means libraries")
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the script runs")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for cluster.json and cluster.md")
+    parser.add_argument("--render-only", action="store_true", help="rewrite cluster.md from the cluster.json in --out")
     args = parser.parse_args()
+    if args.render_only:
+        result = json.loads((args.out / "cluster.json").read_text(encoding="utf-8"))
+        umap_result = result["umap"]
+        for key in ("seeded_seconds", "seeded_median_seconds"):  # JSON turned the row counts into strings
+            umap_result[key] = {int(n): value for n, value in umap_result[key].items()}
+        (args.out / "cluster.md").write_text(markdown(result), encoding="utf-8")
+        return
 
     load_before = os.getloadavg()
     cpu = CpuShare()
