@@ -132,10 +132,19 @@ DatasetOption = Annotated[
 ]
 
 
+# Datasets the image stages run on: images, and audio through its spectrogram images.
+IMAGE_LIKE = ("image", "audio")
+
+
 def _run_per_dataset(
-    stage: str, params: Path, overrides: list[str] | None, verbose: bool, dataset: str | None, modality: str | None = None
+    stage: str,
+    params: Path,
+    overrides: list[str] | None,
+    verbose: bool,
+    dataset: str | None,
+    modalities: tuple[str, ...] | None = None,
 ) -> list[Any]:
-    """Validate params, then run ``dlpipe.stages.<stage>.run`` on one dataset or on every one of ``modality``."""
+    """Validate params, then run ``dlpipe.stages.<stage>.run`` on one dataset or on every one of ``modalities``."""
 
     def action() -> list[Any]:
         import importlib
@@ -147,10 +156,10 @@ def _run_per_dataset(
             project.dataset(dataset)  # an unknown name is a ConfigError listing the known ones
             names = [dataset]
         else:
-            names = [name for name, spec in project.params.datasets.items() if modality in (None, spec.modality)]
+            names = [name for name, spec in project.params.datasets.items() if modalities is None or spec.modality in modalities]
         # Imported only now: stage modules pull in TensorFlow and friends.
         module = importlib.import_module(f"dlpipe.stages.{stage}")
-        return [module.run(project, name) for name in names]
+        return [module.run(project.for_dataset(name), name) for name in names]
 
     return _guarded(verbose, action)
 
@@ -201,6 +210,38 @@ def _print_ingest_summary(results: list[Any]) -> None:
 
 
 @app.command()
+def spectrogram(
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Run on this audio dataset (default: every audio dataset in params).")
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Turn an ingested audio dataset into log-mel spectrogram images (fixed-length windows).
+
+    Writes data/<dataset>/spectrogram: images/<label>/*.png, an image-style manifest.csv that
+    finetune, embed, cluster, search and heatmap read for this dataset, class_means.png
+    (each class's mean spectrogram), rejected.csv and the sidecar spectrogram.json.
+    Example: dlpipe spectrogram --dataset sounds --set spectrogram.n_mels=128
+    """
+    results = _run_per_dataset("spectrogram", params, set_, verbose, dataset, modalities=("audio",))
+    if as_json:
+        _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
+        return
+    from dlpipe.console import info
+
+    for result in results:
+        m = result.metrics
+        info(
+            f"spectrogram {result.dataset}: {m['windows']} windows ({m['image_height']}x{m['image_width']} px) from "
+            f"{m['clips']} clips, {m['rejected']} rejected, {m['audio_seconds_per_second']:.0f} s of audio per second "
+            f"-> {result.out_dir / 'manifest.csv'}"
+        )
+
+
+@app.command()
 def finetune(
     dataset: DatasetOption = None,
     params: ParamsOption = Path("params.yaml"),
@@ -213,7 +254,7 @@ def finetune(
     Writes data/<dataset>/model (model.keras + model.json), plots/finetune and metrics/finetune.json.
     Example: dlpipe finetune --dataset shapes --set finetune.head_epochs=10
     """
-    results = _run_per_dataset("finetune", params, set_, verbose, dataset, modality="image")
+    results = _run_per_dataset("finetune", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
     if as_json:
         _print_json([result.metrics | {"model_dir": str(result.model_dir)} for result in results])
         return
@@ -240,7 +281,7 @@ def embed(
     Writes data/<dataset>/embed/embeddings.npy (float32, manifest order) and embeddings.json.
     Example: dlpipe embed --dataset shapes --set embed.source=backbone
     """
-    results = _run_per_dataset("embed", params, set_, verbose, dataset, modality="image")
+    results = _run_per_dataset("embed", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
     if as_json:
         _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
         return
@@ -267,7 +308,7 @@ def cluster(
     per cluster) and metrics/cluster.json (NMI, ARI, purity of deep features vs raw pixels).
     Example: dlpipe cluster --dataset shapes --set cluster.k=4
     """
-    results = _run_per_dataset("cluster", params, set_, verbose, dataset, modality="image")
+    results = _run_per_dataset("cluster", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
     if as_json:
         _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
         return
@@ -297,7 +338,7 @@ def search_build(
     (recall@k against exact search and label precision@k on test-split queries).
     Example: dlpipe search build --dataset shapes --set search.index=HNSW32
     """
-    results = _run_per_dataset("search", params, set_, verbose, dataset, modality="image")
+    results = _run_per_dataset("search", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
     if as_json:
         _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
         return
@@ -335,7 +376,7 @@ def search_query(
         project = load_project(params, set_ or [])
         name = dataset or _only_built(project, "search/index.faiss", "index")
         project.dataset(name)
-        return search_query.run(project, name, images or [], item or [], k, out)
+        return search_query.run(project.for_dataset(name), name, images or [], item or [], k, out)
 
     result = _guarded(verbose, action)
     if as_json:
@@ -478,8 +519,8 @@ def heatmap(
         elif images:
             names = [_only_built(project, "model/model.keras", "trained model")]
         else:
-            names = [name for name, spec in project.params.datasets.items() if spec.modality == "image"]
-        return [stage.run(project, name, images or None, target_class) for name in names]
+            names = [name for name, spec in project.params.datasets.items() if spec.modality in IMAGE_LIKE]
+        return [stage.run(project.for_dataset(name), name, images or None, target_class) for name in names]
 
     results = _guarded(verbose, action)
     if as_json:
@@ -530,6 +571,12 @@ def metrics(
     for row in rows:
         table.add_row(row.dataset, row.stage, format_figures(row.figures))
     stdout.print(table if rows else "no metrics yet: run `dvc repro` (or the stages) first")
+
+
+# Imported last: the word2vec commands use the options and helpers defined above.
+from dlpipe.cli_word2vec import word2vec_app
+
+app.add_typer(word2vec_app, name="word2vec")
 
 
 def main() -> None:

@@ -43,6 +43,11 @@ class DatasetConfig(Section):
         description="image/audio: a folder with one sub-folder per class, or a CSV of path,label; "
         "text: a file or a folder of text files (relative paths are relative to params.yaml)",
     )
+    # Optional (the one exception to "every key is written"): most datasets need none.
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="stage params for this dataset only, as section.key: value (e.g. finetune.augment.flip: false)",
+    )
 
 
 class SampleImagesConfig(Section):
@@ -122,6 +127,48 @@ class IngestConfig(Section):
                 f"val_fraction + test_fraction must be < 1 to leave training data, "
                 f"got {self.val_fraction} + {self.test_fraction}"
             )
+        return self
+
+
+class SpectrogramConfig(Section):
+    """``spectrogram``: log-mel images of fixed-length windows of each audio clip."""
+
+    sample_rate: int = Field(ge=4_000, le=192_000, description="every clip is mixed to mono and resampled to this (Hz)")
+    n_fft: int = Field(ge=16, le=65_536, description="FFT size in samples")
+    win_length: int = Field(ge=16, le=65_536, description="analysis window (Hann) in samples, at most n_fft")
+    hop_length: int = Field(ge=1, le=65_536, description="samples between STFT frames (image columns)")
+    n_mels: int = Field(ge=8, le=512, description="mel bands (image rows)")
+    fmin: float = Field(ge=0, description="lowest mel band edge in Hz")
+    fmax: float = Field(gt=0, description="highest mel band edge in Hz, at most sample_rate / 2")
+    top_db: float = Field(gt=0, le=200, description="floor: values more than this below a window's maximum are raised to it")
+    reference: Literal["peak", "full_scale"] = Field(
+        description="0 dB is each window's loudest mel bin (peak) or a full-scale 1 kHz sine (full_scale)"
+    )
+    window_seconds: float = Field(gt=0, le=600, description="length of every spectrogram window")
+    window_hop_seconds: float = Field(gt=0, le=600, description="step between windows of a long clip")
+    short_clips: Literal["pad", "reject"] = Field(description="clips shorter than a window: padded with silence, or rejected")
+    scaling: Literal["fixed", "fit"] = Field(
+        description="dB-to-pixel range: db_min..db_max (fixed), or the 0.5th..99.5th percentile of the training split (fit)"
+    )
+    db_min: float = Field(description="dB at pixel value 0 (scaling: fixed)")
+    db_max: float = Field(description="dB at the brightest pixel value (scaling: fixed)")
+    bit_depth: Literal[8, 16] = Field(description="PNG bits per pixel")
+    save_npy: bool = Field(description="also save each window's float32 dB values as .npy")
+    max_reject_fraction: float = Field(ge=0, le=1, description="fail when more of the clips are rejected")
+    workers: int = Field(ge=0, description="processes; 0 means one per CPU core")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SpectrogramConfig:
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
+        if self.fmax > self.sample_rate / 2:
+            raise ValueError(f"fmax ({self.fmax}) must not exceed sample_rate / 2 ({self.sample_rate / 2})")
+        if self.fmin >= self.fmax:
+            raise ValueError(f"fmin ({self.fmin}) must be below fmax ({self.fmax})")
+        if self.window_seconds * self.sample_rate < self.n_fft:
+            raise ValueError(f"window_seconds ({self.window_seconds}) is shorter than one FFT frame ({self.n_fft} samples)")
+        if self.scaling == "fixed" and self.db_min >= self.db_max:
+            raise ValueError(f"db_min ({self.db_min}) must be below db_max ({self.db_max})")
         return self
 
 
@@ -243,6 +290,48 @@ class HeatmapConfig(Section):
         return methods
 
 
+class TokenizeConfig(Section):
+    """``word2vec.tokenize``: how the ingested corpus becomes tokens (one sentence per line)."""
+
+    lowercase: bool = Field(description="fold every token to lower case")
+    punctuation: Literal["drop", "keep"] = Field(description="drop punctuation, or keep each mark as a token of its own")
+    numbers: Literal["keep", "drop", "replace"] = Field(description="keep numbers, drop them, or replace each by <num>")
+    max_token_chars: int = Field(ge=1, le=1000, description="longer tokens (URLs, base64, junk) are dropped")
+    phrases: bool = Field(description="join frequent word pairs into bigram tokens (new_york) with gensim Phrases")
+    phrases_min_count: int = Field(ge=1, description="Phrases: pairs seen fewer times are never joined")
+    phrases_threshold: float = Field(gt=0, description="Phrases: score a pair needs to be joined (higher: fewer bigrams)")
+
+
+class Word2vecEvaluateConfig(Section):
+    """``word2vec.evaluate``: the standard benchmarks shipped with gensim."""
+
+    restrict_vocab: int = Field(ge=1, description="only the most frequent words count as known in both benchmarks")
+
+
+class Word2vecExportConfig(Section):
+    """``word2vec.export``: the exports beside the vectors."""
+
+    map_words: int = Field(ge=0, description="most frequent words on the labelled UMAP picture (0 skips it)")
+    projector_words: int = Field(ge=0, description="most frequent words in the TensorBoard projector TSVs (0 means all)")
+
+
+class Word2vecConfig(Section):
+    """``word2vec``: tokenise the ingested text once, then train CBOW or skip-gram vectors with gensim."""
+
+    architecture: Literal["cbow", "skipgram"]
+    vector_size: int = Field(ge=1, le=10_000, description="dimension of the word vectors")
+    window: int = Field(ge=1, le=1000, description="most words on each side of the centre word that count as context")
+    min_count: int = Field(ge=1, description="words seen fewer times are left out of the vocabulary")
+    negative: int = Field(ge=1, le=100, description="noise words drawn per positive example (negative sampling)")
+    sample: float = Field(ge=0, lt=1, description="down-sampling threshold of frequent words (0 turns it off)")
+    epochs: int = Field(ge=1, le=10_000, description="passes over the corpus")
+    workers: int = Field(ge=0, description="training threads; 0 means one per CPU core; only 1 is reproducible")
+    seed: int = Field(ge=0, le=2**32 - 1, description="gensim's seed, and PYTHONHASHSEED of the training process")
+    tokenize: TokenizeConfig
+    evaluate: Word2vecEvaluateConfig
+    export: Word2vecExportConfig
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -250,11 +339,13 @@ class Params(Section):
     datasets: dict[str, DatasetConfig] = Field(min_length=1)
     sample: SampleConfig
     ingest: IngestConfig
+    spectrogram: SpectrogramConfig
     finetune: FinetuneConfig
     embed: EmbedConfig
     cluster: ClusterConfig
     search: SearchConfig
     heatmap: HeatmapConfig
+    word2vec: Word2vecConfig
 
     @field_validator("datasets")
     @classmethod
@@ -294,6 +385,39 @@ class Project:
     def dataset_dir(self, name: str) -> Path:
         """Folder of one dataset's artifacts: ``<data_dir>/<name>``."""
         return self.data_dir / name
+
+    def for_dataset(self, name: str) -> Project:
+        """This project with ``datasets.<name>.overrides`` applied: the params a stage uses on that dataset."""
+        overrides = self.dataset(name).overrides
+        if not overrides:
+            return self
+        return Project(_with_dataset_overrides(self.params, name, overrides, self.params_path), self.root, self.params_path)
+
+
+# Sections a dataset may override: the stages' own, not what every dataset shares.
+_SHARED_SECTIONS = frozenset({"base", "datasets", "sample"})
+
+
+def _with_dataset_overrides(params: Params, name: str, overrides: dict[str, Any], params_path: Path) -> Params:
+    """Validated params with one dataset's overrides applied; errors name ``datasets.<name>.overrides.<key>``."""
+    document = params.model_dump()
+    for key, value in overrides.items():
+        where = f"datasets.{name}.overrides.{key}"
+        parts = key.split(".")
+        if len(parts) < 2 or not all(parts) or parts[0] in _SHARED_SECTIONS or parts[0] not in document:
+            stages = ", ".join(section for section in document if section not in _SHARED_SECTIONS)
+            raise ConfigError(f"{params_path}: {where}: expected section.key of a stage section ({stages})")
+        try:
+            apply_override(document, parts, value)
+        except ConfigError as error:
+            raise ConfigError(f"{params_path}: {where}: {error.message.split(': ', 1)[-1]}") from None
+    try:
+        return Params.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{params_path}: datasets.{name}.overrides give invalid params:\n{format_validation_error(exc)}",
+            "fix the override named above",
+        ) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -364,4 +488,7 @@ def load_project(params_path: Path | str = "params.yaml", overrides: list[str] |
         params = Params.model_validate(document)
     except ValidationError as exc:
         raise ConfigError(f"{path} is invalid:\n{format_validation_error(exc)}", "fix the keys named above") from None
-    return Project(params, root=path.resolve().parent, params_path=path)
+    project = Project(params, root=path.resolve().parent, params_path=path)
+    for name in params.datasets:
+        project.for_dataset(name)  # a bad per-dataset override fails now, before any work
+    return project

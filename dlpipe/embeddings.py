@@ -15,7 +15,7 @@ import numpy as np
 from dlpipe.artifacts import read_json, sha256_file
 from dlpipe.config import Project
 from dlpipe.errors import ArtifactError
-from dlpipe.manifest import Manifest, load_manifest
+from dlpipe.manifest import Manifest, load_image_manifest
 
 EMBED_DIR = "embed"
 EMBEDDINGS_FILE = "embeddings.npy"
@@ -46,7 +46,7 @@ def load_embeddings(project: Project, dataset: str) -> Embeddings:
         ArtifactError: the file or sidecar is missing or corrupt, its sha256 or shape disagrees with the
             sidecar, the manifest changed since embedding, it holds no rows, or a row is NaN/inf.
     """
-    manifest = load_manifest(project, dataset)
+    manifest = load_image_manifest(project, dataset)
     folder = project.dataset_dir(dataset) / EMBED_DIR
     path = folder / EMBEDDINGS_FILE
     sidecar = read_json(folder / SIDECAR_FILE, "embeddings sidecar")

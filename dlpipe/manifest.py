@@ -13,9 +13,11 @@ from pathlib import Path
 
 from dlpipe.artifacts import read_json, sha256_file
 from dlpipe.config import Project
-from dlpipe.errors import ArtifactError
+from dlpipe.errors import ArtifactError, InputDataError
 
 SPLITS = ("train", "val", "test")
+# The columns image stages read; an audio dataset's spectrogram manifest has them too (plus its own).
+IMAGE_MANIFEST_COLUMNS = ("path", "label", "split", "sha256", "size_bytes", "width", "height", "format", "mode", "conversion")
 
 
 @dataclass(frozen=True)
@@ -70,3 +72,42 @@ def load_manifest(project: Project, dataset: str) -> Manifest:
     source = project.resolve(spec.source)
     source_root = source.parent if source.is_file() else source
     return Manifest(dataset, sidecar["modality"], source_root, rows, digest)
+
+
+def load_image_manifest(project: Project, dataset: str) -> Manifest:
+    """The images an image stage (finetune, embed, cluster, search, heatmap) runs on.
+
+    An image dataset's ingest manifest, or an audio dataset's spectrogram manifest
+    (its windows as images, paths relative to the ``spectrogram`` folder), checked
+    against the sidecar it was written with and against the ingest it came from.
+
+    Raises:
+        InputDataError: a text dataset (it has no images).
+        ArtifactError: ingest or spectrogram has not run, or either changed since.
+    """
+    spec = project.dataset(dataset)
+    if spec.modality == "image":
+        return load_manifest(project, dataset)
+    if spec.modality != "audio":
+        raise InputDataError(
+            f"dataset '{dataset}' is {spec.modality}; this stage needs images (or audio, through spectrogram)",
+            "text datasets go to `dlpipe word2vec`",
+        )
+    ingested = load_manifest(project, dataset)
+    folder = project.dataset_dir(dataset) / "spectrogram"
+    sidecar = read_json(folder / "spectrogram.json", f"the spectrogram sidecar of dataset '{dataset}'")
+    if sidecar.get("ingest_manifest_sha256") != ingested.sha256:
+        raise ArtifactError(
+            f"{folder} was made from an earlier ingest of dataset '{dataset}'",
+            f"rerun `dlpipe spectrogram --dataset {dataset}`",
+        )
+    path = folder / "manifest.csv"
+    digest = sha256_file(path) if path.is_file() else ""
+    if digest != sidecar.get("manifest_sha256"):
+        raise ArtifactError(
+            f"{path} is missing or changed after spectrogram wrote it",
+            f"rerun `dlpipe spectrogram --dataset {dataset}`",
+        )
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return Manifest(dataset, "image", folder, rows, digest)

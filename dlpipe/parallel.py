@@ -68,6 +68,10 @@ def parallel_map(
 def _install_job(function: Callable, items: Sequence) -> None:
     global _job
     _job = (function, items)
+    # The pool already has a process per core: BLAS threads inside each worker would only compete for them.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
 
 
 def _run_range(bounds: tuple[int, int]) -> list:

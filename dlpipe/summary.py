@@ -10,6 +10,7 @@ from dlpipe.config import Project
 # The figures worth a glance per stage; the full metrics stay in each JSON file.
 HEADLINES: dict[str, tuple[str, ...]] = {
     "ingest": ("accepted", "rejected", "ignored", "reject_fraction", "tokens", "seconds_of_audio"),
+    "spectrogram": ("clips", "windows", "rejected", "image_height", "image_width", "audio_seconds_per_second"),
     "finetune": ("test_accuracy", "test_macro_f1", "epochs", "best_val_loss", "train_seconds"),
     "embed": ("count", "dimension", "images_per_second"),
     "cluster": ("k", "silhouette", "nmi", "raw_pixels_nmi", "ari", "raw_pixels_ari", "purity", "raw_pixels_purity"),
@@ -23,6 +24,7 @@ HEADLINES: dict[str, tuple[str, ...]] = {
         "gradcam_pointing_game",
         "random_pointing_game",
     ),
+    "word2vec": ("vocabulary", "words_per_second", "final_loss", "analogy_accuracy", "analogy_oov_rate", "wordsim_spearman"),
 }
 STAGE_ORDER = tuple(HEADLINES)
 

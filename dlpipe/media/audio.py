@@ -94,3 +94,38 @@ def _check_finite(block: np.ndarray, offset: int, rate: int) -> None:
     if not finite.all():
         first = offset + int(np.argmin(finite.all(axis=1)))
         raise Rejected("non_finite_samples", f"NaN or infinite sample at frame {first} ({first / rate:.3f} s)")
+
+
+@dataclass(frozen=True)
+class DecodedClip:
+    """A clip mixed to mono float32 and resampled, plus what the file itself holds."""
+
+    samples: np.ndarray
+    sample_rate: int  # of ``samples`` (the requested rate)
+    source_rate: int
+    source_channels: int
+    source_frames: int
+
+
+def load_mono(data: bytes, sample_rate: int) -> DecodedClip:
+    """Decode a clip, average its channels to mono and resample it to ``sample_rate``.
+
+    Raises:
+        Rejected: ``not_audio`` when no decoder can read the bytes.
+    """
+    import librosa
+    import soundfile
+
+    try:
+        frames, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError) as exc:
+        try:
+            mono_or_multi, rate = librosa.load(io.BytesIO(data), sr=None, mono=False)
+        except Exception as fallback:  # librosa/audioread raise many unrelated types for undecodable data
+            raise Rejected("not_audio", f"no decoder can read it (soundfile: {exc}; librosa: {fallback})") from None
+        frames = np.atleast_2d(mono_or_multi).T.astype(np.float32)
+    # Averaging keeps a mono clip unchanged and a stereo clip at the same loudness.
+    mono = frames.mean(axis=1) if frames.shape[1] > 1 else frames[:, 0]
+    if rate != sample_rate and mono.size:
+        mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
+    return DecodedClip(np.ascontiguousarray(mono, dtype=np.float32), sample_rate, int(rate), frames.shape[1], len(frames))

@@ -126,8 +126,10 @@ def _decode(path: tf.Tensor, use_pillow: tf.Tensor) -> tf.Tensor:
     return image
 
 
-def _pillow_decode(path: bytes) -> np.ndarray:
-    return np.asarray(load_rgb(Path(path.decode("utf-8")), _MAX_PIXELS), dtype=np.uint8)
+def _pillow_decode(path: bytes | np.ndarray) -> np.ndarray:
+    # Traced in tf.data the path arrives as bytes; called eagerly, as a 0-d numpy array of bytes.
+    raw = path.item() if isinstance(path, np.ndarray) else path
+    return np.asarray(load_rgb(Path(raw.decode("utf-8")), _MAX_PIXELS), dtype=np.uint8)
 
 
 def load_image_array(path: Path, image_size: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from dlpipe.config import BackboneConfig, Project
 from dlpipe.console import progress
 from dlpipe.embeddings import EMBEDDINGS_FILE, SIDECAR_FILE
 from dlpipe.errors import ArtifactError, InputDataError
-from dlpipe.manifest import Manifest, load_manifest
+from dlpipe.manifest import Manifest, load_image_manifest
 from dlpipe.models.backbones import get_spec
 from dlpipe.models.classifier import EMBEDDING_LAYER, backbone_embedding_model, embedding_model
 from dlpipe.models.inputs import image_dataset, needs_pillow
@@ -60,9 +60,7 @@ def run(project: Project, dataset: str) -> Result:
         InputDataError: an image yields non-finite features.
     """
     cfg = project.params.embed
-    manifest = load_manifest(project, dataset)
-    if manifest.modality != "image":
-        raise InputDataError(f"dataset '{dataset}' is {manifest.modality}; embed needs images")
+    manifest = load_image_manifest(project, dataset)
     dataset_dir = project.dataset_dir(dataset)
     out_dir = dataset_dir / STAGE
     metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"

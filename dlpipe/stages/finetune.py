@@ -40,7 +40,7 @@ from dlpipe.artifacts import (
 from dlpipe.config import FinetuneConfig, Project
 from dlpipe.console import info
 from dlpipe.errors import InputDataError
-from dlpipe.manifest import Manifest, load_manifest
+from dlpipe.manifest import Manifest, load_image_manifest
 from dlpipe.media.images import load_rgb
 from dlpipe.models.backbones import get_spec
 from dlpipe.models.classifier import EMBEDDING_LAYER, build_classifier
@@ -80,7 +80,7 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
     """
     cfg = project.params.finetune
     seed = project.params.base.seed
-    manifest = load_manifest(project, dataset)
+    manifest = load_image_manifest(project, dataset)
     _check_splits(manifest)
     dataset_dir = project.dataset_dir(dataset)
     model_dir = dataset_dir / "model"
@@ -134,11 +134,6 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
 
 
 def _check_splits(manifest: Manifest) -> None:
-    if manifest.modality != "image":
-        raise InputDataError(
-            f"dataset '{manifest.dataset}' is {manifest.modality}, finetune needs images",
-            "audio datasets go through `dlpipe spectrogram` first",
-        )
     in_train = {manifest.rows[i]["label"] for i in manifest.split("train")}
     missing = [label for label in manifest.classes if label not in in_train]
     if missing:

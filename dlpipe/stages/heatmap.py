@@ -28,7 +28,7 @@ from dlpipe.console import progress
 from dlpipe.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.explain import evidence, gradcam, occlusion
 from dlpipe.heatmap_plots import Explained, write_grid, write_overlay
-from dlpipe.manifest import Manifest, load_manifest
+from dlpipe.manifest import Manifest, load_image_manifest
 from dlpipe.media import Rejected
 from dlpipe.models.inputs import image_dataset, load_image_array, needs_pillow
 from dlpipe.models.store import TrainedModel, load_trained_model
@@ -77,9 +77,7 @@ def run(project: Project, dataset: str, images: Sequence[Path] | None = None, ta
         ArtifactError: no model or manifest, or a model trained on another manifest.
     """
     cfg = project.params.heatmap
-    manifest = load_manifest(project, dataset)
-    if manifest.modality != "image":
-        raise InputDataError(f"dataset '{dataset}' is {manifest.modality}; heatmap needs images")
+    manifest = load_image_manifest(project, dataset)
     dataset_dir = project.dataset_dir(dataset)
     out_dir = dataset_dir / STAGE
     metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"

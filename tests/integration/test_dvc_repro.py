@@ -71,6 +71,20 @@ def test_repro_ingests_every_sample_dataset(project: Path) -> None:
     assert (heatmaps / "maps/occlusion.npy").is_file() and (heatmaps / "maps/gradcam.npy").is_file()
 
 
+def test_repro_runs_the_audio_branch_through_the_image_stages(project: Path) -> None:
+    windows = json.loads((project / "data/sounds/metrics/spectrogram.json").read_text())
+    # 20 clips of 0.375-0.625 s: each padded to one 1 s window.
+    assert (windows["clips"], windows["windows"], windows["rejected"]) == (20, 20, 0)
+    assert (project / "data/sounds/spectrogram/class_means.png").is_file()
+    finetuned = json.loads((project / "data/sounds/metrics/finetune.json").read_text())
+    assert finetuned["epochs"] == 2 and (project / "data/sounds/model/model.keras").is_file()
+    assert json.loads((project / "data/sounds/metrics/embed.json").read_text())["count"] == 20
+    assert json.loads((project / "data/sounds/metrics/cluster.json").read_text())["count"] == 20
+    assert json.loads((project / "data/sounds/metrics/search.json").read_text())["recall_at_k"] == 1.0
+    explained = json.loads((project / "data/sounds/metrics/heatmap.json").read_text())
+    assert explained["images"] >= 1 and (project / "data/sounds/heatmap/grid.png").is_file()
+
+
 def test_second_repro_does_nothing_and_status_is_clean(project: Path) -> None:
     lock_before = (project / "dvc.lock").read_text()
     output = run(project, "dvc", "repro")
@@ -87,3 +101,15 @@ def test_a_param_change_reruns_only_the_stages_that_read_it(project: Path) -> No
     ran = sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))
     # No image is that small: manifest.csv is unchanged, so finetune and embed (which depend on it) stay cached.
     assert ran == ["ingest@shapes"]
+
+
+def test_repro_trains_word_vectors_on_the_sample_corpus(project: Path) -> None:
+    metrics = json.loads((project / "data/news/metrics/word2vec.json").read_text())
+    assert metrics["vocabulary"] == 1777 and metrics["analogy_questions"] == 19544
+    vectors = project / "data/news/word2vec"
+    for name in ("vectors.kv", "model.w2v", "vectors.txt", "index.faiss", "words_umap.png", "projector/metadata.tsv"):
+        assert (vectors / name).is_file(), name
+    assert (project / "data/news/plots/word2vec/live/plots/metrics/train/loss.tsv").is_file()
+    # gensim logs nothing to stderr here, so the combined output is the JSON alone
+    answer = json.loads(run(project, "dlpipe", "word2vec", "similar", "police", "-n", "3", "--json"))
+    assert len(answer["neighbours"]) == 3

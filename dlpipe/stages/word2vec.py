@@ -1,0 +1,274 @@
+"""``word2vec``: word vectors (CBOW or skip-gram) from an ingested text corpus, evaluated and exported.
+
+The corpus that ingest wrote (``ingest/corpus.txt``, checked against ingest's
+manifest) is tokenised once, streaming, into ``corpus_tokens.txt``: gensim's
+``corpus_file`` format, which its C code reads on every worker thread without the
+Python iterator that limits multi-core speed otherwise. gensim ``Word2Vec`` then
+trains from that file in a process whose PYTHONHASHSEED is the stage's seed
+(:mod:`dlpipe.word2vec_train`), with the per-epoch loss when ``workers: 1``.
+Outputs, in one folder swapped in whole: the KeyedVectors, the full model (for
+continued training), the vocabulary, the word2vec text format, TensorBoard
+projector TSVs, a labelled UMAP map, a FAISS index and the sidecar. The benchmark
+scores (analogies, word similarity) go to the metrics beside the folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlpipe import word2vec_export as export
+from dlpipe.artifacts import (
+    atomic_dir,
+    atomic_write_json,
+    library_versions,
+    sha256_file,
+    sidecar,
+    stage_lock,
+)
+from dlpipe.config import Project, Word2vecConfig
+from dlpipe.console import info, warn
+from dlpipe.errors import ArtifactError, ConfigError, InputDataError
+from dlpipe.manifest import load_manifest
+from dlpipe.media import Rejected
+from dlpipe.parallel import resolve_workers
+from dlpipe.stages.word2vec_query import (
+    SIDECAR_FILE,
+    STAGE,
+    VECTORS_FILE,
+    evaluate,
+    vector_files,
+)
+from dlpipe.tokens import TokenStats, tokenize_file
+from dlpipe.word2vec_train import (
+    FLOAT32_EXACT_LIMIT,
+    TrainResult,
+    TrainSpec,
+    train_isolated,
+)
+
+TOKENS_FILE = "corpus_tokens.txt"
+MODEL_FILE = "model.w2v"
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a word2vec run produced."""
+
+    dataset: str
+    out_dir: Path
+    metrics_path: Path
+    plots_dir: Path
+    vocabulary: int
+    metrics: dict[str, Any]
+
+
+def run(project: Project, dataset: str) -> Result:
+    """Tokenise, train, evaluate and export word vectors of text dataset ``dataset``.
+
+    Raises:
+        ConfigError: ``dataset`` is not a text dataset.
+        ArtifactError: ingest has not run, or its corpus differs from what it recorded.
+        InputDataError: no token left after tokenisation, or every word below ``word2vec.min_count``.
+    """
+    cfg = project.params.word2vec
+    modality = project.dataset(dataset).modality
+    if modality != "text":
+        raise ConfigError(f"datasets.{dataset}: word2vec needs a text dataset, this one is {modality}", "pass --dataset with a text dataset")
+    dataset_dir = project.dataset_dir(dataset)
+    out_dir = dataset_dir / STAGE
+    metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"
+    plots_dir = dataset_dir / "plots" / STAGE
+
+    with stage_lock(dataset_dir, STAGE):
+        corpus, manifest_sha256 = _ingested_corpus(project, dataset)
+        with atomic_dir(out_dir) as staging:
+            info(f"word2vec {dataset}: tokenising {corpus}")
+            stats = _tokenize(corpus, staging / TOKENS_FILE, cfg, dataset)
+            _check_vocabulary(stats, cfg, dataset)
+            trained = train_isolated(
+                TrainSpec(
+                    corpus_file=str(staging / TOKENS_FILE),
+                    model_path=str(staging / MODEL_FILE),
+                    vectors_path=str(staging / VECTORS_FILE),
+                    params=gensim_params(cfg),
+                    hash_seed=cfg.seed,
+                    description=f"word2vec {dataset}",
+                )
+            )
+            kv = _load_trained(staging)
+            info(f"word2vec {dataset}: evaluating on {len(kv):,} words")
+            scores = evaluate(kv, cfg.evaluate.restrict_vocab)
+            exported = _export(staging, kv, cfg, dataset)
+            vocabulary = _vocabulary_stats(stats, kv)
+            atomic_write_json(
+                staging / SIDECAR_FILE,
+                sidecar(
+                    STAGE,
+                    dataset=dataset,
+                    manifest_sha256=manifest_sha256,
+                    tokens_sha256=sha256_file(staging / TOKENS_FILE),
+                    params=cfg.model_dump(),
+                    gensim_params=gensim_params(cfg),
+                    hash_seed=cfg.seed,
+                    trained_in_child_process=trained.in_child_process,
+                    vocabulary=vocabulary,
+                    vector_files={path.name: sha256_file(path) for path in vector_files(staging)},
+                    files={"model": MODEL_FILE, "vectors": VECTORS_FILE, "tokens": TOKENS_FILE, **exported},
+                    versions=library_versions("gensim", "numpy", "faiss-cpu", "umap-learn"),
+                ),
+            )
+        metrics = _metrics(dataset, cfg, stats, trained, vocabulary, scores)
+        with atomic_dir(plots_dir) as staging:
+            _write_plots(staging, trained)
+        atomic_write_json(metrics_path, metrics)
+    return Result(dataset, out_dir, metrics_path, plots_dir, len(kv), metrics)
+
+
+def gensim_params(cfg: Word2vecConfig) -> dict[str, Any]:
+    """Keyword arguments of ``gensim.models.Word2Vec`` for ``cfg`` (negative sampling, no hierarchical softmax)."""
+    return {
+        "sg": int(cfg.architecture == "skipgram"),
+        "vector_size": cfg.vector_size,
+        "window": cfg.window,
+        "min_count": cfg.min_count,
+        "negative": cfg.negative,
+        "hs": 0,
+        "sample": cfg.sample,
+        "epochs": cfg.epochs,
+        "workers": resolve_workers(cfg.workers),
+        "seed": cfg.seed,
+    }
+
+
+def _ingested_corpus(project: Project, dataset: str) -> tuple[Path, str]:
+    """ingest's corpus.txt and manifest sha256, after checking the corpus holds the tokens the manifest records.
+
+    The ingest sidecar vouches for manifest.csv (checked by load_manifest), and the manifest records each source
+    file's whitespace token count, so a corpus edited, truncated or corrupted after ingest is refused.
+    """
+    from dlpipe.media.text import inspect_text
+
+    manifest = load_manifest(project, dataset)
+    corpus = project.dataset_dir(dataset) / "ingest" / "corpus.txt"
+    rerun = f"rerun `dlpipe ingest --dataset {dataset}` (or dvc repro)"
+    if not corpus.is_file():
+        raise ArtifactError(f"ingested corpus not found: {corpus}", rerun)
+    expected = sum(int(row["tokens"]) for row in manifest.rows)
+    try:
+        found = inspect_text(corpus, "utf-8").tokens
+    except Rejected as rejection:
+        raise ArtifactError(f"{corpus} is not the UTF-8 text ingest wrote: {rejection.detail}", rerun) from None
+    if found != expected:
+        raise ArtifactError(f"{corpus} holds {found:,} tokens but ingest recorded {expected:,}: it changed after ingest", rerun)
+    return corpus, manifest.sha256
+
+
+def _tokenize(corpus: Path, out: Path, cfg: Word2vecConfig, dataset: str) -> TokenStats:
+    stats = tokenize_file(corpus, out, cfg.tokenize)
+    if stats.tokens == 0:
+        raise InputDataError(
+            f"dataset '{dataset}': no token left after tokenisation of {corpus}",
+            "the corpus holds only punctuation or numbers; see word2vec.tokenize.punctuation and .numbers",
+        )
+    info(
+        f"word2vec {dataset}: {stats.tokens:,} tokens in {stats.sentences:,} sentences, {len(stats.counts):,} distinct "
+        f"({stats.seconds:.1f} s)" + (f", {stats.bigrams:,} bigrams joined" if cfg.tokenize.phrases else "")
+    )
+    return stats
+
+
+def _check_vocabulary(stats: TokenStats, cfg: Word2vecConfig, dataset: str) -> None:
+    most = max(stats.counts.values())
+    if most < cfg.min_count:
+        raise InputDataError(
+            f"dataset '{dataset}': every word occurs fewer than word2vec.min_count={cfg.min_count} times "
+            f"(the most frequent, '{stats.counts.most_common(1)[0][0]}', occurs {most} times): the vocabulary is empty",
+            f"lower word2vec.min_count to at most {most}, or use a larger corpus",
+        )
+
+
+def _load_trained(folder: Path) -> Any:
+    from gensim.models import KeyedVectors
+
+    return KeyedVectors.load(str(folder / VECTORS_FILE))
+
+
+def _export(folder: Path, kv: Any, cfg: Word2vecConfig, dataset: str) -> dict[str, Any]:
+    """Every export beside the vectors; returns what the sidecar records about them."""
+    export.write_vocab(folder / export.VOCAB_FILE, kv)
+    export.write_text_format(folder / export.TEXT_FILE, kv)
+    projector_rows = export.write_projector(folder / export.PROJECTOR_DIR, kv, cfg.export.projector_words)
+    export.write_index(folder, kv, {"stage": STAGE, "dataset": dataset, "vectors_sha256": sha256_file(folder / VECTORS_FILE)})
+    map_words = 0
+    if cfg.export.map_words:
+        map_words = export.write_word_map(
+            folder / export.MAP_FILE, kv, cfg.export.map_words, cfg.seed, f"{dataset}: the {cfg.export.map_words} most frequent words (UMAP, cosine)"
+        )
+        if not map_words:
+            warn(f"only {len(kv)} words in the vocabulary: no {export.MAP_FILE} (it needs {export.MIN_MAP_WORDS})")
+    return {
+        "vocab": export.VOCAB_FILE,
+        "text_format": export.TEXT_FILE,
+        "projector": {"folder": export.PROJECTOR_DIR, "rows": projector_rows},
+        "index": "index.faiss",
+        "word_map": {"file": export.MAP_FILE, "words": map_words} if map_words else None,
+    }
+
+
+def _vocabulary_stats(stats: TokenStats, kv: Any) -> dict[str, Any]:
+    retained = sum(kv.get_vecattr(word, "count") for word in kv.index_to_key)
+    return {
+        "words": len(kv),
+        "distinct_tokens": len(stats.counts),
+        "singletons": sum(1 for count in stats.counts.values() if count == 1),
+        "tokens": stats.tokens,
+        "sentences": stats.sentences,
+        "retained_tokens": int(retained),
+        "retained_token_fraction": round(retained / stats.tokens, 6),
+        "bigrams": stats.bigrams,
+    }
+
+
+def _metrics(
+    dataset: str, cfg: Word2vecConfig, stats: TokenStats, trained: TrainResult, vocabulary: dict[str, Any], scores: dict[str, Any]
+) -> dict[str, Any]:
+    metrics: dict[str, Any] = {
+        "dataset": dataset,
+        "architecture": cfg.architecture,
+        "vector_size": cfg.vector_size,
+        "epochs": cfg.epochs,
+        "workers": resolve_workers(cfg.workers),
+        "vocabulary": vocabulary["words"],
+        "tokens": vocabulary["tokens"],
+        "retained_token_fraction": vocabulary["retained_token_fraction"],
+        "tokenize_seconds": round(stats.seconds, 3),
+        "build_vocab_seconds": trained.build_vocab_seconds,
+        "train_seconds": trained.train_seconds,
+        "words_per_second": trained.words_per_second,
+        "effective_words": trained.effective_words,
+    }
+    if trained.epoch_losses:
+        metrics["first_epoch_loss"] = round(trained.epoch_losses[0], 3)
+        metrics["final_loss"] = round(trained.epoch_losses[-1], 3)
+        if max(trained.epoch_losses) >= FLOAT32_EXACT_LIMIT:
+            metrics["loss_note"] = "an epoch's loss passed 2**24: gensim's float32 tally undercounts it (gensim #2735)"
+            warn(metrics["loss_note"])
+    else:
+        metrics["loss_note"] = "not computed: with workers > 1 gensim's threads overwrite each other's loss (gensim #2743)"
+    return metrics | scores
+
+
+def _write_plots(folder: Path, trained: TrainResult) -> None:
+    """The per-epoch loss as a DVCLive metric (``dvc plots show``); a note when it was not computed."""
+    from dvclive import Live
+
+    with Live(dir=str(folder / "live"), save_dvc_exp=False, dvcyaml=None) as live:
+        for loss in trained.epoch_losses:
+            live.log_metric("train/loss", loss)
+            live.next_step()
+    if not trained.epoch_losses:
+        (folder / "NO_LOSS.txt").write_text(
+            "The per-epoch loss is computed only with word2vec.workers: 1 (gensim #2743).\n", encoding="utf-8"
+        )

@@ -1,0 +1,52 @@
+"""The shipped params.yaml on the sample audio: spectrogram windows through the unchanged image stages.
+
+One module-scoped run (sample -> ingest -> spectrogram -> small_cnn -> embed -> cluster -> search ->
+heatmap), with the `sounds` dataset's shipped overrides, serves every test here (about 3 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dlpipe.stages import cluster, embed, finetune, heatmap, ingest, search, spectrogram
+from tests.conftest import Workspace, shipped_params
+
+
+@pytest.fixture(scope="module")
+def sounds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """Every stage's metrics for the sample audio."""
+    from dlpipe.sample import generate_audio
+
+    workspace = Workspace(tmp_path_factory.mktemp("audio_demo"))
+    workspace.params["datasets"] = {"sounds": shipped_params()["datasets"]["sounds"] | {"source": "sounds"}}
+    project = workspace.load()
+    generate_audio(workspace.root / "sounds", project.params.sample.audio, project.params.base.seed)
+    project = project.for_dataset("sounds")
+    metrics = {"ingest": ingest.run(project, "sounds").metrics}
+    for stage in (spectrogram, finetune, embed, cluster, search, heatmap):
+        metrics[stage.STAGE] = stage.run(project, "sounds").metrics
+    return metrics
+
+
+def test_spectrogram_windows_cover_every_clip(sounds: dict[str, dict]) -> None:
+    windows = sounds["spectrogram"]
+    # 160 clips of 0.75-1.25 s: the shorter ones padded to one 1 s window, the longer ones two.
+    assert (windows["clips"], windows["rejected"]) == (160, 0)
+    assert windows["windows"] == 235 and (windows["image_height"], windows["image_width"]) == (64, 59)
+
+
+def test_classifier_on_spectrograms_reaches_90_percent_test_accuracy(sounds: dict[str, dict]) -> None:
+    # Measured 1.000 (35 of 35 test windows) with seed 42 and the shipped sounds overrides (no flips or rotations).
+    assert sounds["finetune"]["test_accuracy"] >= 0.9
+
+
+def test_deep_features_of_sounds_cluster_by_class(sounds: dict[str, dict]) -> None:
+    metrics = sounds["cluster"]
+    assert metrics["nmi"] >= 0.8 and metrics["nmi"] >= metrics["raw_pixels_nmi"] + 0.2
+
+
+def test_search_and_heatmap_run_on_spectrograms(sounds: dict[str, dict]) -> None:
+    assert sounds["search"]["recall_at_k"] == 1.0 and sounds["search"]["precision_at_k"] >= 0.9
+    explained = sounds["heatmap"]
+    assert explained["images"] >= 20
+    assert explained["occlusion_deletion_auc"] < explained["random_deletion_auc"]
