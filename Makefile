@@ -34,7 +34,12 @@ test-all: install
 ## bench: benchmarks (minutes; results in bench/results/ and docs/BENCHMARKS.md)
 bench: install
 	$(RUN) $(BIN)/python bench/bench_ingest.py
+	$(RUN) $(BIN)/python bench/bench_spectrogram.py --repeats 5
 	$(RUN) $(BIN)/python bench/bench_embed.py
+	$(RUN) $(BIN)/python bench/bench_search.py
+	$(RUN) $(BIN)/python bench/bench_cluster.py
+	$(RUN) $(BIN)/python bench/bench_heatmap.py
+	$(RUN) $(BIN)/python bench/bench_word2vec.py
 
 clean:
 	rm -rf data dvc.lock .pytest_cache

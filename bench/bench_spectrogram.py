@@ -78,9 +78,9 @@ def time_calls(function, jobs: list, workers: int) -> float:
     return elapsed
 
 
-def time_transform(cfg, jobs: list, workers: int, labels: set[str]) -> float:
-    """Seconds for the per-clip work including PNG writes, into a fresh scratch folder."""
-    scratch = Path(tempfile.mkdtemp(prefix="bench-spectrogram-"))
+def time_transform(cfg, jobs: list, workers: int, labels: set[str], beside: Path) -> float:
+    """Seconds for the per-clip work including PNG writes, into a fresh scratch folder on the stage's file system."""
+    scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir=beside))
     try:
         for label in labels:
             (scratch / "images" / label).mkdir(parents=True)
@@ -114,13 +114,13 @@ def main() -> None:
     audio_seconds = sum(float(row["duration"]) for row in manifest.rows)
     prepare_transform(cfg)
     decode = DecodeOnly(cfg)
-    time_transform(cfg, jobs, 1, labels)  # warm-up: page cache, lazy imports, filter bank
+    time_transform(cfg, jobs, 1, labels, params_path.parent)  # warm-up: page cache, lazy imports, filter bank
 
     runs: dict[str, list[float]] = {"transform_serial": [], "transform_parallel": [], "decode_serial": [], "decode_parallel": [], "stage_workers_1": [], "stage_parallel": []}
     load = CpuShare()
     for _ in range(args.repeats):
-        runs["transform_serial"].append(time_transform(cfg, jobs, 1, labels))
-        runs["transform_parallel"].append(time_transform(cfg, jobs, args.workers, labels))
+        runs["transform_serial"].append(time_transform(cfg, jobs, 1, labels, params_path.parent))
+        runs["transform_parallel"].append(time_transform(cfg, jobs, args.workers, labels, params_path.parent))
         runs["decode_serial"].append(time_calls(decode, jobs, 1))
         runs["decode_parallel"].append(time_calls(decode, jobs, args.workers))
         runs["stage_workers_1"].append(time_stage(params_path, 1))

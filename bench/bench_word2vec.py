@@ -188,6 +188,10 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# Other processes' share of the CPUs above which the figures are not worth quoting.
+SHARED_MACHINE_SHARE = 0.05
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The Word2vec section of docs/BENCHMARKS.md."""
     r = result["bench"]
@@ -226,8 +230,14 @@ def markdown(result: dict[str, Any]) -> str:
         (
             f"Measured {result['date']} on {result['cpu_count']} cores ({result['cpu_model']}); 1-minute load average "
             f"{result['load_average_before'][0]:.2f} before and {result['load_average_after'][0]:.2f} after; other processes "
-            f"took {others:.0%} of the CPU time during the run. **The machine was shared while this ran: these figures must be "
-            "re-measured on an idle machine before they are quoted.** Per-run figures are in bench/results/word2vec.json."
+            f"took {others:.0%} of the CPU time during the run"
+            + (
+                ". **The machine was shared while this ran: these figures must be re-measured on an idle machine before "
+                "they are quoted.**"
+                if others > SHARED_MACHINE_SHARE
+                else " (an idle machine)."
+            )
+            + " Per-run figures are in bench/results/word2vec.json."
         ),
     ]
     return "\n".join(lines) + "\n"

@@ -12,8 +12,8 @@ dimension ``D`` and a memory budget, the first of these that applies:
    (``N * (4 D + 8)`` bytes) fit the budget. It keeps every vector uncompressed,
    so a modest ``nprobe`` reaches recall@10 >= 0.95. On 1M clustered 128-d
    vectors and 2 cores (bench/results/search.md), at recall@10 >= 0.95 it served
-   7.5x ``HNSW32``'s batched and 8x its single-query rate, built in 29 s against
-   228 s, in 522 bytes per vector against 784, and it builds deterministically
+   8.3x ``HNSW32``'s batched and 9.8x its single-query rate, built in 11 s against
+   121 s, in 521 bytes per vector against 784, and it builds deterministically
    for a seed and on a GPU when there is one (HNSW builds are neither).
 3. **``IVF{nlist},PQ{m}x8``** when the raw vectors do not fit: each vector is
    stored as ``m`` bytes (``m`` the largest divisor of ``D`` that is at most 64
@@ -21,13 +21,16 @@ dimension ``D`` and a memory budget, the first of these that applies:
    budget). Recall is then bounded by the compression (no refinement,
    since refining needs the raw vectors that do not fit).
 
-``nlist`` is the power of two nearest ``4 * sqrt(N)`` (the FAISS guideline:
-the query cost ``nlist + nprobe * N / nlist`` is smallest near
-``sqrt(nprobe * N)``), capped at ``N / 39`` so that k-means has the 39 points per
-centroid FAISS asks for. The benchmark's mixture of 1,000 Gaussians favours
-whichever ``nlist`` lands nearest 1,000: ``sqrt(N)`` lists were 1.1x faster at
-1M vectors, ``4 sqrt(N)`` 3x faster at 100k; the guideline does not depend on
-such luck. No choice ever needs more training vectors than ``N``;
+``nlist`` is the power of two nearest ``2 * sqrt(N)``, capped at ``N / 39`` so
+that k-means has the 39 points per centroid FAISS asks for. Why 2: a query
+compares itself with all ``nlist`` centroids, then scans ``nprobe`` lists of
+about ``N / nlist`` vectors, so its cost ``nlist + nprobe * N / nlist`` is
+smallest at ``nlist = sqrt(nprobe * N)``; the ``nprobe`` that reaches recall@10
+>= 0.95 on clustered embeddings is about 4 (measured on 1M vectors: 5 with 2,048
+lists, 10 with 4,096), which puts the balance at ``2 sqrt(N)``. FAISS's own
+guideline, ``4 to 16 sqrt(N)``, assumes the larger ``nprobe`` of higher recall
+targets (and HNSW or GPU coarse quantizers, whose centroid search is cheap).
+No choice ever needs more training vectors than ``N``;
 a budget too small even for the smallest PQ code is a :class:`ConfigError`.
 
 Reproducibility: the training sample is drawn with ``seed`` and the k-means of
@@ -65,7 +68,7 @@ METRICS = {"inner_product": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 # auto rule thresholds (see the module docstring)
 FLAT_MAX_FLOATS = 2**23
 FLAT_MAX_COUNT = 10_000
-NLIST_PER_SQRT_N = 4
+NLIST_PER_SQRT_N = 2
 MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this many training points per k-means centroid
 PQ_MAX_CODE_BYTES = 64  # beyond this, PQ scans cost more than they gain; IVF-Flat or SQ8 would be the better tool
 # default training sample per k-means centroid: FAISS asks for 39 to 256; training time on 2 cores grows with it
@@ -111,7 +114,7 @@ class LoadedIndex:
 
 
 def nlist_for(count: int) -> int:
-    """Inverted lists for ``count`` vectors: the power of two nearest ``4 * sqrt(count)``, capped at ``count / 39``."""
+    """Inverted lists for ``count`` vectors: the power of two nearest ``2 * sqrt(count)``, capped at ``count / 39``."""
     target = 2 ** round(math.log2(NLIST_PER_SQRT_N * math.sqrt(max(count, 1))))
     return max(1, min(target, count // MIN_POINTS_PER_CENTROID))
 
@@ -158,7 +161,7 @@ def choose_index(count: int, dimension: int, memory_budget_bytes: int) -> IndexC
         return IndexChoice(
             ivf_flat,
             f"{size} fit the {budget_mb:,.0f} MB budget uncompressed ({ivf_bytes / 2**20:,.0f} MB): an inverted file "
-            f"with {nlist} lists (about 4 sqrt(N)) keeps exact distances within the probed lists and builds fast",
+            f"with {nlist} lists (about 2 sqrt(N)) keeps exact distances within the probed lists and builds fast",
             ivf_bytes,
         )
     if count >= max(nlist, 256):

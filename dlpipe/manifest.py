@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dlpipe.artifacts import read_json, sha256_file
 from dlpipe.config import Project
-from dlpipe.errors import ArtifactError, InputDataError
+from dlpipe.errors import ArtifactError, ConfigError
 
 SPLITS = ("train", "val", "test")
 # The columns image stages read; an audio dataset's spectrogram manifest has them too (plus its own).
@@ -82,14 +82,14 @@ def load_image_manifest(project: Project, dataset: str) -> Manifest:
     against the sidecar it was written with and against the ingest it came from.
 
     Raises:
-        InputDataError: a text dataset (it has no images).
+        ConfigError: a text dataset (it has no images).
         ArtifactError: ingest or spectrogram has not run, or either changed since.
     """
     spec = project.dataset(dataset)
     if spec.modality == "image":
         return load_manifest(project, dataset)
     if spec.modality != "audio":
-        raise InputDataError(
+        raise ConfigError(
             f"dataset '{dataset}' is {spec.modality}; this stage needs images (or audio, through spectrogram)",
             "text datasets go to `dlpipe word2vec`",
         )

@@ -8,7 +8,7 @@ label and split, so windows of one clip never straddle splits. The stage writes
 an image-style ``manifest.csv`` beside the images, which is what finetune, embed,
 cluster, search and heatmap read for an audio dataset
 (:func:`dlpipe.manifest.load_image_manifest`), and a montage of each class's
-mean spectrogram.
+mean spectrogram (over at most ``MONTAGE_CLIPS`` clips per class, summed by the workers).
 
 Clips are processed in a process pool, one clip at a time per worker, so memory
 grows with the longest clip, not with the number of clips.
@@ -29,7 +29,7 @@ import numpy as np
 
 from dlpipe.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sidecar, stage_lock, write_csv
 from dlpipe.config import Project, SpectrogramConfig
-from dlpipe.errors import ArtifactError, InputDataError
+from dlpipe.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.manifest import IMAGE_MANIFEST_COLUMNS, Manifest, load_manifest
 from dlpipe.media import Rejected
 from dlpipe.parallel import parallel_map, resolve_workers
@@ -44,6 +44,8 @@ FIT_PERCENTILES = (0.5, 99.5)
 _HISTOGRAM_EDGES = np.linspace(-400.0, 200.0, 12_001)
 # Clips per task of the fitting pass: each task returns one histogram, so memory does not grow per clip.
 _FIT_CLIPS_PER_TASK = 32
+# Clips per class averaged into the class-means montage: plenty for a picture, at a bounded cost.
+MONTAGE_CLIPS = 256
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class _ClipJob:
 
     source: Path
     row: dict[str, str]
+    in_montage: bool = False  # this clip's windows count towards its class's mean spectrogram
 
 
 @dataclass
@@ -74,13 +77,15 @@ class _ClipOutcome:
     reason: str = ""
     detail: str = ""
     seconds: float = 0.0
+    db_sum: np.ndarray | None = None  # sum of the windows' dB values, for clips in the montage sample
 
 
 def run(project: Project, dataset: str) -> Result:
     """Turn the audio dataset ``dataset`` into log-mel window images under ``<data_dir>/<dataset>/spectrogram``.
 
     Raises:
-        InputDataError: the dataset is not audio, or more than ``spectrogram.max_reject_fraction``
+        ConfigError: the dataset is not audio.
+        InputDataError: more than ``spectrogram.max_reject_fraction``
             of the clips are rejected (too short with ``short_clips: reject``, or undecodable).
         ArtifactError: ingest has not run, or a clip changed since ingest recorded it (sha256,
             sample rate or channels differ from the manifest).
@@ -88,7 +93,7 @@ def run(project: Project, dataset: str) -> Result:
     cfg = project.params.spectrogram
     modality = project.dataset(dataset).modality
     if modality != "audio":
-        raise InputDataError(
+        raise ConfigError(
             f"dataset '{dataset}' is {modality}; spectrogram needs an audio dataset",
             "image datasets go straight to finetune; run spectrogram with --dataset <an audio dataset>",
         )
@@ -96,7 +101,8 @@ def run(project: Project, dataset: str) -> Result:
     dataset_dir = project.dataset_dir(dataset)
     out_dir = dataset_dir / STAGE
     metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"
-    jobs = [_ClipJob(manifest.resolve(row["path"]), row) for row in manifest.rows]
+    sampled = montage_sample(manifest.rows)
+    jobs = [_ClipJob(manifest.resolve(row["path"]), row, i in sampled) for i, row in enumerate(manifest.rows)]
     with stage_lock(dataset_dir, STAGE):
         started = time.perf_counter()
         prepare(cfg)
@@ -112,7 +118,7 @@ def run(project: Project, dataset: str) -> Result:
             write_csv(staging / "rejected.csv", REJECTED_COLUMNS, _rejected_rows(rejected))
             from dlpipe.spectrogram_plots import save_class_montage
 
-            save_class_montage(staging / "class_means.png", staging, rows, cfg, db_range)
+            save_class_montage(staging / "class_means.png", *_class_means(kept), cfg, db_range)
             atomic_write_json(
                 staging / "spectrogram.json",
                 sidecar(
@@ -134,6 +140,33 @@ def run(project: Project, dataset: str) -> Result:
         metrics = _metrics(dataset, cfg, kept, rejected, rows, db_range, seconds)
         atomic_write_json(metrics_path, metrics)
     return Result(dataset, out_dir, metrics_path, len(kept), len(rows), len(rejected), metrics)
+
+
+def montage_sample(rows: list[dict[str, str]]) -> set[int]:
+    """Row indices of the clips whose windows make up each class's mean spectrogram.
+
+    At most ``MONTAGE_CLIPS`` per class, evenly spaced in manifest order: a fixed cost per class
+    however many clips there are.
+    """
+    by_class: dict[str, list[int]] = {}
+    for index, row in enumerate(rows):
+        by_class.setdefault(row["label"], []).append(index)
+    chosen: set[int] = set()
+    for members in by_class.values():
+        chosen.update(members[:: max(1, -(-len(members) // MONTAGE_CLIPS))])
+    return chosen
+
+
+def _class_means(kept: list[_ClipOutcome]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Each class's mean window (dB) over its sampled clips, and how many windows that mean covers."""
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for outcome in kept:
+        if outcome.db_sum is not None:
+            label = outcome.row["label"]
+            sums[label] = sums.get(label, 0.0) + outcome.db_sum
+            counts[label] = counts.get(label, 0) + len(outcome.windows)
+    return {label: sums[label] / counts[label] for label in sorted(sums)}, counts
 
 
 # --- the dB-to-pixel range --------------------------------------------------------------------
@@ -203,6 +236,7 @@ class _TransformClip:
         self.cfg = cfg
         self.staging = staging
         self.db_range = db_range
+        self._image_facts: dict[str, Any] | None = None
 
     def __call__(self, job: _ClipJob) -> _ClipOutcome:
         outcome = _ClipOutcome(job.row)
@@ -221,6 +255,8 @@ class _TransformClip:
             outcome.detail = f"{outcome.seconds:.3f} s is shorter than spectrogram.window_seconds={self.cfg.window_seconds} (short_clips: reject)"
             return outcome
         outcome.windows = [self._save(job.row, window) for window in windows]
+        if job.in_montage:
+            outcome.db_sum = np.sum([window.db for window in windows], axis=0, dtype=np.float64)
         return outcome
 
     def _save(self, row: dict[str, str], window: Any) -> dict[str, Any]:
@@ -237,18 +273,16 @@ class _TransformClip:
         (self.staging / relpath).write_bytes(data)
         if self.cfg.save_npy:
             np.save(self.staging / "arrays" / _folder_name(row["label"]) / f"{name}.npy", window.db)
-        info = inspect_image(data, min_side=1, max_pixels=math.prod(pixels.shape))
+        if self._image_facts is None:  # every window has the same size and pixel type: inspect the first one
+            info = inspect_image(data, min_side=1, max_pixels=math.prod(pixels.shape))
+            self._image_facts = {key: getattr(info, key) for key in ("width", "height", "format", "mode", "conversion")}
         return {
             "path": relpath,
             "label": row["label"],
             "split": row["split"],
             "sha256": hashlib.sha256(data).hexdigest(),
             "size_bytes": len(data),
-            "width": info.width,
-            "height": info.height,
-            "format": info.format,
-            "mode": info.mode,
-            "conversion": info.conversion,
+            **self._image_facts,
             "clip": row["path"],
             "window": window.index,
             "start_seconds": window.start_seconds,

@@ -140,14 +140,14 @@ def test_memmap_input_is_added_in_chunks_with_row_ids(tmp_path: Path, monkeypatc
         (6, 4, 2048, "Flat"),
         (50_000, 128, 2048, "Flat"),  # 25 MB of vectors: brute force is fast
         (9_000, 2048, 2048, "Flat"),  # few vectors, even if wide
-        (200_000, 128, 2048, "IVF2048,Flat"),  # 4 sqrt(N) = 1789 -> 2048
-        (60_000, 2048, 2048, "IVF1024,Flat"),
-        (1_000_000, 128, 2048, "IVF4096,Flat"),
-        (1_000_000, 256, 2048, "IVF4096,Flat"),
-        (10_000_000, 128, 2048, "IVF16384,PQ64x8"),  # 5.2 GB raw does not fit
-        (10_000_000, 128, 256, "IVF16384,PQ16x8"),  # tighter budget: fewer bytes per vector
-        (1_000_000, 100, 100, "IVF4096,PQ50x8"),
-        (1_000_000, 100, 50, "IVF4096,PQ25x8"),
+        (200_000, 128, 2048, "IVF1024,Flat"),  # 2 sqrt(N) = 894 -> 1024
+        (60_000, 2048, 2048, "IVF512,Flat"),
+        (1_000_000, 128, 2048, "IVF2048,Flat"),
+        (1_000_000, 256, 2048, "IVF2048,Flat"),
+        (10_000_000, 128, 2048, "IVF8192,PQ64x8"),  # 5.2 GB raw does not fit
+        (10_000_000, 128, 256, "IVF8192,PQ16x8"),  # tighter budget: fewer bytes per vector
+        (1_000_000, 100, 100, "IVF2048,PQ50x8"),
+        (1_000_000, 100, 50, "IVF2048,PQ25x8"),
     ],
 )
 def test_choose_index_picks_by_size_and_budget(count: int, dimension: int, budget_mb: int, factory: str) -> None:
@@ -170,7 +170,7 @@ def test_choose_index_never_needs_more_training_vectors_than_it_has(count: int) 
 
 def test_choose_index_refuses_a_budget_too_small() -> None:
     with pytest.raises(ConfigError) as info:
-        ix.choose_index(1_000_000, 128, 10 * MB)
+        ix.choose_index(1_000_000, 128, 8 * MB)  # even 1-byte codes need 1M x (1 + 8 id) bytes = 8.6 MB
     assert_error(info, ConfigError, "too small")
     assert "memory_budget_mb" in info.value.hint
 

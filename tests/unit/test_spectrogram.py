@@ -240,8 +240,9 @@ def test_spectrogram_of_an_image_dataset_is_refused(workspace: Workspace) -> Non
     workspace.image_dataset()
     project = workspace.load()
     ingest.run(project, "imgs")
-    with pytest.raises(InputDataError, match="audio"):
+    with pytest.raises(ConfigError, match="audio") as caught:
         spectrogram.run(project, "imgs")
+    assert caught.value.exit_code == 3
 
 
 def test_cli_runs_the_stage_and_reports_exit_codes(workspace: Workspace) -> None:
@@ -251,7 +252,7 @@ def test_cli_runs_the_stage_and_reports_exit_codes(workspace: Workspace) -> None
     ok = runner.invoke(app, ["spectrogram", "--dataset", "clips", "--json"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)[0]["windows"] == 17
-    assert runner.invoke(app, ["spectrogram", "--dataset", "imgs"]).exit_code == 4
+    assert runner.invoke(app, ["spectrogram", "--dataset", "imgs"]).exit_code == 3
 
 
 # --- per-dataset overrides --------------------------------------------------------------------
