@@ -47,7 +47,8 @@ def collect(project: Project) -> list[Row]:
             path = folder / f"{stage}.json"
             if path.is_file():
                 metrics = json.loads(path.read_text(encoding="utf-8"))
-                figures = {key: metrics[key] for key in HEADLINES[stage] if key in metrics}
+                # None marks a figure the stage could not measure here (e.g. no boxes for a pointing game).
+                figures = {key: metrics[key] for key in HEADLINES[stage] if metrics.get(key) is not None}
                 rows.append(Row(dataset, stage, figures))
     return rows
 
