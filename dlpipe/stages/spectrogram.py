@@ -181,7 +181,7 @@ def _db_range(cfg: SpectrogramConfig, jobs: list[_ClipJob], dataset: str) -> tup
         raise InputDataError(f"dataset '{dataset}': no training clips to fit the dB range on", "use spectrogram.scaling: fixed")
     tasks = [train[start : start + _FIT_CLIPS_PER_TASK] for start in range(0, len(train), _FIT_CLIPS_PER_TASK)]
     histograms = parallel_map(
-        _fit_histogram_task(cfg), tasks, cfg.workers, f"spectrogram {dataset}: fit dB range", f"x{_FIT_CLIPS_PER_TASK} clips"
+        _FitHistogram(cfg), tasks, cfg.workers, f"spectrogram {dataset}: fit dB range", f"x{_FIT_CLIPS_PER_TASK} clips"
     )
     counts = np.sum(histograms, axis=0)
     if counts.sum() == 0:
@@ -193,7 +193,7 @@ def _db_range(cfg: SpectrogramConfig, jobs: list[_ClipJob], dataset: str) -> tup
     return round(low, 2), round(high, 2)
 
 
-class _fit_histogram_task:
+class _FitHistogram:
     """Picklable: the histogram of the dB values of every window of a list of clips."""
 
     def __init__(self, cfg: SpectrogramConfig) -> None:
