@@ -415,7 +415,9 @@ def _print_answers(result: Any) -> None:
 
 @app.command()
 def predict(
-    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Image files and/or folders (searched recursively); audio clips for a spectrogram model.")
+    ],
     model: Annotated[
         Path | None, typer.Option("--model", "-m", help="Model folder or model.keras (default: the dataset's model).")
     ] = None,
@@ -433,7 +435,9 @@ def predict(
 ) -> None:
     """Top-k classes with probabilities for images, using a model trained by finetune.
 
-    Example: dlpipe predict photo.jpg -k 3      dlpipe predict my_folder/ --out preds.csv
+    A model trained on an audio dataset's spectrograms also takes audio clips: each is cut into
+    windows as `dlpipe spectrogram` did, and the windows' probabilities are averaged.
+    Example: dlpipe predict photo.jpg -k 3      dlpipe predict clip.wav --dataset sounds
     """
 
     def action() -> Any:
@@ -448,6 +452,7 @@ def predict(
         _print_json(
             [
                 {"path": p.path, "top": [{"label": label, "probability": q} for label, q in zip(p.labels, p.probabilities)]}
+                | ({"windows": p.windows} if p.windows > 1 else {})
                 | ({"error": p.error} if p.error else {})
                 for p in result.predictions
             ]

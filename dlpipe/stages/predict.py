@@ -2,11 +2,15 @@
 
 Not a pipeline stage (it answers questions about new images), but built like
 one: ``run`` takes typed arguments and returns a Result; the CLI prints it.
+A model trained on an audio dataset's spectrograms also takes audio clips: each
+is cut into windows exactly as the spectrogram stage did, and the windows'
+probabilities are averaged.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,18 +22,20 @@ from dlpipe.errors import InputDataError
 from dlpipe.media import Rejected
 from dlpipe.models.inputs import load_image_array
 from dlpipe.models.store import load_trained_model
+from dlpipe.stages.spectrogram import RecordedTransform, clip_window_pngs, recorded_transform
 
 _BATCH = 64
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """Top-k classes of one image, or why it could not be read."""
+    """Top-k classes of one image (or audio clip), or why it could not be read."""
 
     path: str
     labels: list[str] = field(default_factory=list)
     probabilities: list[float] = field(default_factory=list)
     error: str = ""
+    windows: int = 1  # spectrogram windows averaged (audio clips)
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ def run(model_location: Path, inputs: list[Path], k: int, csv_path: Path | None 
 
     Args:
         model_location: a model folder (``data/<dataset>/model``) or its ``model.keras``.
-        inputs: image files and/or folders.
+        inputs: image files and/or folders (and audio clips, for a model trained on spectrograms).
         k: how many classes per image (capped at the model's class count).
         csv_path: where to write a CSV of the predictions; None writes none.
 
@@ -55,30 +61,65 @@ def run(model_location: Path, inputs: list[Path], k: int, csv_path: Path | None 
         InputDataError: an input does not exist, a named file is not a decodable image, or a folder holds no image.
     """
     trained = load_trained_model(model_location)
+    transform = recorded_transform(trained.path, trained.sidecar["manifest_sha256"])
     files, from_folders = _expand(inputs)
     k = min(k, len(trained.classes))
     predictions: list[Prediction] = []
-    with progress(len(files), "predict", "images") as advance:
+    with progress(len(files), "predict", "files") as advance:
         for start in range(0, len(files), _BATCH):
             chunk = files[start : start + _BATCH]
-            arrays, readable = [], []
+            arrays: list[np.ndarray] = []
+            spans: list[tuple[Path, int]] = []
             for path in chunk:
                 try:
-                    arrays.append(load_image_array(path, trained.image_size))
-                    readable.append(path)
+                    inputs_of_file = _model_inputs(path, trained.image_size, transform)
                 except Rejected as rejection:
                     if path not in from_folders:
-                        raise InputDataError(f"cannot predict {path}: {rejection.detail}", "pass an image file") from None
+                        what = "an image or audio file" if transform else "an image file"
+                        raise InputDataError(f"cannot predict {path}: {rejection.detail}", f"pass {what}") from None
                     predictions.append(Prediction(str(path), error=f"{rejection.reason}: {rejection.detail}"))
+                    continue
+                arrays.extend(inputs_of_file)
+                spans.append((path, len(inputs_of_file)))
             if arrays:
                 probabilities = trained.model.predict(np.stack(arrays), verbose=0)
-                predictions.extend(_top_k(str(p), row, trained.classes, k) for p, row in zip(readable, probabilities))
+                offset = 0
+                for path, count in spans:
+                    mean = probabilities[offset : offset + count].mean(axis=0)
+                    predictions.append(_top_k(str(path), mean, trained.classes, k, count))
+                    offset += count
             advance(len(chunk))
     order = {str(path): i for i, path in enumerate(files)}
     predictions.sort(key=lambda p: order[p.path])
     if csv_path is not None:
         _write(csv_path, predictions, k)
     return Result(trained.path, predictions, csv_path)
+
+
+def _model_inputs(path: Path, image_size: int, transform: RecordedTransform | None) -> list[np.ndarray]:
+    """The model inputs for one file: the image itself, or each spectrogram window of an audio clip.
+
+    Raises:
+        Rejected: the file is not an image (nor, for a spectrogram model, an audio clip).
+    """
+    try:
+        return [load_image_array(path, image_size)]
+    except Rejected as rejection:
+        if transform is None:
+            raise
+        image_problem = rejection.detail
+    try:
+        pngs = clip_window_pngs(path.read_bytes(), transform)
+    except Rejected as rejection:
+        raise Rejected(rejection.reason, f"neither an image ({image_problem}) nor usable audio ({rejection.detail})") from None
+    # Through files, so each window is decoded and resized by the very code training used.
+    with tempfile.TemporaryDirectory(prefix="dlpipe-windows-") as folder:
+        arrays = []
+        for index, png in enumerate(pngs):
+            window = Path(folder) / f"w{index:03d}.png"
+            window.write_bytes(png)
+            arrays.append(load_image_array(window, image_size))
+    return arrays
 
 
 def _expand(inputs: list[Path]) -> tuple[list[Path], set[Path]]:
@@ -108,9 +149,9 @@ def _visible_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def _top_k(path: str, probabilities: np.ndarray, classes: list[str], k: int) -> Prediction:
+def _top_k(path: str, probabilities: np.ndarray, classes: list[str], k: int, windows: int = 1) -> Prediction:
     best = np.argsort(-probabilities, kind="stable")[:k]
-    return Prediction(path, [classes[i] for i in best], [round(float(probabilities[i]), 6) for i in best])
+    return Prediction(path, [classes[i] for i in best], [round(float(probabilities[i]), 6) for i in best], windows=windows)
 
 
 def _write(path: Path, predictions: list[Prediction], k: int) -> None:

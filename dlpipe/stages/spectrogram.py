@@ -260,21 +260,16 @@ class _TransformClip:
         return outcome
 
     def _save(self, row: dict[str, str], window: Any) -> dict[str, Any]:
-        from PIL import Image
-
         from dlpipe.media.images import inspect_image
 
-        pixels = db_to_pixels(window.db, *self.db_range, self.cfg.bit_depth)
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG")  # uint8 -> mode L, uint16 -> I;16
-        data = buffer.getvalue()
+        data = window_png(window.db, self.cfg, self.db_range)
         name = _window_name(row, window.index)
         relpath = f"images/{_folder_name(row['label'])}/{name}.png"
         (self.staging / relpath).write_bytes(data)
         if self.cfg.save_npy:
             np.save(self.staging / "arrays" / _folder_name(row["label"]) / f"{name}.npy", window.db)
         if self._image_facts is None:  # every window has the same size and pixel type: inspect the first one
-            info = inspect_image(data, min_side=1, max_pixels=math.prod(pixels.shape))
+            info = inspect_image(data, min_side=1, max_pixels=math.prod(window.db.shape))
             self._image_facts = {key: getattr(info, key) for key in ("width", "height", "format", "mode", "conversion")}
         return {
             "path": relpath,
@@ -288,6 +283,55 @@ class _TransformClip:
             "start_seconds": window.start_seconds,
             "end_seconds": window.end_seconds,
         }
+
+
+def window_png(db: np.ndarray, cfg: SpectrogramConfig, db_range: tuple[float, float]) -> bytes:
+    """One window's dB values as the PNG the stage writes (uint8 -> grey ``L``, uint16 -> ``I;16``)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(db_to_pixels(db, *db_range, cfg.bit_depth)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class RecordedTransform:
+    """How a dataset's audio became the images a model was trained on."""
+
+    cfg: SpectrogramConfig
+    db_range: tuple[float, float]
+
+
+def recorded_transform(model_path: Path, manifest_sha256: str) -> RecordedTransform | None:
+    """The spectrogram settings behind a model, or None for a model trained on photos.
+
+    Read from ``<dataset>/spectrogram/spectrogram.json`` beside the model's folder, and
+    only when that sidecar wrote the manifest the model was trained on.
+    """
+    path = Path(model_path).parent.parent / STAGE / "spectrogram.json"
+    if not path.is_file():
+        return None
+    from dlpipe.artifacts import read_json
+
+    recorded = read_json(path, "spectrogram sidecar")
+    if recorded.get("manifest_sha256") != manifest_sha256:
+        return None
+    cfg = SpectrogramConfig.model_validate(recorded["params"] | {"workers": 1})
+    return RecordedTransform(cfg, (float(recorded["db_min"]), float(recorded["db_max"])))
+
+
+def clip_window_pngs(data: bytes, transform: RecordedTransform) -> list[bytes]:
+    """A clip's window images, made as the stage made the model's training images.
+
+    Raises:
+        Rejected: ``not_audio``, or ``too_short`` for a clip under one window with ``short_clips: reject``.
+    """
+    from dlpipe.media.audio import load_mono
+
+    windows = clip_windows(load_mono(data, transform.cfg.sample_rate).samples, transform.cfg)
+    if not windows:
+        raise Rejected("too_short", f"shorter than one {transform.cfg.window_seconds} s window (short_clips: reject)")
+    return [window_png(window.db, transform.cfg, transform.db_range) for window in windows]
 
 
 def _folder_name(label: str) -> str:

@@ -6,15 +6,19 @@ heatmap), with the `sounds` dataset's shipped overrides, serves every test here 
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 
-from dlpipe.stages import cluster, embed, finetune, heatmap, ingest, search, spectrogram
+from dlpipe.errors import InputDataError
+from dlpipe.stages import cluster, embed, finetune, heatmap, ingest, predict, search, spectrogram
 from tests.conftest import Workspace, shipped_params
 
 
 @pytest.fixture(scope="module")
-def sounds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """Every stage's metrics for the sample audio."""
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, dict[str, dict]]:
+    """The workspace, and every stage's metrics for the sample audio."""
     from dlpipe.sample import generate_audio
 
     workspace = Workspace(tmp_path_factory.mktemp("audio_demo"))
@@ -25,7 +29,12 @@ def sounds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     metrics = {"ingest": ingest.run(project, "sounds").metrics}
     for stage in (spectrogram, finetune, embed, cluster, search, heatmap):
         metrics[stage.STAGE] = stage.run(project, "sounds").metrics
-    return metrics
+    return workspace, metrics
+
+
+@pytest.fixture(scope="module")
+def sounds(demo: tuple[Workspace, dict[str, dict]]) -> dict[str, dict]:
+    return demo[1]
 
 
 def test_spectrogram_windows_cover_every_clip(sounds: dict[str, dict]) -> None:
@@ -50,3 +59,23 @@ def test_search_and_heatmap_run_on_spectrograms(sounds: dict[str, dict]) -> None
     explained = sounds["heatmap"]
     assert explained["images"] >= 20
     assert explained["occlusion_deletion_auc"] < explained["random_deletion_auc"]
+
+
+def test_predict_takes_audio_clips_and_averages_their_windows(demo: tuple[Workspace, dict[str, dict]]) -> None:
+    workspace = demo[0]
+    with open(workspace.root / "data/sounds/ingest/manifest.csv", newline="", encoding="utf-8") as handle:
+        test = [row for row in csv.DictReader(handle) if row["split"] == "test"]
+    clips = [workspace.root / "sounds" / row["path"] for row in test]
+    result = predict.run(workspace.root / "data/sounds/model", clips, k=2)
+    right = sum(p.labels[0] == row["label"] for p, row in zip(result.predictions, test, strict=True))
+    # Measured: all 24 test clips right (their 35 windows are the finetune test split).
+    assert right >= 0.9 * len(test)
+    assert sum(p.windows for p in result.predictions) == demo[1]["finetune"]["test_count"]
+
+
+def test_predict_refuses_a_file_that_is_neither_image_nor_audio(demo: tuple[Workspace, dict[str, dict]], tmp_path: Path) -> None:
+    junk = tmp_path / "notes.wav"
+    junk.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" * 10)
+    with pytest.raises(InputDataError, match="neither an image") as caught:
+        predict.run(demo[0].root / "data/sounds/model", [junk], k=1)
+    assert caught.value.exit_code == 4
