@@ -51,7 +51,7 @@ from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
 from dlpipe.clustering import inertia, kmeans
-from machine import CpuShare  # bench/ is on sys.path when a benchmark runs as a script
+from machine import CpuShare, cpu_model  # bench/ is on sys.path when a benchmark runs as a script
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
@@ -259,16 +259,6 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[name] = "absent"
     return {"python": platform.python_version(), **found}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def setting(row: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import yaml
-from machine import CpuShare
+from machine import CpuShare  # bench/ is on sys.path when a benchmark runs as a script
 
 from dlpipe.config import SampleAudioConfig, load_project
 from dlpipe.manifest import load_manifest

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from machine import CpuShare  # bench/ is on sys.path when a benchmark runs as a script
+from machine import CpuShare, cpu_model  # bench/ is on sys.path when a benchmark runs as a script
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -176,16 +176,6 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[name] = "absent"
     return found
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # Other processes' share of the CPUs above which the figures are not worth quoting.

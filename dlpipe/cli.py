@@ -85,6 +85,11 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
+def _print_results_json(results: list[Any], folder: str = "out_dir") -> None:
+    """Each stage result's metrics plus where it wrote its output, as JSON on stdout."""
+    _print_json([result.metrics | {folder: str(getattr(result, folder))} for result in results])
+
+
 class SampleKind(str, Enum):
     images = "images"
     audio = "audio"
@@ -180,7 +185,7 @@ def ingest(
     """
     results = _run_per_dataset("ingest", params, set_, verbose, dataset)
     if as_json:
-        _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
+        _print_results_json(results)
         return
     _print_ingest_summary(results)
 
@@ -228,7 +233,7 @@ def spectrogram(
     """
     results = _run_per_dataset("spectrogram", params, set_, verbose, dataset, modalities=("audio",))
     if as_json:
-        _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
+        _print_results_json(results)
         return
     from dlpipe.console import info
 
@@ -256,7 +261,7 @@ def finetune(
     """
     results = _run_per_dataset("finetune", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
     if as_json:
-        _print_json([result.metrics | {"model_dir": str(result.model_dir)} for result in results])
+        _print_results_json(results, "model_dir")
         return
     from dlpipe.console import info
 
@@ -283,7 +288,7 @@ def embed(
     """
     results = _run_per_dataset("embed", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
     if as_json:
-        _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
+        _print_results_json(results)
         return
     from dlpipe.console import info
 
@@ -310,7 +315,7 @@ def cluster(
     """
     results = _run_per_dataset("cluster", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
     if as_json:
-        _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
+        _print_results_json(results)
         return
     from dlpipe.console import info
 
@@ -340,7 +345,7 @@ def search_build(
     """
     results = _run_per_dataset("search", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
     if as_json:
-        _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
+        _print_results_json(results)
         return
     from dlpipe.console import info
 
@@ -529,7 +534,7 @@ def heatmap(
 
     results = _guarded(verbose, action)
     if as_json:
-        _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
+        _print_results_json(results)
         return
     from dlpipe.console import info
 

@@ -20,6 +20,7 @@ from dlpipe.cli import (
     _guarded,
     _only_built,
     _print_json,
+    _print_results_json,
     _run_per_dataset,
 )
 
@@ -49,7 +50,7 @@ def train(
     """
     results = _run_per_dataset("word2vec", params, set_, verbose, dataset, modalities=("text",))
     if as_json:
-        _print_json([result.metrics | {"out_dir": str(result.out_dir)} for result in results])
+        _print_results_json(results)
         return
     from dlpipe.console import info
 
