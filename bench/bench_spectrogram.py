@@ -132,7 +132,7 @@ def main() -> None:
         "benchmark": "spectrogram",
         "clips": len(jobs),
         "seconds_of_audio": round(audio_seconds, 1),
-        "windows_per_run": None,
+        "windows_per_run": json.loads((params_path.parent / "out/bench/metrics/spectrogram.json").read_text())["windows"],
         "workers": args.workers,
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
@@ -146,7 +146,6 @@ def main() -> None:
         "machine_load": machine_load,
         "raw_seconds": runs,
     }
-    result["windows_per_run"] = json.loads((params_path.parent / "out/bench/metrics/spectrogram.json").read_text())["windows"]
     out = HERE / "results" / "spectrogram.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

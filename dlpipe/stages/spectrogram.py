@@ -27,7 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from dlpipe.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sidecar, stage_lock, write_csv
+from dlpipe.artifacts import (
+    atomic_dir,
+    atomic_write_json,
+    library_versions,
+    read_json,
+    sha256_file,
+    sidecar,
+    stage_lock,
+    write_csv,
+)
 from dlpipe.config import Project, SpectrogramConfig
 from dlpipe.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.manifest import IMAGE_MANIFEST_COLUMNS, Manifest, load_manifest
@@ -311,8 +320,6 @@ def recorded_transform(model_path: Path, manifest_sha256: str) -> RecordedTransf
     path = Path(model_path).parent.parent / STAGE / "spectrogram.json"
     if not path.is_file():
         return None
-    from dlpipe.artifacts import read_json
-
     recorded = read_json(path, "spectrogram sidecar")
     if recorded.get("manifest_sha256") != manifest_sha256:
         return None
