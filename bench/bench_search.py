@@ -11,10 +11,12 @@ seeded -- it measures:
    chunks of the database; batched on the first ``--numpy-queries`` queries),
    batched and one query at a time.
 2. **each index type** built with ``dlpipe.index.build_index`` (train + add,
-   timed whole): ``HNSW32``, ``IVF{4 sqrt N},Flat``, ``IVF{sqrt N},Flat``,
-   ``IVF{4 sqrt N},PQ{D/4}x8`` and the same with an exact re-ranking of
-   ``k_factor_rf`` = 4 times k candidates (``,RFlat``), plus whatever
-   ``choose_index`` picks for ``--budget-mb`` (the stage's ``memory_budget_mb``). The plain IVF-PQ row is
+   timed whole): ``HNSW32``; with ``nlist`` = ``nlist_for(N)`` (about 2 sqrt N)
+   ``IVF{nlist},Flat`` (uncompressed), ``IVF{nlist},SQfp16``, ``IVF{nlist},SQ8``,
+   ``IVF{nlist},PQ{D/4}x8`` and the same with an exact re-ranking of
+   ``k_factor_rf`` = 4 times k candidates (``,RFlat``); ``SQfp16`` with sqrt N
+   and 4 sqrt N lists; plus whatever ``choose_index`` picks for ``--budget-mb``
+   (the stage's ``memory_budget_mb``). The plain IVF-PQ row is
    the refined index's own ``base_index`` searched without re-ranking (one build
    serves both rows; its bytes per vector are the base index's alone).
    Each is tuned with ``tune_search_params`` to the smallest nprobe / efSearch
@@ -138,8 +140,10 @@ def types_for(kind: str, dimension: int, count: int, budget: int, all_types: boo
     return {
         "HNSW32": "HNSW32",
         "IVF-Flat": f"IVF{nlist},Flat",
-        "IVF-Flat sqrt(N)": f"IVF{lists(1)},Flat",
-        "IVF-Flat 4 sqrt(N)": f"IVF{lists(4)},Flat",
+        "IVF-SQfp16": f"IVF{nlist},SQfp16",
+        "IVF-SQfp16 sqrt(N)": f"IVF{lists(1)},SQfp16",
+        "IVF-SQfp16 4 sqrt(N)": f"IVF{lists(4)},SQfp16",
+        "IVF-SQ8": f"IVF{nlist},SQ8",
         "IVF-PQ + RFlat": f"IVF{nlist},PQ{dimension // 4}x8,RFlat",
         "auto": auto,
     }
@@ -294,31 +298,46 @@ def fmt_params(params: dict[str, int]) -> str:
 
 
 def rule_notes(result: dict[str, Any]) -> list[str]:
-    """What the numbers say about the auto rule: IVF-Flat vs HNSW vs IVF-PQ, and uniform data."""
+    """What the numbers say about the auto rule: float16 vs uncompressed IVF, HNSW, nlist, SQ8, PQ; uniform data."""
     lines = []
     target = next((d for d in result["datasets"] if "HNSW32" in d["indexes"]), None)
     if target:
         rows = target["indexes"]
-        ivf, hnsw, small, large, pq, refined = (
-            rows[key] for key in ("IVF-Flat", "HNSW32", "IVF-Flat sqrt(N)", "IVF-Flat 4 sqrt(N)", "IVF-PQ", "IVF-PQ + RFlat")
+        half, flat, hnsw, small, large, sq8, pq, refined = (
+            rows[key]
+            for key in (
+                "IVF-SQfp16", "IVF-Flat", "HNSW32", "IVF-SQfp16 sqrt(N)", "IVF-SQfp16 4 sqrt(N)", "IVF-SQ8", "IVF-PQ",
+                "IVF-PQ + RFlat",
+            )
         )
+
+        def rate(row: dict[str, Any]) -> str:
+            return f"{row['qps_batched'] / half['qps_batched']:.2f}x"
+
         lines += [
             (
                 f"**The auto rule, from these numbers** ({target['kind']} {target['dimension']}-d): at recall@10 >= "
-                f"{result['target_recall']}, IVF-Flat with 2 sqrt(N) lists (`{ivf['factory']}`, "
-                f"{fmt_params(ivf['search_params'])}) serves {ivf['qps_batched'] / hnsw['qps_batched']:.1f}x HNSW32's "
-                f"batched and {ivf['qps_single'] / hnsw['qps_single']:.1f}x its single-query rate, builds in "
-                f"{ivf['build_seconds']:,.0f} s against {hnsw['build_seconds']:,.0f} s (deterministically; HNSW is not), "
-                f"in {ivf['bytes_per_vector']:,.0f} bytes per vector against {hnsw['bytes_per_vector']:,.0f}. "
-                f"With sqrt(N) lists (`{small['factory']}`) it trains faster ({small['build_seconds']:,.0f} s) but needs "
-                f"{fmt_params(small['search_params'])} and runs at {small['qps_batched'] / ivf['qps_batched']:.2f}x; "
-                f"with 4 sqrt(N) lists (`{large['factory']}`, FAISS's guideline) it needs {fmt_params(large['search_params'])}, "
-                f"builds in {large['build_seconds']:,.0f} s and runs at {large['qps_batched'] / ivf['qps_batched']:.2f}x. "
+                f"{result['target_recall']}, IVF with float16 codes and 2 sqrt(N) lists (`{half['factory']}`, "
+                f"{fmt_params(half['search_params'])}, recall {half['recall_at_10']:.3f}) serves "
+                f"{half['qps_batched'] / flat['qps_batched']:.2f}x the batched and "
+                f"{half['qps_single'] / flat['qps_single']:.2f}x the single-query rate of the same index uncompressed "
+                f"(`{flat['factory']}`, {fmt_params(flat['search_params'])}, recall {flat['recall_at_10']:.3f}) in "
+                f"{half['bytes_per_vector']:,.0f} bytes per vector against {flat['bytes_per_vector']:,.0f}: both probe "
+                "the same lists, and the scan is bound by memory bandwidth. Against HNSW32 "
+                f"({fmt_params(hnsw['search_params'])}) it serves {half['qps_batched'] / hnsw['qps_batched']:.1f}x the "
+                f"batched and {half['qps_single'] / hnsw['qps_single']:.1f}x the single-query rate, built in "
+                f"{half['build_seconds']:,.0f} s against {hnsw['build_seconds']:,.0f} s (deterministically; HNSW is not). "
+                f"With sqrt(N) lists (`{small['factory']}`) it needs {fmt_params(small['search_params'])} and runs at "
+                f"{rate(small)}; with 4 sqrt(N) lists (`{large['factory']}`, FAISS's guideline) it needs "
+                f"{fmt_params(large['search_params'])}, builds in {large['build_seconds']:,.0f} s and runs at "
+                f"{rate(large)}. One byte per component (`{sq8['factory']}`) needs {fmt_params(sq8['search_params'])} "
+                f"(recall {sq8['recall_at_10']:.3f}) and runs at {rate(sq8)} in {sq8['bytes_per_vector']:,.0f} bytes per "
+                "vector: the fallback when float16 does not fit. "
                 f"IVF-PQ alone stops at recall {pq['recall_at_10']:.3f} ({fmt_params(pq['search_params'])}, "
-                f"{pq['bytes_per_vector']:,.0f} bytes per vector): it is the choice only when raw vectors do not fit. "
-                f"Re-ranking it (`RFlat`) reaches {refined['recall_at_10']:.3f} at "
-                f"{refined['qps_batched'] / ivf['qps_batched']:.2f}x IVF-Flat's rate but keeps the raw vectors as well "
-                f"({refined['bytes_per_vector']:,.0f} bytes per vector), so it never fits where IVF-Flat does not."
+                f"{pq['bytes_per_vector']:,.0f} bytes per vector): the choice only when not even one byte per "
+                f"component fits. Re-ranking it (`RFlat`) reaches {refined['recall_at_10']:.3f} at {rate(refined)} but "
+                f"keeps the raw vectors as well ({refined['bytes_per_vector']:,.0f} bytes per vector), so it never fits "
+                "where the others do not."
             ),
             "",
         ]

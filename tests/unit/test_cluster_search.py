@@ -100,6 +100,20 @@ def test_search_build_sidecar_and_self_evaluation(embedded: Workspace) -> None:
     assert (out / "examples.png").stat().st_size > 0
 
 
+def test_a_float16_index_answers_like_the_exact_one(embedded: Workspace, tmp_path: Path) -> None:
+    """The codec auto picks for large collections, forced on the 40 items: same neighbours, scores within 1e-3."""
+    copy = copy_of(embedded, tmp_path / "copy")
+    params = (*SMALL, "search.index=IVF1,SQfp16")  # one list: every vector is scanned, through its float16 code
+    search.run(copy.load(*params), "shapes")
+    metrics = json.loads((copy.root / "data/shapes/metrics/search.json").read_text())
+    assert metrics["index"] == "IVF1,SQfp16" and metrics["recall_at_k"] == 1.0
+    item = manifest_rows(embedded)[7]["path"]
+    exact = search_query.run(embedded.load(*SMALL), "shapes", [], [item], 5, None).answers[0].neighbours
+    half = search_query.run(copy.load(*params), "shapes", [], [item], 5, None).answers[0].neighbours
+    assert [n.path for n in half] == [n.path for n in exact]
+    assert [n.score for n in half] == pytest.approx([n.score for n in exact], abs=1e-3)
+
+
 def test_query_by_file_and_by_item_agree_and_write_a_sheet(embedded: Workspace, tmp_path: Path) -> None:
     project = embedded.load(*SMALL)
     item = manifest_rows(embedded)[7]["path"]
