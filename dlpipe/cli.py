@@ -357,7 +357,9 @@ def search_build(
 
 @search_app.command("query")
 def search_query(
-    images: Annotated[list[Path] | None, typer.Argument(help="Image files to find neighbours of.")] = None,
+    images: Annotated[
+        list[Path] | None, typer.Argument(help="Image files (or audio clips, for an audio dataset) to find neighbours of.")
+    ] = None,
     item: Annotated[
         list[str] | None, typer.Option("--item", help="A manifest path (as in manifest.csv) to use as a query (repeatable).")
     ] = None,
@@ -369,7 +371,10 @@ def search_query(
     verbose: VerboseOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Nearest neighbours of images (embedded exactly as the index's sidecar records) or of dataset items.
+    """Nearest neighbours of images or audio clips (embedded exactly as the index's sidecar records) or of dataset items.
+
+    An audio clip is cut into spectrogram windows as the spectrogram stage cut the training clips, and the
+    mean of their embeddings is the query.
 
     Example: dlpipe search query photo.jpg -k 5 --out neighbours.png      dlpipe search query --item circle/circle_0001.png
     """
@@ -385,7 +390,7 @@ def search_query(
 
     result = _guarded(verbose, action)
     if as_json:
-        _print_json([{"query": a.query, "neighbours": [vars(n) for n in a.neighbours]} for a in result.answers])
+        _print_json([{"query": a.query, "windows": a.windows, "neighbours": [vars(n) for n in a.neighbours]} for a in result.answers])
         return
     _print_answers(result)
 
@@ -408,7 +413,8 @@ def _print_answers(result: Any) -> None:
 
     score = "similarity" if result.metric == "inner_product" else "squared L2 distance"
     for answer in result.answers:
-        table = Table(title=f"neighbours of {answer.query}", title_justify="left")
+        averaged = f" ({answer.windows} windows averaged)" if answer.windows > 1 else ""
+        table = Table(title=f"neighbours of {answer.query}{averaged}", title_justify="left")
         for column in ("rank", "path", "label", score):
             table.add_column(column)
         for n in answer.neighbours:

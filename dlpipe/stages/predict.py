@@ -10,7 +10,6 @@ probabilities are averaged.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +18,10 @@ import numpy as np
 from dlpipe.artifacts import write_csv
 from dlpipe.console import progress
 from dlpipe.errors import InputDataError
+from dlpipe.file_inputs import file_model_inputs
 from dlpipe.media import Rejected
-from dlpipe.models.inputs import load_image_array
 from dlpipe.models.store import load_trained_model
-from dlpipe.stages.spectrogram import RecordedTransform, clip_window_pngs, recorded_transform
+from dlpipe.stages.spectrogram import recorded_transform
 
 _BATCH = 64
 
@@ -72,7 +71,7 @@ def run(model_location: Path, inputs: list[Path], k: int, csv_path: Path | None 
             spans: list[tuple[Path, int]] = []
             for path in chunk:
                 try:
-                    inputs_of_file = _model_inputs(path, trained.image_size, transform)
+                    inputs_of_file = file_model_inputs(path, trained.image_size, transform)
                 except Rejected as rejection:
                     if path not in from_folders:
                         what = "an image or audio file" if transform else "an image file"
@@ -94,32 +93,6 @@ def run(model_location: Path, inputs: list[Path], k: int, csv_path: Path | None 
     if csv_path is not None:
         _write(csv_path, predictions, k)
     return Result(trained.path, predictions, csv_path)
-
-
-def _model_inputs(path: Path, image_size: int, transform: RecordedTransform | None) -> list[np.ndarray]:
-    """The model inputs for one file: the image itself, or each spectrogram window of an audio clip.
-
-    Raises:
-        Rejected: the file is not an image (nor, for a spectrogram model, an audio clip).
-    """
-    try:
-        return [load_image_array(path, image_size)]
-    except Rejected as rejection:
-        if transform is None:
-            raise
-        image_problem = rejection.detail
-    try:
-        pngs = clip_window_pngs(path.read_bytes(), transform)
-    except Rejected as rejection:
-        raise Rejected(rejection.reason, f"neither an image ({image_problem}) nor usable audio ({rejection.detail})") from None
-    # Through files, so each window is decoded and resized by the very code training used.
-    with tempfile.TemporaryDirectory(prefix="dlpipe-windows-") as folder:
-        arrays = []
-        for index, png in enumerate(pngs):
-            window = Path(folder) / f"w{index:03d}.png"
-            window.write_bytes(png)
-            arrays.append(load_image_array(window, image_size))
-    return arrays
 
 
 def _expand(inputs: list[Path]) -> tuple[list[Path], set[Path]]:

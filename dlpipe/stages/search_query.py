@@ -1,8 +1,11 @@
-"""``search query``: the nearest neighbours of new images, or of items already in the dataset.
+"""``search query``: the nearest neighbours of new images or audio clips, or of items already in the dataset.
 
 New images are embedded with exactly the model and preprocessing recorded in the
 index's sidecar (it refuses when they are gone or differ); an item already in the
-manifest is looked up by its manifest path and uses its stored embedding.
+manifest is looked up by its manifest path and uses its stored embedding. For an
+audio dataset, whose index holds spectrogram windows, a clip is cut into windows
+as the spectrogram stage cut the training clips; the query is the normalised
+mean of its windows' embeddings, and the neighbours are windows.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dlpipe.manifest import Manifest
 from dlpipe.media import Rejected
 from dlpipe.sheets import RIGHT, Tile, contact_sheet
 from dlpipe.stages.search import STAGE
+from dlpipe.stages.spectrogram import RecordedTransform, recorded_transform
 
 _BATCH = 64
 
@@ -40,6 +44,7 @@ class Answer:
 
     query: str
     neighbours: list[Neighbour] = field(default_factory=list)
+    windows: int = 1  # spectrogram windows averaged into the query (audio clips)
 
 
 @dataclass(frozen=True)
@@ -60,12 +65,12 @@ def run(
     k: int,
     sheet_path: Path | None = None,
 ) -> Result:
-    """Find the ``k`` nearest neighbours of each image file and each manifest item.
+    """Find the ``k`` nearest neighbours of each image (or audio clip) file and each manifest item.
 
     Args:
         project: the loaded params.
         dataset: whose index to search.
-        images: image files to embed and search for.
+        images: image files to embed and search for; audio clips too, for an audio dataset.
         items: manifest paths (as in manifest.csv) whose stored embeddings to search for.
         k: neighbours per query (an item's own row is left out of its answer).
         sheet_path: write a contact sheet there (each row: the query, then its neighbours).
@@ -73,7 +78,7 @@ def run(
     Raises:
         ArtifactError: no index, an index inconsistent with its sidecar, or one built from embeddings
             that have changed since; the recorded model is missing or differs.
-        InputDataError: no query, an unknown item, an undecodable image, or k larger than the collection.
+        InputDataError: no query, an unknown item, an undecodable file, or k larger than the collection.
     """
     if not images and not items:
         raise InputDataError("nothing to search for", "pass image files and/or --item PATH")
@@ -86,46 +91,72 @@ def run(
             f"rebuild it with `dlpipe search build --dataset {dataset}` (or `dvc repro`)",
         )
     manifest = embeddings.manifest
-    names, vectors, own_rows = [], [], []
+    names, vectors, own_rows, windows, thumbnails = [], [], [], [], {}
     if images:
+        transform = recorded_transform(project.dataset_dir(dataset) / "model" / "model.keras", manifest.sha256)
+        embedded = _embed_files(project, dataset, loaded.info["query_embedding"], images, transform)
         names += [str(path) for path in images]
-        vectors.append(_embed_files(project, dataset, loaded.info["query_embedding"], images))
+        vectors.append(embedded.vectors)
         own_rows += [-1] * len(images)
+        windows += embedded.windows
+        thumbnails = dict(zip(names, embedded.thumbnails))
     if items:
         rows = _item_rows(manifest, items)
         names += items
         vectors.append(np.asarray(embeddings.vectors[rows], dtype=np.float32))
         own_rows += rows
+        windows += [1] * len(items)
     queries = np.concatenate(vectors)
     # One extra neighbour so an item's own row can be dropped and k remain.
     extra = 1 if items and k < loaded.index.ntotal else 0
     scores, ids = faiss_index.search(loaded.index, queries, k + extra)
-    answers = [_answer(name, manifest, s, i, own, k) for name, s, i, own in zip(names, scores, ids, own_rows)]
-    sheet = _write_sheet(sheet_path, answers, images, manifest) if sheet_path else None
+    answers = [_answer(*query, manifest, k) for query in zip(names, scores, ids, own_rows, windows)]
+    sheet = _write_sheet(sheet_path, answers, thumbnails, manifest) if sheet_path else None
     return Result(loaded.path, loaded.info["metric"], answers, sheet)
 
 
-def _embed_files(project: Project, dataset: str, recorded: dict, images: list[Path]) -> np.ndarray:
-    """Embed query images exactly as the indexed vectors were embedded."""
+@dataclass(frozen=True)
+class _EmbeddedFiles:
+    """Query vectors of files, one per file; the windows behind each; a picture of each for the sheet."""
+
+    vectors: np.ndarray
+    windows: list[int]
+    thumbnails: list[np.ndarray]
+
+
+def _embed_files(
+    project: Project, dataset: str, recorded: dict, files: list[Path], transform: RecordedTransform | None
+) -> _EmbeddedFiles:
+    """Embed query files exactly as the indexed vectors were embedded; a clip is the mean of its windows."""
     import tensorflow as tf
 
-    from dlpipe.models.inputs import load_image_array
+    from dlpipe.file_inputs import file_model_inputs
     from dlpipe.stages.embed import recorded_extractor
 
-    arrays = []
-    for path in images:
+    what = "an image or audio file" if transform else "an image file"
+    inputs: list[list[np.ndarray]] = []
+    for path in files:
         if not path.is_file():
-            raise InputDataError(f"no such image file: {path}")
+            raise InputDataError(f"no such file: {path}", f"pass {what}")
         try:
-            arrays.append(load_image_array(path, recorded["image_size"]))
+            inputs.append(file_model_inputs(path, recorded["image_size"], transform))
         except Rejected as rejection:
-            raise InputDataError(f"cannot search with {path}: {rejection.detail}", "pass a decodable image file") from None
+            raise InputDataError(f"cannot search with {path}: {rejection.detail}", f"pass {what}") from None
+    arrays = [array for per_file in inputs for array in per_file]
     extractor = recorded_extractor(project, dataset, recorded)
     out = [extractor.model(tf.constant(np.stack(arrays[i : i + _BATCH])), training=False).numpy() for i in range(0, len(arrays), _BATCH)]
-    vectors = np.concatenate(out).astype(np.float32)
-    if recorded.get("normalized"):
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    return vectors
+    per_window = _normalized(np.concatenate(out).astype(np.float32), recorded)
+    bounds = np.cumsum([0] + [len(per_file) for per_file in inputs])
+    # the mean of unit vectors is shorter than one: normalise again, as the stored vectors are
+    vectors = _normalized(np.stack([per_window[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]), recorded)
+    return _EmbeddedFiles(vectors, [len(per_file) for per_file in inputs], [per_file[0].astype(np.uint8) for per_file in inputs])
+
+
+def _normalized(vectors: np.ndarray, recorded: dict) -> np.ndarray:
+    """Rows scaled to unit length when the indexed embeddings were (``normalized`` in the sidecar)."""
+    if not recorded.get("normalized"):
+        return vectors
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def _item_rows(manifest: Manifest, items: list[str]) -> list[int]:
@@ -139,19 +170,23 @@ def _item_rows(manifest: Manifest, items: list[str]) -> list[int]:
     return [row_of[item] for item in items]
 
 
-def _answer(name: str, manifest: Manifest, scores: np.ndarray, ids: np.ndarray, own_row: int, k: int) -> Answer:
+def _answer(
+    name: str, scores: np.ndarray, ids: np.ndarray, own_row: int, windows: int, manifest: Manifest, k: int
+) -> Answer:
     hits = [(float(s), int(i)) for s, i in zip(scores, ids) if i != own_row and i >= 0][:k]
     return Answer(
         name,
         [Neighbour(rank, manifest.rows[i]["path"], manifest.rows[i]["label"], round(s, 6)) for rank, (s, i) in enumerate(hits, start=1)],
+        windows,
     )
 
 
-def _write_sheet(path: Path, answers: list[Answer], images: list[Path], manifest: Manifest) -> Path:
+def _write_sheet(path: Path, answers: list[Answer], thumbnails: dict[str, np.ndarray], manifest: Manifest) -> Path:
+    """Each query (a file as the model saw it, first window of a clip; or an item), then its neighbours."""
     k = max((len(a.neighbours) for a in answers), default=1)
     tiles: list[Tile] = []
     for answer in answers:
-        source = Path(answer.query) if Path(answer.query) in images else manifest.resolve(answer.query)
+        source = thumbnails[answer.query] if answer.query in thumbnails else manifest.resolve(answer.query)
         tiles.append(Tile(source, f"query\n{Path(answer.query).name}", RIGHT))
         tiles += [Tile(manifest.resolve(n.path), f"{n.label}\n{n.score:.3f}") for n in answer.neighbours]
         tiles += [Tile(np.full((8, 8, 3), 255, np.uint8), "") for _ in range(k - len(answer.neighbours))]

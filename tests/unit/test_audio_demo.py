@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dlpipe.errors import InputDataError
-from dlpipe.stages import cluster, embed, finetune, heatmap, ingest, predict, search, spectrogram
+from dlpipe.stages import cluster, embed, finetune, heatmap, ingest, predict, search, search_query, spectrogram
 from tests.conftest import Workspace, shipped_params
 
 
@@ -79,3 +79,24 @@ def test_predict_refuses_a_file_that_is_neither_image_nor_audio(demo: tuple[Work
     with pytest.raises(InputDataError, match="neither an image") as caught:
         predict.run(demo[0].root / "data/sounds/model", [junk], k=1)
     assert caught.value.exit_code == 4
+
+
+def test_search_query_takes_audio_clips_and_finds_windows_of_their_class(
+    demo: tuple[Workspace, dict[str, dict]], tmp_path: Path
+) -> None:
+    workspace = demo[0]
+    with open(workspace.root / "data/sounds/ingest/manifest.csv", newline="", encoding="utf-8") as handle:
+        test = [row for row in csv.DictReader(handle) if row["split"] == "test"]
+    clips = [workspace.root / "sounds" / row["path"] for row in test]
+    project = workspace.load().for_dataset("sounds")
+    result = search_query.run(project, "sounds", clips, [], k=5, sheet_path=tmp_path / "sheet.png")
+    same_label = [n.label == row["label"] for answer, row in zip(result.answers, test, strict=True) for n in answer.neighbours]
+    # Measured: every neighbour of every test clip has the clip's label.
+    assert sum(same_label) >= 0.9 * len(same_label) and len(same_label) == 5 * len(test)
+    assert sum(a.windows for a in result.answers) == demo[1]["finetune"]["test_count"]
+    assert (tmp_path / "sheet.png").stat().st_size > 0
+    junk = tmp_path / "notes.wav"
+    junk.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" * 10)
+    with pytest.raises(InputDataError, match="neither an image") as caught:
+        search_query.run(project, "sounds", [junk], [], k=5)
+    assert caught.value.exit_code == 4 and "audio" in caught.value.hint
