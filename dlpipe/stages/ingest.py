@@ -135,6 +135,8 @@ def run(project: Project, dataset: str) -> Result:
                     modality=spec.modality,
                     source=spec.source,
                     manifest_sha256=sha256_file(staging / "manifest.csv"),
+                    # what word2vec checks the corpus against before it reads it
+                    **({"corpus_sha256": sha256_file(staging / "corpus.txt")} if spec.modality == "text" else {}),
                     params={"seed": project.params.base.seed, **cfg.model_dump(exclude={"workers"})},
                     counts={k: metrics[k] for k in ("accepted", "rejected", "ignored")},
                     versions=library_versions("pillow", "soundfile", "numpy"),

@@ -23,6 +23,7 @@ from dlpipe.artifacts import (
     atomic_dir,
     atomic_write_json,
     library_versions,
+    read_json,
     sha256_file,
     sidecar,
     stage_lock,
@@ -31,7 +32,6 @@ from dlpipe.config import Project, Word2vecConfig
 from dlpipe.console import info, warn
 from dlpipe.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.manifest import load_manifest
-from dlpipe.media import Rejected
 from dlpipe.parallel import resolve_workers
 from dlpipe.stages.word2vec_query import (
     SIDECAR_FILE,
@@ -143,25 +143,22 @@ def gensim_params(cfg: Word2vecConfig) -> dict[str, Any]:
 
 
 def _ingested_corpus(project: Project, dataset: str) -> tuple[Path, str]:
-    """ingest's corpus.txt and manifest sha256, after checking the corpus holds the tokens the manifest records.
+    """ingest's corpus.txt and manifest sha256, after checking both against the ingest sidecar.
 
-    The ingest sidecar vouches for manifest.csv (checked by load_manifest), and the manifest records each source
-    file's whitespace token count, so a corpus edited, truncated or corrupted after ingest is refused.
+    The sidecar records the sha256 of the manifest (checked by load_manifest) and of the corpus, so a
+    corpus edited, truncated or corrupted after ingest is refused, even a same-length word swap.
     """
-    from dlpipe.media.text import inspect_text
-
     manifest = load_manifest(project, dataset)
-    corpus = project.dataset_dir(dataset) / "ingest" / "corpus.txt"
+    folder = project.dataset_dir(dataset) / "ingest"
+    corpus = folder / "corpus.txt"
     rerun = f"rerun `dlpipe ingest --dataset {dataset}` (or dvc repro)"
     if not corpus.is_file():
         raise ArtifactError(f"ingested corpus not found: {corpus}", rerun)
-    expected = sum(int(row["tokens"]) for row in manifest.rows)
-    try:
-        found = inspect_text(corpus, "utf-8").tokens
-    except Rejected as rejection:
-        raise ArtifactError(f"{corpus} is not the UTF-8 text ingest wrote: {rejection.detail}", rerun) from None
-    if found != expected:
-        raise ArtifactError(f"{corpus} holds {found:,} tokens but ingest recorded {expected:,}: it changed after ingest", rerun)
+    recorded = read_json(folder / "manifest.json", f"the ingest sidecar of dataset '{dataset}'").get("corpus_sha256")
+    if recorded is None:
+        raise ArtifactError(f"{folder / 'manifest.json'} records no corpus_sha256 (written by an older ingest)", rerun)
+    if sha256_file(corpus) != recorded:
+        raise ArtifactError(f"{corpus} changed after ingest wrote it (sha256 differs from manifest.json)", rerun)
     return corpus, manifest.sha256
 
 

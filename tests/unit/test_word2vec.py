@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from dlpipe.artifacts import sha256_file
 from dlpipe.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.stages import ingest, word2vec
 from dlpipe.stages.word2vec_query import load_vectors
@@ -263,19 +265,42 @@ def test_bad_source_fails_at_ingest_and_leaves_vectors(trained: Workspace, tmp_p
     assert caught.value.exit_code == 4 and tree_digest(out_dir(copy)) == before
 
 
+def _swap_first_word(text: bytes) -> bytes:
+    """The same corpus with its first word's case swapped: same length, same token count, other bytes."""
+    first = text.split()[0]
+    return text.replace(first, first.swapcase(), 1)
+
+
 @pytest.mark.parametrize(
-    ("damage", "match"),
-    [(b"\xff\xfe bad", "not the UTF-8 text ingest wrote"), (b"\x00\x01", "NUL byte"), (b" extra words", "changed after ingest")],
-    ids=["not-utf8", "binary", "edited"],
+    "damage",
+    [
+        lambda text: text + b"\xff\xfe bad",
+        lambda text: text + b"\x00\x01",
+        lambda text: text + b" extra words",
+        lambda text: text[: len(text) // 2],
+        _swap_first_word,
+    ],
+    ids=["not-utf8", "binary", "edited", "truncated", "same-length-swap"],
 )
-def test_corpus_damaged_after_ingest_is_refused(trained: Workspace, tmp_path: Path, damage: bytes, match: str) -> None:
+def test_corpus_damaged_after_ingest_is_refused(trained: Workspace, tmp_path: Path, damage: Callable[[bytes], bytes]) -> None:
     copy = copy_of(trained, tmp_path)
     before = tree_digest(out_dir(copy))
-    with open(copy.root / "data/words/ingest/corpus.txt", "ab") as handle:
-        handle.write(damage)
-    with pytest.raises(ArtifactError, match=match) as caught:
+    corpus = copy.root / "data/words/ingest/corpus.txt"
+    corpus.write_bytes(damage(corpus.read_bytes()))
+    with pytest.raises(ArtifactError, match="changed after ingest wrote it") as caught:
         word2vec.run(copy.load(), "words")
     assert caught.value.exit_code == 5 and tree_digest(out_dir(copy)) == before
+
+
+def test_ingest_without_a_corpus_hash_is_refused(trained: Workspace, tmp_path: Path) -> None:
+    copy = copy_of(trained, tmp_path)
+    sidecar_path = copy.root / "data/words/ingest/manifest.json"
+    recorded = json.loads(sidecar_path.read_text())
+    assert recorded["corpus_sha256"] == sha256_file(copy.root / "data/words/ingest/corpus.txt")
+    sidecar_path.write_text(json.dumps({key: value for key, value in recorded.items() if key != "corpus_sha256"}))
+    with pytest.raises(ArtifactError, match="no corpus_sha256") as caught:
+        word2vec.run(copy.load(), "words")
+    assert caught.value.exit_code == 5 and "rerun `dlpipe ingest" in caught.value.hint
 
 
 def test_binary_file_in_a_corpus_folder_is_left_out(tmp_path: Path) -> None:
