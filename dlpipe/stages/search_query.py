@@ -121,7 +121,7 @@ class _EmbeddedFiles:
 
     vectors: np.ndarray
     windows: list[int]
-    thumbnails: list[np.ndarray]
+    thumbnails: list[Path | np.ndarray]
 
 
 def _embed_files(
@@ -149,7 +149,9 @@ def _embed_files(
     bounds = np.cumsum([0] + [len(per_file) for per_file in inputs])
     # the mean of unit vectors is shorter than one: normalise again, as the stored vectors are
     vectors = _normalized(np.stack([per_window[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]), recorded)
-    return _EmbeddedFiles(vectors, [len(per_file) for per_file in inputs], [per_file[0].astype(np.uint8) for per_file in inputs])
+    # a photo shows as itself; for an audio dataset, the first window the model saw
+    thumbnails = [path if transform is None else per_file[0].astype(np.uint8) for path, per_file in zip(files, inputs)]
+    return _EmbeddedFiles(vectors, [len(per_file) for per_file in inputs], thumbnails)
 
 
 def _normalized(vectors: np.ndarray, recorded: dict) -> np.ndarray:
@@ -181,8 +183,8 @@ def _answer(
     )
 
 
-def _write_sheet(path: Path, answers: list[Answer], thumbnails: dict[str, np.ndarray], manifest: Manifest) -> Path:
-    """Each query (a file as the model saw it, first window of a clip; or an item), then its neighbours."""
+def _write_sheet(path: Path, answers: list[Answer], thumbnails: dict[str, Path | np.ndarray], manifest: Manifest) -> Path:
+    """Each query (a file, or a clip's first window; or an item), then its neighbours."""
     k = max((len(a.neighbours) for a in answers), default=1)
     tiles: list[Tile] = []
     for answer in answers:
