@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # DVC stages call `dlpipe`; run them with the venv first on PATH.
 RUN    := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all lint bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ test: install
 ## test-all: also the long checks marked `slow`
 test-all: install
 	$(RUN) $(BIN)/python -m pytest -n 2 --dist loadfile -m ''
+
+## lint: ruff (rules in pyproject.toml) over the package, tests and benchmarks
+lint: install
+	$(BIN)/ruff check dlpipe tests bench
 
 ## bench: benchmarks (minutes; results in bench/results/ and docs/BENCHMARKS.md)
 bench: install

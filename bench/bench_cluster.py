@@ -51,6 +51,7 @@ from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
 from dlpipe.clustering import inertia, kmeans
+
 from machine import CpuShare, cpu_model  # bench/ is on sys.path when a benchmark runs as a script
 
 HERE = Path(__file__).resolve().parent

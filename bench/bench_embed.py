@@ -74,6 +74,7 @@ from dlpipe.models.classifier import backbone_embedding_model, build_classifier
 from dlpipe.models.inputs import image_dataset, needs_pillow
 from dlpipe.sample import generate_images
 from dlpipe.stages import embed, ingest
+
 from machine import CpuShare  # bench/ is on sys.path when a benchmark runs as a script
 
 HERE = Path(__file__).resolve().parent
@@ -232,10 +233,12 @@ def bench_model(label: str, backbone: dict, params_path: Path, args) -> dict:
         time_input_only(manifest, size, args.batch_size)
         time_naive(model, naive_paths[:2], size)
         for repeat in range(args.repeats):
-            for key, value in zip(("stage_wall", "stage_reported"), time_stage(params_path, backbone, args.batch_size)):
+            for key, value in zip(("stage_wall", "stage_reported"), time_stage(params_path, backbone, args.batch_size), strict=True):
                 raw[key].append(value)
             for key, value in zip(
-                ("write_wall", "write_reported"), time_write(extractor, manifest, args.batch_size, cfg.normalize, Path(scratch))
+                ("write_wall", "write_reported"),
+                time_write(extractor, manifest, args.batch_size, cfg.normalize, Path(scratch)),
+                strict=True,
             ):
                 raw[key].append(value)
             raw["model_only"].append(time_model_only(forward, images))

@@ -137,7 +137,9 @@ def bench_case(name: str, overrides: list[str], patch: int, stride: int, repeats
 def markdown(result: dict[str, Any]) -> str:
     """The table and the verdict paragraph for docs/BENCHMARKS.md."""
     lines = [
-        "| model | input | copies/image | one pass per patch, eager (s) | one pass per patch, compiled (s) | batched (s) | speed-up vs eager / compiled | floor (s) | floor / batched | Grad-CAM per image (s) | occlusion / Grad-CAM | forward equivalents (occlusion / Grad-CAM) |",
+        "| model | input | copies/image | one pass per patch, eager (s) | one pass per patch, compiled (s) | batched (s) "
+        "| speed-up vs eager / compiled | floor (s) | floor / batched | Grad-CAM per image (s) | occlusion / Grad-CAM "
+        "| forward equivalents (occlusion / Grad-CAM) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in result["cases"]:
@@ -147,7 +149,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"{case['speedup_batched_over_eager']:.1f}x / {case['speedup_batched_over_single']:.1f}x" if "single_seconds" in case else "-"
         )
         lines.append(
-            f"| {case['model']} | {case['image_size']} px, patch {case['patch_size']}/{case['stride']} | {case['occluded_copies']} | {eager} | {single} | "
+            f"| {case['model']} | {case['image_size']} px, patch {case['patch_size']}/{case['stride']} "
+            f"| {case['occluded_copies']} | {eager} | {single} | "
             f"{case['batched_seconds']:.3f} | {speedup} | {case['floor_seconds']:.3f} | {case['floor_over_batched']:.2f} | "
             f"{case['gradcam_seconds_per_image_in_batch']:.4f} | {case['occlusion_over_gradcam']:.0f}x | "
             f"{case['forward_equivalents_occlusion']:.0f} / {case['forward_equivalents_gradcam']:.1f} |"

@@ -66,6 +66,7 @@ import faiss
 import numpy as np
 
 from dlpipe import index as ix
+
 from machine import CpuShare  # bench/ is on sys.path when a benchmark runs as a script
 
 HERE = Path(__file__).resolve().parent
@@ -368,7 +369,8 @@ def markdown(result: dict[str, Any]) -> str:
         (
             f"`bench/bench_search.py`: {result['count']:,} generated float32 vectors per set (L2-normalised; uniform on the "
             f"sphere, or a Gaussian mixture of {CENTRES:,} centres), {result['queries']:,} held-out queries from the same "
-            f"distribution ({result['queries_uniform']:,} for the uniform sets), k = 10, inner product. Ground truth = FAISS `Flat`. Each approximate index is tuned "
+            f"distribution ({result['queries_uniform']:,} for the uniform sets), k = 10, inner product. "
+            "Ground truth = FAISS `Flat`. Each approximate index is tuned "
             f"(`tune_search_params`, doubling ladder) to the smallest nprobe / efSearch reaching recall@10 >= "
             f"{result['target_recall']}, and measured there. Batched = all queries in one call; single = one query per call "
             f"({result['single_queries']} queries; {result['single_exact_queries']} for the exact baselines). "

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import yaml
-from machine import CpuShare  # bench/ is on sys.path when a benchmark runs as a script
 
 from dlpipe.config import SampleAudioConfig, load_project
 from dlpipe.manifest import load_manifest
@@ -35,6 +34,8 @@ from dlpipe.parallel import parallel_map
 from dlpipe.sample import generate_audio
 from dlpipe.spectrograms import prepare as prepare_transform
 from dlpipe.stages import ingest, spectrogram
+
+from machine import CpuShare  # bench/ is on sys.path when a benchmark runs as a script
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -116,7 +117,10 @@ def main() -> None:
     decode = DecodeOnly(cfg)
     time_transform(cfg, jobs, 1, labels, params_path.parent)  # warm-up: page cache, lazy imports, filter bank
 
-    runs: dict[str, list[float]] = {"transform_serial": [], "transform_parallel": [], "decode_serial": [], "decode_parallel": [], "stage_workers_1": [], "stage_parallel": []}
+    runs: dict[str, list[float]] = {
+        key: []
+        for key in ("transform_serial", "transform_parallel", "decode_serial", "decode_parallel", "stage_workers_1", "stage_parallel")
+    }
     load = CpuShare()
     for _ in range(args.repeats):
         runs["transform_serial"].append(time_transform(cfg, jobs, 1, labels, params_path.parent))

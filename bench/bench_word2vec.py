@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+
 from machine import CpuShare, cpu_model  # bench/ is on sys.path when a benchmark runs as a script
 
 HERE = Path(__file__).resolve().parent
@@ -144,7 +145,8 @@ def bench(root: Path, tokens: int, epochs: int, workers: int, repeats: int) -> d
         print(f"repeat {repeat + 1}/{repeats}", file=sys.stderr)
         wall, stdout = dlpipe("word2vec", "train", "--json", *options)
         (metrics,) = json.loads(stdout)
-        runs["dlpipe"].append({key: metrics[key] for key in ("words_per_second", "train_seconds", "build_vocab_seconds", "tokenize_seconds", "effective_words", "vocabulary")} | {"command_seconds": wall})
+        reported = ("words_per_second", "train_seconds", "build_vocab_seconds", "tokenize_seconds", "effective_words", "vocabulary")
+        runs["dlpipe"].append({key: metrics[key] for key in reported} | {"command_seconds": wall})
         if repeat == 0:
             assert (root / "data/big/word2vec/corpus_tokens.txt").read_bytes() == tokens_copy.read_bytes()
         for mode in ("corpus_file", "iterator"):
@@ -204,11 +206,13 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"| measurement | gensim directly | dlpipe | ratio (target ≥ {TARGET}x) |",
         "|---|---|---|---|",
-        f"| training words/s (corpus_file) | {median['corpus_file']:,.0f} | {median['dlpipe']:,.0f} | **{r['ratio_dlpipe_over_gensim']:.2f}x** |",
+        f"| training words/s (corpus_file) | {median['corpus_file']:,.0f} | {median['dlpipe']:,.0f} "
+        f"| **{r['ratio_dlpipe_over_gensim']:.2f}x** |",
         "",
         "| measurement | corpus_file | iterator (`LineSentence`) | ratio |",
         "|---|---|---|---|",
-        f"| gensim training words/s | {median['corpus_file']:,.0f} | {median['iterator']:,.0f} | **{r['ratio_corpus_file_over_iterator']:.2f}x** |",
+        f"| gensim training words/s | {median['corpus_file']:,.0f} | {median['iterator']:,.0f} "
+        f"| **{r['ratio_corpus_file_over_iterator']:.2f}x** |",
         "",
         (
             f"Tokenisation (dlpipe's streaming tokeniser, once per run, before training): {r['tokenize_seconds']:.1f} s, "

@@ -39,9 +39,10 @@ from typing import Any
 import faiss
 import numpy as np
 
-from bench_search import make_data  # bench/ is on sys.path when a benchmark runs as a script
 from dlpipe import index as ix
 from dlpipe.clustering import kmeans
+
+from bench_search import make_data  # bench/ is on sys.path when a benchmark runs as a script
 
 HERE = Path(__file__).resolve().parent
 K = 10

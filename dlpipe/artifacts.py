@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -154,4 +154,4 @@ def library_versions(*packages: str) -> dict[str, str]:
 
 def sidecar(stage: str, **fields: Any) -> dict[str, Any]:
     """Common sidecar header: producing stage and UTC time, then the stage's own fields."""
-    return {"stage": stage, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **fields}
+    return {"stage": stage, "created": datetime.now(UTC).isoformat(timespec="seconds"), **fields}

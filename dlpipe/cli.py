@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -90,7 +90,7 @@ def _print_results_json(results: list[Any], folder: str = "out_dir") -> None:
     _print_json([result.metrics | {folder: str(getattr(result, folder))} for result in results])
 
 
-class SampleKind(str, Enum):
+class SampleKind(StrEnum):
     images = "images"
     audio = "audio"
     text = "text"
@@ -351,7 +351,9 @@ def search_build(
 
     for result in results:
         m = result.metrics
-        figures = f"recall@{m['k']} {m['recall_at_k']:.3f}, precision@{m['k']} {m['precision_at_k']:.3f}" if m.get("queries") else "no test queries"
+        figures = "no test queries"
+        if m.get("queries"):
+            figures = f"recall@{m['k']} {m['recall_at_k']:.3f}, precision@{m['k']} {m['precision_at_k']:.3f}"
         info(f"search {result.dataset}: {result.factory} over {m['count']} vectors, {figures} -> {result.out_dir}")
 
 
@@ -390,7 +392,12 @@ def search_query(
 
     result = _guarded(verbose, action)
     if as_json:
-        _print_json([{"query": a.query, "windows": a.windows, "neighbours": [vars(n) for n in a.neighbours]} for a in result.answers])
+        _print_json(
+            [
+                {"query": a.query, "neighbours": [vars(n) for n in a.neighbours]} | ({"windows": a.windows} if a.windows > 1 else {})
+                for a in result.answers
+            ]
+        )
         return
     _print_answers(result)
 
@@ -462,7 +469,7 @@ def predict(
     if as_json:
         _print_json(
             [
-                {"path": p.path, "top": [{"label": label, "probability": q} for label, q in zip(p.labels, p.probabilities)]}
+                {"path": p.path, "top": [{"label": label, "probability": q} for label, q in zip(p.labels, p.probabilities, strict=True)]}
                 | ({"windows": p.windows} if p.windows > 1 else {})
                 | ({"error": p.error} if p.error else {})
                 for p in result.predictions
@@ -493,7 +500,7 @@ def _print_predictions(result: Any) -> None:
         table.add_column(column)
     shown = result.predictions[:50]
     for p in shown:
-        top = p.error or ", ".join(f"{label} {probability:.3f}" for label, probability in zip(p.labels, p.probabilities))
+        top = p.error or ", ".join(f"{label} {probability:.3f}" for label, probability in zip(p.labels, p.probabilities, strict=True))
         table.add_row(p.path, top)
     stdout.print(table)
     if len(result.predictions) > len(shown):
@@ -508,7 +515,8 @@ def heatmap(
         list[Path] | None, typer.Argument(help="Image files to explain (default: test images chosen by params).")
     ] = None,
     dataset: Annotated[
-        str | None, typer.Option("--dataset", "-d", help="Whose model to explain (default: every image dataset; with images, the only trained one).")
+        str | None,
+        typer.Option("--dataset", "-d", help="Whose model to explain (default: every image dataset; with images, the only trained one)."),
     ] = None,
     target_class: Annotated[
         str | None, typer.Option("--class", help="Explain this class for every image (default: the predicted class).")
@@ -590,7 +598,7 @@ def metrics(
 
 
 # Imported last: the word2vec commands use the options and helpers defined above.
-from dlpipe.cli_word2vec import word2vec_app
+from dlpipe.cli_word2vec import word2vec_app  # noqa: E402
 
 app.add_typer(word2vec_app, name="word2vec")
 

@@ -53,7 +53,7 @@ def _scatter_groups(ax, coords: np.ndarray, groups: list[str]) -> None:
     members = np.asarray(groups)
     # Small markers for large collections so dense regions stay readable.
     size = float(np.clip(3000 / max(len(groups), 1), 2, 30))
-    for color, name in zip(palette, names):
+    for color, name in zip(palette, names, strict=True):
         mask = members == name
         ax.scatter(coords[mask, 0], coords[mask, 1], s=size, color=color, label=f"{name} ({int(mask.sum())})", alpha=0.8, linewidths=0)
     if len(names) <= _MAX_LEGEND:

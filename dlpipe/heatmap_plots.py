@@ -70,7 +70,7 @@ def write_overlay(item: Explained, png_path: Path) -> None:
     pixels = np.clip(np.rint(item.image), 0, 255).astype(np.uint8)
     axes[0].imshow(pixels, interpolation="nearest")
     axes[0].set_title("image", fontsize=9)
-    for ax, (method, heatmap) in zip(axes[1:], item.maps.items()):
+    for ax, (method, heatmap) in zip(axes[1:], item.maps.items(), strict=True):
         ax.imshow(pixels, interpolation="nearest")
         vmax = max(float(heatmap.max()), 1e-6)
         shown = ax.imshow(heatmap, cmap=COLOUR_MAP, alpha=_ALPHA, vmin=min(0.0, float(heatmap.min())), vmax=vmax, interpolation="bilinear")
@@ -104,6 +104,7 @@ def write_grid(items: Sequence[Explained], methods: Sequence[str], png_path: Pat
     tiles = []
     for item in items:
         colour = None if item.right is None else (RIGHT if item.right else WRONG)
-        tiles.append(Tile(np.clip(np.rint(item.image), 0, 255).astype(np.uint8), f"true: {item.true_label}\npred: {item.predicted} {item.probability:.2f}", colour))
+        caption = f"true: {item.true_label}\npred: {item.predicted} {item.probability:.2f}"
+        tiles.append(Tile(np.clip(np.rint(item.image), 0, 255).astype(np.uint8), caption, colour))
         tiles.extend(Tile(blend(item.image, item.maps[method]), f"{method}\nfor {item.target}", colour) for method in methods)
     contact_sheet(tiles, png_path, columns=_PER_ROW * (1 + len(methods)), tile_size=128, title=title)

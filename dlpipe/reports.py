@@ -125,7 +125,7 @@ def write_confusion(
     write_csv(
         Path(csv_path),
         ["actual", "predicted"],
-        ({"actual": names[t], "predicted": names[p]} for t, p in zip(true.tolist(), pred.tolist())),
+        ({"actual": names[t], "predicted": names[p]} for t, p in zip(true.tolist(), pred.tolist(), strict=True)),
     )
 
     k = len(names)
@@ -223,7 +223,7 @@ def write_history_plot(
     fig.suptitle(title, fontsize=13)
     lengths = [len(v) for v in history.values() if v is not None]
     n_epochs = max(lengths, default=0)
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         keys = _curve_keys(history, metric)
         drawn = False
         for key in keys:

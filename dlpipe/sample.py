@@ -79,7 +79,7 @@ def generate_images(out: Path, cfg: SampleImagesConfig, seed: int) -> SampleResu
                 suffix = "jpg" if rng.random() < cfg.jpeg_fraction else "png"
                 relative = f"{label}/{label}_{item:0{width}d}.{suffix}"
                 _save_image(staging / relative, pixels, suffix)
-                rows.append(dict(zip(BOXES_HEADER, (relative, label, *box))))
+                rows.append(dict(zip(BOXES_HEADER, (relative, label, *box), strict=True)))
         write_csv(staging / "boxes.csv", BOXES_HEADER, rows)
     return SampleResult("images", out, len(rows), {label: cfg.per_class for label in IMAGE_CLASSES})
 

@@ -68,7 +68,7 @@ def write_word_map(path: Path, kv: Any, words: int, seed: int, title: str) -> in
     fig = Figure(figsize=(14, 14), layout="constrained")
     ax = fig.subplots()
     ax.scatter(coords[:, 0], coords[:, 1], s=6, color="tab:blue", alpha=0.6)
-    for word, (x, y) in zip(kv.index_to_key[:count], coords):
+    for word, (x, y) in zip(kv.index_to_key[:count], coords, strict=True):
         ax.annotate(word, (x, y), fontsize=7, xytext=(2, 2), textcoords="offset points")
     ax.set_title(title)
     ax.set_xticks([])

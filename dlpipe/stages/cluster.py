@@ -63,7 +63,8 @@ def run(project: Project, dataset: str) -> Result:
     with stage_lock(dataset_dir, STAGE), atomic_dir(out_dir) as staging:
         k, silhouette = _choose_k(vectors, cfg, seed)
         if silhouette:
-            write_csv(staging / "silhouette.csv", ("k", "silhouette"), ({"k": key, "silhouette": value} for key, value in silhouette.items()))
+            curve = ({"k": key, "silhouette": value} for key, value in silhouette.items())
+            write_csv(staging / "silhouette.csv", ("k", "silhouette"), curve)
             write_silhouette_plot(silhouette, k, staging / "silhouette.png", f"{dataset}: choosing k by silhouette")
         info(f"k-means with k={k} on {count} embeddings of dimension {vectors.shape[1]}")
         deep = clustering.kmeans(vectors, k, niter=cfg.niter, nredo=cfg.nredo, seed=seed)
@@ -143,8 +144,14 @@ def _write_tables(folder: Path, embeddings: Embeddings, labels: list[str], clust
         folder / "assignments.csv",
         ("path", "label", "split", "cluster", "distance_to_centroid"),
         (
-            {"path": row["path"], "label": row["label"], "split": row["split"], "cluster": int(c), "distance_to_centroid": round(float(d), 6)}
-            for row, c, d in zip(rows, clusters, distances)
+            {
+                "path": row["path"],
+                "label": row["label"],
+                "split": row["split"],
+                "cluster": int(c),
+                "distance_to_centroid": round(float(d), 6),
+            }
+            for row, c, d in zip(rows, clusters, distances, strict=True)
         ),
     )
     write_csv(
@@ -155,7 +162,14 @@ def _write_tables(folder: Path, embeddings: Embeddings, labels: list[str], clust
 
 
 def _write_umap(
-    folder: Path, vectors: np.ndarray, labels: list[str], clusters: np.ndarray, cfg: ClusterConfig, seed: int, normalized: bool, dataset: str
+    folder: Path,
+    vectors: np.ndarray,
+    labels: list[str],
+    clusters: np.ndarray,
+    cfg: ClusterConfig,
+    seed: int,
+    normalized: bool,
+    dataset: str,
 ) -> float:
     """Fit the seeded 2-D UMAP, write umap.csv, umap.png and the pickled reducer; return the seconds it took."""
     import umap
@@ -174,7 +188,10 @@ def _write_umap(
     write_csv(
         folder / "umap.csv",
         ("index", "label", "cluster", "x", "y"),
-        ({"index": i, "label": label, "cluster": int(c), "x": round(float(x), 5), "y": round(float(y), 5)} for i, (label, c, (x, y)) in enumerate(zip(labels, clusters, coords))),
+        (
+            {"index": i, "label": label, "cluster": int(c), "x": round(float(x), 5), "y": round(float(y), 5)}
+            for i, (label, c, (x, y)) in enumerate(zip(labels, clusters, coords, strict=True))
+        ),
     )
     write_umap_png(coords, labels, clusters, folder / "umap.png", f"{dataset}: UMAP of {len(labels)} embeddings")
     # The reducer can place new points on this map: pickle.load(...).transform(new_vectors).

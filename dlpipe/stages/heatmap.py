@@ -187,7 +187,9 @@ def _choose_from_test(cfg: HeatmapConfig, trained: TrainedModel, manifest: Manif
     """``per_class`` test images of each class (manifest order), then the ``top_losses`` highest-loss others."""
     test = manifest.split("test")
     if not test:
-        raise InputDataError(f"dataset '{manifest.dataset}' has no test-split images to explain", "pass image paths, or set ingest.test_fraction > 0")
+        raise InputDataError(
+            f"dataset '{manifest.dataset}' has no test-split images to explain", "pass image paths, or set ingest.test_fraction > 0"
+        )
     if cfg.per_class == 0 and cfg.top_losses == 0:
         raise ConfigError("heatmap.per_class and heatmap.top_losses are both 0: no image to explain", "set one of them above 0")
     picked: list[int] = []
@@ -205,7 +207,8 @@ def _choose_from_test(cfg: HeatmapConfig, trained: TrainedModel, manifest: Manif
 def _test_losses(trained: TrainedModel, manifest: Manifest, test: list[int]) -> np.ndarray:
     """Cross-entropy of each test image under the model (streamed, in manifest order)."""
     rows = [manifest.rows[i] for i in test]
-    batches = image_dataset([manifest.resolve(row["path"]) for row in rows], [needs_pillow(row) for row in rows], trained.image_size, _BATCH)
+    paths = [manifest.resolve(row["path"]) for row in rows]
+    batches = image_dataset(paths, [needs_pillow(row) for row in rows], trained.image_size, _BATCH)
     probabilities = np.concatenate([trained.model.predict_on_batch(batch) for batch in batches])
     truth = np.array([trained.classes.index(row["label"]) if row["label"] in trained.classes else -1 for row in rows])
     known = np.where(truth >= 0, probabilities[np.arange(len(rows)), np.maximum(truth, 0)], 1.0)
@@ -230,7 +233,13 @@ def _mean_colour(manifest: Manifest, size: int) -> np.ndarray:
 
 
 def _make_maps(
-    cfg: HeatmapConfig, trained: TrainedModel, probe: occlusion.Probe, pixels: np.ndarray, fills: np.ndarray, targets: np.ndarray, probabilities: np.ndarray
+    cfg: HeatmapConfig,
+    trained: TrainedModel,
+    probe: occlusion.Probe,
+    pixels: np.ndarray,
+    fills: np.ndarray,
+    targets: np.ndarray,
+    probabilities: np.ndarray,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Each method's maps, (N, size, size), and its seconds per image."""
     maps, seconds = {}, {}
@@ -240,7 +249,7 @@ def _make_maps(
             if method == "occlusion":
                 masks = occlusion.patch_masks(trained.image_size, cfg.patch_size, cfg.stride)
                 result = []
-                for image, fill, target, probs in zip(pixels, fills, targets, probabilities):
+                for image, fill, target, probs in zip(pixels, fills, targets, probabilities, strict=True):
                     result.append(occlusion.occlusion_map(probe, image, fill, int(target), masks, float(probs[target])))
                     advance(1)
                 maps[method] = np.stack(result)
@@ -286,7 +295,7 @@ def _evidence(
     with progress(len(pixels) * len(candidates), "heatmap evidence", "maps") as advance:
         for method, method_maps in candidates.items():
             aucs, hits, all_curves = [], [], []
-            for i, (image, fill, target) in enumerate(zip(pixels, fills, targets)):
+            for i, (image, fill, target) in enumerate(zip(pixels, fills, targets, strict=True)):
                 curve = evidence.deletion_curve(probe, image, fill, int(target), method_maps[i], cells)
                 all_curves.append(curve)
                 aucs.append(evidence.area_under(curve))
@@ -339,7 +348,10 @@ def _write_folder(
     write_csv(
         folder / "deletion.csv",
         ["removed_fraction", *curves],
-        ({"removed_fraction": round(step / (steps - 1), 6), **{m: round(float(c[step]), 6) for m, c in curves.items()}} for step in range(steps)),
+        (
+            {"removed_fraction": round(step / (steps - 1), 6), **{m: round(float(c[step]), 6) for m, c in curves.items()}}
+            for step in range(steps)
+        ),
     )
 
 

@@ -132,7 +132,7 @@ def _write(path: Path, predictions: list[Prediction], k: int) -> None:
     rows = []
     for prediction in predictions:
         row: dict[str, object] = {"path": prediction.path, "error": prediction.error}
-        for rank, (label, probability) in enumerate(zip(prediction.labels, prediction.probabilities), start=1):
+        for rank, (label, probability) in enumerate(zip(prediction.labels, prediction.probabilities, strict=True), start=1):
             row[f"label_{rank}"], row[f"probability_{rank}"] = label, probability
         rows.append(row)
     write_csv(path, header, rows)

@@ -59,7 +59,9 @@ def run(project: Project, dataset: str) -> Result:
     vectors = embeddings.vectors  # memory-mapped: the index is built and checked in chunks
     count, dimension = vectors.shape
     if count < cfg.k + 1:
-        raise InputDataError(f"dataset '{dataset}' has {count} items; evaluating k={cfg.k} neighbours needs at least {cfg.k + 1}", "lower search.k")
+        raise InputDataError(
+            f"dataset '{dataset}' has {count} items; evaluating k={cfg.k} neighbours needs at least {cfg.k + 1}", "lower search.k"
+        )
     metric = "inner_product" if embeddings.normalized else "l2"
     choice = _choose(cfg, count, dimension)
     info(f"index {choice.factory} for {count} vectors of dimension {dimension}: {choice.reason}")
@@ -127,7 +129,7 @@ def _sample(rows: list[int], limit: int, rng: np.random.Generator) -> list[int]:
 def _neighbours_without_self(ids: np.ndarray, rows: list[int], k: int) -> np.ndarray:
     """Drop each query's own row from its k+1 results (or the last result when it is absent)."""
     kept = np.empty((len(rows), k), dtype=np.int64)
-    for i, (found, own) in enumerate(zip(ids, rows)):
+    for i, (found, own) in enumerate(zip(ids, rows, strict=True)):
         others = found[found != own]
         kept[i] = others[:k]
     return kept
@@ -166,11 +168,12 @@ def _write_examples(path: Path, index, vectors: np.ndarray, embeddings: Embeddin
     manifest = embeddings.manifest
     if rows:
         scores, ids = faiss_index.search(index, vectors[rows], k + 1)
-        for row, row_scores, row_ids in zip(rows, scores, ids):
+        for row, row_scores, row_ids in zip(rows, scores, ids, strict=True):
             query_label = manifest.rows[row]["label"]
             tiles.append(Tile(manifest.resolve(manifest.rows[row]["path"]), f"query\n{query_label}"))
-            kept = [(s, i) for s, i in zip(row_scores, row_ids) if i != row][:k]
+            kept = [(s, i) for s, i in zip(row_scores, row_ids, strict=True) if i != row][:k]
             for score, neighbour in kept:
                 label = manifest.rows[neighbour]["label"]
-                tiles.append(Tile(manifest.resolve(manifest.rows[neighbour]["path"]), f"{label}\n{score:.3f}", RIGHT if label == query_label else WRONG))
+                colour = RIGHT if label == query_label else WRONG
+                tiles.append(Tile(manifest.resolve(manifest.rows[neighbour]["path"]), f"{label}\n{score:.3f}", colour))
     contact_sheet(tiles, path, columns=k + 1, tile_size=96, title=f"{manifest.dataset}: test queries and their {k} nearest neighbours")

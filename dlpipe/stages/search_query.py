@@ -99,7 +99,7 @@ def run(
         vectors.append(embedded.vectors)
         own_rows += [-1] * len(images)
         windows += embedded.windows
-        thumbnails = dict(zip(names, embedded.thumbnails))
+        thumbnails = dict(zip(names, embedded.thumbnails, strict=True))
     if items:
         rows = _item_rows(manifest, items)
         names += items
@@ -110,7 +110,7 @@ def run(
     # One extra neighbour so an item's own row can be dropped and k remain.
     extra = 1 if items and k < loaded.index.ntotal else 0
     scores, ids = faiss_index.search(loaded.index, queries, k + extra)
-    answers = [_answer(*query, manifest, k) for query in zip(names, scores, ids, own_rows, windows)]
+    answers = [_answer(*query, manifest, k) for query in zip(names, scores, ids, own_rows, windows, strict=True)]
     sheet = _write_sheet(sheet_path, answers, thumbnails, manifest) if sheet_path else None
     return Result(loaded.path, loaded.info["metric"], answers, sheet)
 
@@ -148,9 +148,9 @@ def _embed_files(
     per_window = _normalized(np.concatenate(out).astype(np.float32), recorded)
     bounds = np.cumsum([0] + [len(per_file) for per_file in inputs])
     # the mean of unit vectors is shorter than one: normalise again, as the stored vectors are
-    vectors = _normalized(np.stack([per_window[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]), recorded)
+    vectors = _normalized(np.stack([per_window[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]), recorded)
     # a photo shows as itself; for an audio dataset, the first window the model saw
-    thumbnails = [path if transform is None else per_file[0].astype(np.uint8) for path, per_file in zip(files, inputs)]
+    thumbnails = [path if transform is None else per_file[0].astype(np.uint8) for path, per_file in zip(files, inputs, strict=True)]
     return _EmbeddedFiles(vectors, [len(per_file) for per_file in inputs], thumbnails)
 
 
@@ -175,7 +175,7 @@ def _item_rows(manifest: Manifest, items: list[str]) -> list[int]:
 def _answer(
     name: str, scores: np.ndarray, ids: np.ndarray, own_row: int, windows: int, manifest: Manifest, k: int
 ) -> Answer:
-    hits = [(float(s), int(i)) for s, i in zip(scores, ids) if i != own_row and i >= 0][:k]
+    hits = [(float(s), int(i)) for s, i in zip(scores, ids, strict=True) if i != own_row and i >= 0][:k]
     return Answer(
         name,
         [Neighbour(rank, manifest.rows[i]["path"], manifest.rows[i]["label"], round(s, 6)) for rank, (s, i) in enumerate(hits, start=1)],

@@ -141,7 +141,12 @@ def run(project: Project, dataset: str) -> Result:
                     db_min=db_range[0],
                     db_max=db_range[1],
                     db_range_from="params" if cfg.scaling == "fixed" else f"training split, percentiles {list(FIT_PERCENTILES)}",
-                    image={"height": cfg.n_mels, "width": frames_per_window(cfg), "rows": "mel bands, lowest at the bottom", "columns": "time"},
+                    image={
+                        "height": cfg.n_mels,
+                        "width": frames_per_window(cfg),
+                        "rows": "mel bands, lowest at the bottom",
+                        "columns": "time",
+                    },
                     versions=library_versions("librosa", "soundfile", "numpy", "pillow"),
                 ),
             )
@@ -261,7 +266,9 @@ class _TransformClip:
         windows = clip_windows(samples, self.cfg)
         if not windows:
             outcome.reason = "too_short"
-            outcome.detail = f"{outcome.seconds:.3f} s is shorter than spectrogram.window_seconds={self.cfg.window_seconds} (short_clips: reject)"
+            outcome.detail = (
+                f"{outcome.seconds:.3f} s is shorter than spectrogram.window_seconds={self.cfg.window_seconds} (short_clips: reject)"
+            )
             return outcome
         outcome.windows = [self._save(job.row, window) for window in windows]
         if job.in_montage:

@@ -75,7 +75,9 @@ def run(project: Project, dataset: str) -> Result:
     cfg = project.params.word2vec
     modality = project.dataset(dataset).modality
     if modality != "text":
-        raise ConfigError(f"datasets.{dataset}: word2vec needs a text dataset, this one is {modality}", "pass --dataset with a text dataset")
+        raise ConfigError(
+            f"datasets.{dataset}: word2vec needs a text dataset, this one is {modality}", "pass --dataset with a text dataset"
+        )
     dataset_dir = project.dataset_dir(dataset)
     out_dir = dataset_dir / STAGE
     metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"
@@ -201,7 +203,11 @@ def _export(folder: Path, kv: Any, cfg: Word2vecConfig, dataset: str) -> dict[st
     map_words = 0
     if cfg.export.map_words:
         map_words = export.write_word_map(
-            folder / export.MAP_FILE, kv, cfg.export.map_words, cfg.seed, f"{dataset}: the {cfg.export.map_words} most frequent words (UMAP, cosine)"
+            folder / export.MAP_FILE,
+            kv,
+            cfg.export.map_words,
+            cfg.seed,
+            f"{dataset}: the {cfg.export.map_words} most frequent words (UMAP, cosine)",
         )
         if not map_words:
             warn(f"only {len(kv)} words in the vocabulary: no {export.MAP_FILE} (it needs {export.MIN_MAP_WORDS})")

@@ -28,7 +28,16 @@ def test_version(runner: CliRunner) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["ingest", "--help"], ["sample", "--help"], ["finetune", "--help"], ["predict", "--help"], ["cluster", "--help"], ["heatmap", "--help"], ["search", "query", "--help"]],
+    [
+        ["--help"],
+        ["ingest", "--help"],
+        ["sample", "--help"],
+        ["finetune", "--help"],
+        ["predict", "--help"],
+        ["cluster", "--help"],
+        ["heatmap", "--help"],
+        ["search", "query", "--help"],
+    ],
 )
 def test_help_imports_no_heavy_library(argv: list[str]) -> None:
     code = f"import sys; from dlpipe.cli import app; app({argv!r}, prog_name='dlpipe', standalone_mode=False)"

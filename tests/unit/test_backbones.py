@@ -15,8 +15,8 @@ from dlpipe.config import BackboneConfig
 from dlpipe.errors import ConfigError, DependencyError
 from dlpipe.models import backbones
 from dlpipe.models.backbones import (
-    SMALL_CNN_FILTERS,
     BACKBONES,
+    SMALL_CNN_FILTERS,
     build_base,
     get_spec,
     imagenet_weights_file,
@@ -58,7 +58,12 @@ def test_small_cnn_keeps_a_spatial_map_for_grad_cam() -> None:
 
 @pytest.mark.parametrize(
     ("mode", "module"),
-    [("tf", keras.applications.mobilenet), ("tf", keras.applications.mobilenet_v2), ("caffe", keras.applications.resnet50), ("caffe", keras.applications.vgg16)],
+    [
+        ("tf", keras.applications.mobilenet),
+        ("tf", keras.applications.mobilenet_v2),
+        ("caffe", keras.applications.resnet50),
+        ("caffe", keras.applications.vgg16),
+    ],
 )
 def test_preprocess_matches_keras_applications(mode: str, module: Any) -> None:
     images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")

@@ -82,7 +82,7 @@ def test_augmented_copies_find_their_originals_with_imagenet_features(
         test_rows = [row for row in csv.DictReader(handle) if row["split"] == "test"][:40]
     copies = [augmented_copy(workspace.root / "shapes" / row["path"], tmp_path / f"copy_{i}.jpg") for i, row in enumerate(test_rows)]
     answers = search_query.run(project, "shapes", copies, [], 5).answers
-    hits = [row["path"] in [n.path for n in answer.neighbours] for row, answer in zip(test_rows, answers)]
+    hits = [row["path"] in [n.path for n in answer.neighbours] for row, answer in zip(test_rows, answers, strict=True)]
     # Measured: 30 of 40 copies have their original in the top 5 (23 at rank 1).
     assert sum(hits) >= 24, f"{sum(hits)} of {len(hits)} copies found their original"
 

@@ -131,7 +131,8 @@ def test_stage_writes_overlays_grid_maps_and_evidence(explained: tuple[Workspace
     assert result.images == 4
     with open(folder / "images.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert sorted(row["label"] for row in rows) == ["circle", "square", "star", "triangle"] and all((folder / row["overlay"]).is_file() for row in rows)
+    assert sorted(row["label"] for row in rows) == ["circle", "square", "star", "triangle"]
+    assert all((folder / row["overlay"]).is_file() for row in rows)
     assert all(row["target"] == row["predicted"] for row in rows)
     assert (folder / "grid.png").is_file() and (folder / "deletion.csv").is_file()
     for method in ("occlusion", "gradcam"):

@@ -70,13 +70,13 @@ def test_same_seed_gives_identical_weights_and_metrics(workspace: Workspace) -> 
     first = finetune.run(workspace.load(*TINY), "shapes")
     weights = weights_of(first.model_dir)
     second = finetune.run(workspace.load(*TINY), "shapes")
-    assert all(np.array_equal(a, b) for a, b in zip(weights, weights_of(second.model_dir)))
+    assert all(np.array_equal(a, b) for a, b in zip(weights, weights_of(second.model_dir), strict=True))
     volatile = {"train_seconds", "train_images_per_second"}
     assert {k: v for k, v in first.metrics.items() if k not in volatile} == {
         k: v for k, v in second.metrics.items() if k not in volatile
     }
     other = finetune.run(workspace.load(*TINY, "base.seed=43"), "shapes")
-    assert not all(np.array_equal(a, b) for a, b in zip(weights, weights_of(other.model_dir)))
+    assert not all(np.array_equal(a, b) for a, b in zip(weights, weights_of(other.model_dir), strict=True))
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -250,8 +250,8 @@ def test_phase_b_unfreezes_only_the_top_and_keeps_batchnorm_statistics(workspace
     base = load_trained_model(result.model_dir).model.get_layer("small_cnn")
     changed = {
         layer.name
-        for layer, before in zip(base.layers, start.layers)
-        if any(not np.array_equal(a, b) for a, b in zip(layer.get_weights(), before.get_weights()))
+        for layer, before in zip(base.layers, start.layers, strict=True)
+        if any(not np.array_equal(a, b) for a, b in zip(layer.get_weights(), before.get_weights(), strict=True))
     }
     top = {layer.name for layer in base.layers[-6:] if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)}
     assert changed == top

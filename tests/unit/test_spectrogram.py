@@ -104,7 +104,12 @@ def test_mel_power_is_never_negative() -> None:
 
 @pytest.mark.parametrize(
     ("change", "key"),
-    [({"fmax": 9000}, "fmax"), ({"win_length": 2048}, "win_length"), ({"window_seconds": 0.01}, "window_seconds"), ({"db_min": 0}, "db_min")],
+    [
+        ({"fmax": 9000}, "fmax"),
+        ({"win_length": 2048}, "win_length"),
+        ({"window_seconds": 0.01}, "window_seconds"),
+        ({"db_min": 0}, "db_min"),
+    ],
 )
 def test_inconsistent_params_are_config_errors(workspace: Workspace, change: dict, key: str) -> None:
     workspace.params["spectrogram"].update(change)

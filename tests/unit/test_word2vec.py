@@ -211,7 +211,9 @@ def test_a_10_mb_line_is_streamed_in_bounded_sentences(tmp_path: Path) -> None:
     source.write_text(text, encoding="utf-8")  # one line, no newline at all
     expected = len(text.split())
     del text
-    cfg = TokenizeConfig(lowercase=True, punctuation="drop", numbers="keep", max_token_chars=50, phrases=False, phrases_min_count=1, phrases_threshold=1.0)
+    cfg = TokenizeConfig(
+        lowercase=True, punctuation="drop", numbers="keep", max_token_chars=50, phrases=False, phrases_min_count=1, phrases_threshold=1.0
+    )
     tracemalloc.start()
     stats = tokenize_file(source, tmp_path / "tokens.txt", cfg)
     _, peak = tracemalloc.get_traced_memory()
