@@ -30,8 +30,6 @@ import argparse
 import json
 import platform
 import sys
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,7 @@ import numpy as np
 from dlpipe import index as ix
 from dlpipe.clustering import kmeans
 
-from bench_search import make_data  # bench/ is on sys.path when a benchmark runs as a script
+from bench_search import make_data, timed  # bench/ is on sys.path when a benchmark runs as a script
 
 HERE = Path(__file__).resolve().parent
 K = 10
@@ -50,12 +48,6 @@ RECALL_TOLERANCE = 0.01  # GPU k-means trains slightly different lists: allow th
 EXACT_RECALL = 0.999  # exact search on either device: only ties may order differently
 INERTIA_TOLERANCE = 0.01
 NO_GPU_EXIT = 2
-
-
-def timed(run: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    result = run()
-    return time.perf_counter() - start, result
 
 
 def device_copy(index: faiss.Index, use_gpu: bool) -> faiss.Index:

@@ -18,6 +18,11 @@ from dlpipe.models.inputs import load_image_array
 from dlpipe.stages.spectrogram import RecordedTransform, clip_window_pngs
 
 
+def accepted_files(transform: RecordedTransform | None) -> str:
+    """What a model takes from the command line, for error hints: images, and clips for a spectrogram model."""
+    return "an image or audio file" if transform else "an image file"
+
+
 def file_model_inputs(path: Path, image_size: int, transform: RecordedTransform | None) -> list[np.ndarray]:
     """The model inputs for one file: the image itself, or each spectrogram window of an audio clip.
 

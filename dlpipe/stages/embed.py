@@ -124,6 +124,11 @@ def _extractor(project: Project, dataset: str, manifest: Manifest) -> Extractor:
     return Extractor(embedding_model(trained.model), trained.image_size, description)
 
 
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit L2 length (an all-zero row stays zero); query vectors go through this too."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
 def recorded_extractor(project: Project, dataset: str, recorded: dict[str, Any]) -> Extractor:
     """Rebuild the extractor an embeddings sidecar (or an index sidecar copied from it) describes.
 
@@ -175,7 +180,7 @@ def _write_embeddings(path: Path, extractor: Extractor, manifest: Manifest, batc
         for images in batches:
             vectors = forward(images).numpy().astype(np.float32, copy=False)
             if normalize:
-                vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+                vectors = normalize_rows(vectors)
             if not np.isfinite(vectors).all():
                 bad = manifest.rows[row + int(np.argmin(np.isfinite(vectors).all(axis=1)))]["path"]
                 raise InputDataError(f"non-finite embedding for {bad}", "check the image and the model's weights")

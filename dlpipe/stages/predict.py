@@ -18,7 +18,7 @@ import numpy as np
 from dlpipe.artifacts import write_csv
 from dlpipe.console import progress
 from dlpipe.errors import InputDataError
-from dlpipe.file_inputs import file_model_inputs
+from dlpipe.file_inputs import accepted_files, file_model_inputs
 from dlpipe.media import Rejected
 from dlpipe.models.store import load_trained_model
 from dlpipe.stages.spectrogram import recorded_transform
@@ -74,8 +74,9 @@ def run(model_location: Path, inputs: list[Path], k: int, csv_path: Path | None 
                     inputs_of_file = file_model_inputs(path, trained.image_size, transform)
                 except Rejected as rejection:
                     if path not in from_folders:
-                        what = "an image or audio file" if transform else "an image file"
-                        raise InputDataError(f"cannot predict {path}: {rejection.detail}", f"pass {what}") from None
+                        raise InputDataError(
+                            f"cannot predict {path}: {rejection.detail}", f"pass {accepted_files(transform)}"
+                        ) from None
                     predictions.append(Prediction(str(path), error=f"{rejection.reason}: {rejection.detail}"))
                     continue
                 arrays.extend(inputs_of_file)

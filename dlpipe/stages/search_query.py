@@ -130,10 +130,10 @@ def _embed_files(
     """Embed query files exactly as the indexed vectors were embedded; a clip is the mean of its windows."""
     import tensorflow as tf
 
-    from dlpipe.file_inputs import file_model_inputs
-    from dlpipe.stages.embed import recorded_extractor
+    from dlpipe.file_inputs import accepted_files, file_model_inputs
+    from dlpipe.stages.embed import normalize_rows, recorded_extractor
 
-    what = "an image or audio file" if transform else "an image file"
+    what = accepted_files(transform)
     inputs: list[list[np.ndarray]] = []
     for path in files:
         if not path.is_file():
@@ -145,20 +145,18 @@ def _embed_files(
     arrays = [array for per_file in inputs for array in per_file]
     extractor = recorded_extractor(project, dataset, recorded)
     out = [extractor.model(tf.constant(np.stack(arrays[i : i + _BATCH])), training=False).numpy() for i in range(0, len(arrays), _BATCH)]
-    per_window = _normalized(np.concatenate(out).astype(np.float32), recorded)
+    per_window = np.concatenate(out).astype(np.float32)
+    normalized = recorded.get("normalized")
+    if normalized:
+        per_window = normalize_rows(per_window)
     bounds = np.cumsum([0] + [len(per_file) for per_file in inputs])
-    # the mean of unit vectors is shorter than one: normalise again, as the stored vectors are
-    vectors = _normalized(np.stack([per_window[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]), recorded)
+    vectors = np.stack([per_window[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+    if normalized:
+        vectors = normalize_rows(vectors)  # the mean of unit vectors is shorter than one
     # a photo shows as itself; for an audio dataset, the first window the model saw
     thumbnails = [path if transform is None else per_file[0].astype(np.uint8) for path, per_file in zip(files, inputs, strict=True)]
     return _EmbeddedFiles(vectors, [len(per_file) for per_file in inputs], thumbnails)
 
-
-def _normalized(vectors: np.ndarray, recorded: dict) -> np.ndarray:
-    """Rows scaled to unit length when the indexed embeddings were (``normalized`` in the sidecar)."""
-    if not recorded.get("normalized"):
-        return vectors
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def _item_rows(manifest: Manifest, items: list[str]) -> list[int]:
