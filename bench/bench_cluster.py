@@ -1,4 +1,4 @@
-"""Benchmark: FAISS k-means (dlpipe.clustering.kmeans) vs scikit-learn KMeans; UMAP time vs number of points.
+"""Benchmark: FAISS k-means (dlpipe.retrieval.clustering.kmeans) vs scikit-learn KMeans; UMAP time vs number of points.
 
 k-means: seeded Gaussian-mixture vectors shaped like dlpipe embeddings (float32,
 128-d, L2-normalised), clustered at the same k with the same number of Lloyd
@@ -50,7 +50,7 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
-from dlpipe.clustering import inertia, kmeans
+from dlpipe.retrieval.clustering import inertia, kmeans
 
 from machine import CpuShare, cpu_model  # bench/ is on sys.path when a benchmark runs as a script
 

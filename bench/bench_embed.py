@@ -67,12 +67,12 @@ import tensorflow as tf
 import yaml
 from PIL import Image
 
-from dlpipe.config import BackboneConfig, SampleImagesConfig, load_project
-from dlpipe.manifest import load_manifest
+from dlpipe.core.config import BackboneConfig, SampleImagesConfig, load_project
+from dlpipe.data.manifest import load_manifest
+from dlpipe.data.sample import generate_images
 from dlpipe.models.backbones import OFFLINE_ENV, get_spec, imagenet_weights_file
 from dlpipe.models.classifier import backbone_embedding_model, build_classifier
 from dlpipe.models.inputs import image_dataset, needs_pillow
-from dlpipe.sample import generate_images
 from dlpipe.stages import embed, ingest
 
 from machine import CpuShare  # bench/ is on sys.path when a benchmark runs as a script

@@ -39,7 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dlpipe.config import load_project
+from dlpipe.core.config import load_project
 from dlpipe.explain import gradcam, occlusion
 from dlpipe.models.classifier import build_classifier
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from dlpipe.config import SampleImagesConfig, load_project
-from dlpipe.parallel import parallel_map
-from dlpipe.sample import generate_images
+from dlpipe.core.config import SampleImagesConfig, load_project
+from dlpipe.core.parallel import parallel_map
+from dlpipe.data.sample import generate_images
 from dlpipe.stages import ingest
 
 HERE = Path(__file__).resolve().parent

@@ -10,7 +10,7 @@ seeded -- it measures:
    ground truth) and numpy (a matrix product plus ``argpartition`` over 65,536-row
    chunks of the database; batched on the first ``--numpy-queries`` queries),
    batched and one query at a time.
-2. **each index type** built with ``dlpipe.index.build_index`` (train + add,
+2. **each index type** built with ``dlpipe.retrieval.index.build_index`` (train + add,
    timed whole): ``HNSW32``; with ``nlist`` = ``nlist_for(N)`` (about 2 sqrt N)
    ``IVF{nlist},Flat`` (uncompressed), ``IVF{nlist},SQfp16``, ``IVF{nlist},SQ8``,
    ``IVF{nlist},PQ{D/4}x8`` and the same with an exact re-ranking of
@@ -65,7 +65,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from dlpipe import index as ix
+from dlpipe.retrieval import index as ix
 
 from machine import CpuShare  # bench/ is on sys.path when a benchmark runs as a script
 

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import yaml
 
-from dlpipe.config import SampleAudioConfig, load_project
-from dlpipe.manifest import load_manifest
-from dlpipe.parallel import parallel_map
-from dlpipe.sample import generate_audio
-from dlpipe.spectrograms import prepare as prepare_transform
+from dlpipe.audio.spectrogram import prepare as prepare_transform
+from dlpipe.core.config import SampleAudioConfig, load_project
+from dlpipe.core.parallel import parallel_map
+from dlpipe.data.manifest import load_manifest
+from dlpipe.data.sample import generate_audio
 from dlpipe.stages import ingest, spectrogram
 
 from machine import CpuShare  # bench/ is on sys.path when a benchmark runs as a script

@@ -121,9 +121,9 @@ def train_directly(mode: str, tokens_file: str, params: dict[str, Any]) -> dict[
 
 
 def bench(root: Path, tokens: int, epochs: int, workers: int, repeats: int) -> dict[str, Any]:
-    from dlpipe.config import load_project
+    from dlpipe.core.config import load_project
     from dlpipe.stages.word2vec import gensim_params
-    from dlpipe.tokens import tokenize_file
+    from dlpipe.text.tokens import tokenize_file
 
     corpus = root / "corpus.txt"
     print(f"writing a corpus of at least {tokens:,} tokens", file=sys.stderr)

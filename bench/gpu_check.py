@@ -6,12 +6,12 @@ dlpipe itself never does. On the benchmark's data (bench_search's seeded Gaussia
 each task twice, once with ``use_gpu=False`` and once with ``use_gpu=True``, through the
 same dlpipe functions the stages call:
 
-1. **index**: ``dlpipe.index.build_index`` of the factory ``choose_index`` picks for the data
+1. **index**: ``dlpipe.retrieval.index.build_index`` of the factory ``choose_index`` picks for the data
    (or ``--factory``). The CPU-built index is tuned to recall@10 >= ``--target`` and its
    ``nprobe`` is used on both sides. The GPU-built index (trained and filled on the GPU,
    returned in CPU form as the stage saves it) is searched on a GPU copy.
 2. **exact search**: FAISS ``Flat`` on the CPU (the ground truth) and on the GPU.
-3. **k-means**: ``dlpipe.clustering.kmeans`` with the same k, iterations and seed.
+3. **k-means**: ``dlpipe.retrieval.clustering.kmeans`` with the same k, iterations and seed.
 
 The GPU results agree when: recall@10 of the GPU index against CPU exact search is at most
 ``RECALL_TOLERANCE`` below the CPU index's; GPU exact search finds the CPU's neighbours
@@ -37,8 +37,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from dlpipe import index as ix
-from dlpipe.clustering import kmeans
+from dlpipe.retrieval import index as ix
+from dlpipe.retrieval.clustering import kmeans
 
 from bench_search import make_data, timed  # bench/ is on sys.path when a benchmark runs as a script
 

@@ -103,7 +103,7 @@ class Workspace:
         return source
 
     def load(self, *overrides: str):
-        from dlpipe.config import load_project
+        from dlpipe.core.config import load_project
 
         return load_project(self.write_params(), list(overrides))
 

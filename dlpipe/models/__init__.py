@@ -1,1 +1,1 @@
-"""Keras models: the backbone registry and the layers dlpipe adds around it."""
+"""Keras models: backbones, layers, input pipelines, the model store, task heads, training and embedding."""

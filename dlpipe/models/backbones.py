@@ -5,7 +5,7 @@ it without its top and without pooling, so callers add ``layers.Preprocess`` in
 front and their own pooling and head behind. Weights come from Keras' cache
 (``imagenet``: the file keras.applications downloads into ``$KERAS_HOME/models``),
 from a local file (a path), or are random (``none``). ImageNet weights that are
-neither cached nor downloadable raise :class:`~dlpipe.errors.DependencyError`
+neither cached nor downloadable raise :class:`~dlpipe.core.errors.DependencyError`
 naming the file and the folder to put it in; with ``DLPIPE_OFFLINE=1`` no
 download is tried at all.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import keras
 
-from dlpipe.config import BackboneConfig
-from dlpipe.errors import ConfigError, DependencyError
+from dlpipe.core.config import BackboneConfig
+from dlpipe.core.errors import ConfigError, DependencyError
 
 OFFLINE_ENV = "DLPIPE_OFFLINE"
 # keras' urlretrieve has no timeout: bound each socket operation so a black-holed network fails instead of hanging.

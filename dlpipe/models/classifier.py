@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import keras
 
-from dlpipe.config import AugmentConfig, BackboneConfig, FinetuneConfig
+from dlpipe.core.config import AugmentConfig, BackboneConfig, FinetuneConfig
 from dlpipe.models.backbones import build_base, get_spec
 from dlpipe.models.layers import Preprocess
 

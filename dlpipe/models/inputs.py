@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from dlpipe.media.images import inspect_image, load_rgb
+from dlpipe.data.media.images import inspect_image, load_rgb
 
 # Formats tf.io.decode_image reads exactly as Pillow does once no conversion is needed.
 _TF_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP"})
@@ -136,7 +136,7 @@ def load_image_array(path: Path, image_size: int) -> np.ndarray:
     """One image file as float32 (size, size, 3) in [0, 255], decoded and resized exactly as in training.
 
     Raises:
-        dlpipe.media.Rejected: the file is not a decodable image.
+        dlpipe.data.media.Rejected: the file is not a decodable image.
     """
     info = inspect_image(Path(path).read_bytes(), min_side=1, max_pixels=_MAX_PIXELS)
     use_pillow = needs_pillow({"conversion": info.conversion, "format": info.format})

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlpipe.artifacts import read_json, sha256_file
-from dlpipe.errors import ArtifactError
+from dlpipe.audio.transform import RecordedTransform, from_record
+from dlpipe.core.artifacts import read_json, sha256_file
+from dlpipe.core.errors import ArtifactError
+from dlpipe.core.layout import MODEL_FILE, MODEL_SIDECAR
 
-MODEL_FILE = "model.keras"
-SIDECAR_FILE = "model.json"
-_REQUIRED_KEYS = ("classes", "image_size", "embedding_layer", "model_sha256", "manifest_sha256", "backbone")
+_REQUIRED_KEYS = ("classes", "image_size", "embedding_layer", "model_sha256", "manifest_sha256", "backbone", "spectrogram")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,12 @@ class TrainedModel:
     @property
     def image_size(self) -> int:
         return int(self.sidecar["image_size"])
+
+    @property
+    def transform(self) -> RecordedTransform | None:
+        """How audio became this model's training images (from model.json), or None for a photo model."""
+        record = self.sidecar["spectrogram"]
+        return None if record is None else from_record(record, self.path.with_name(MODEL_SIDECAR))
 
 
 def model_file(location: Path) -> Path:
@@ -56,10 +62,10 @@ def load_trained_model(location: Path) -> TrainedModel:
     path = model_file(location)
     if not path.is_file():
         raise ArtifactError(f"model not found: {path}", "train one with `dlpipe finetune` (or `dvc repro`)")
-    sidecar = read_json(path.with_name(SIDECAR_FILE), "model sidecar")
+    sidecar = read_json(path.with_name(MODEL_SIDECAR), "model sidecar")
     missing = [key for key in _REQUIRED_KEYS if key not in sidecar]
     if missing:
-        raise ArtifactError(f"model sidecar {path.with_name(SIDECAR_FILE)} lacks {', '.join(missing)}", "retrain the model")
+        raise ArtifactError(f"model sidecar {path.with_name(MODEL_SIDECAR)} lacks {', '.join(missing)}", "retrain the model")
     if sha256_file(path) != sidecar["model_sha256"]:
         raise ArtifactError(
             f"{path} does not match its sidecar (sha256 differs): the model was replaced or modified",
@@ -71,6 +77,7 @@ def load_trained_model(location: Path) -> TrainedModel:
         raise ArtifactError(f"cannot load model {path}: {exc}", "the file is corrupt: retrain with `dlpipe finetune`") from None
     trained = TrainedModel(model, sidecar, path)
     _check_shapes(trained)
+    trained.transform  # noqa: B018  (a damaged transform record fails now, naming model.json)
     return trained
 
 

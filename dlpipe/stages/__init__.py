@@ -1,1 +1,1 @@
-"""One module per pipeline stage; each exposes ``run(...) -> Result``."""
+"""The DVC stages only: one module per stage, each exposing ``run(project, dataset) -> Result``."""

@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from dlpipe import clustering
-from dlpipe.artifacts import atomic_dir, atomic_write_bytes, atomic_write_json, library_versions, sidecar, stage_lock, write_csv
-from dlpipe.cluster_plots import write_silhouette_plot, write_umap_png
-from dlpipe.config import ClusterConfig, Project
-from dlpipe.console import info
-from dlpipe.embeddings import Embeddings, load_embeddings
-from dlpipe.errors import InputDataError
-from dlpipe.sheets import RIGHT, WRONG, Tile, contact_sheet
+from dlpipe.core.artifacts import atomic_dir, atomic_write_bytes, atomic_write_json, library_versions, sidecar, stage_lock, write_csv
+from dlpipe.core.config import ClusterConfig, Project
+from dlpipe.core.console import info
+from dlpipe.core.errors import InputDataError
+from dlpipe.reports.cluster_plots import write_silhouette_plot, write_umap_png
+from dlpipe.reports.sheets import RIGHT, WRONG, Tile, contact_sheet
+from dlpipe.retrieval import clustering
+from dlpipe.retrieval.embeddings import Embeddings, load_embeddings
 
 STAGE = "cluster"
 REDUCER_FILE = "umap_reducer.pkl"
@@ -45,7 +45,7 @@ def run(project: Project, dataset: str) -> Result:
     """Cluster ``dataset``'s embeddings and its raw pixels; write assignments, pictures and metrics.
 
     Raises:
-        ArtifactError: embeddings missing, stale or corrupt (see :func:`dlpipe.embeddings.load_embeddings`).
+        ArtifactError: embeddings missing, stale or corrupt (see :func:`dlpipe.retrieval.embeddings.load_embeddings`).
         InputDataError: fewer items than clusters, or an image that no longer decodes.
     """
     cfg = project.params.cluster
@@ -55,12 +55,12 @@ def run(project: Project, dataset: str) -> Result:
     count = vectors.shape[0]
     if count < 3:
         raise InputDataError(f"dataset '{dataset}' has {count} embeddings; clustering needs at least 3", "ingest more images")
-    dataset_dir = project.dataset_dir(dataset)
-    out_dir = dataset_dir / STAGE
-    metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"
+    layout = project.layout(dataset)
+    out_dir = layout.stage_dir(STAGE)
+    metrics_path = layout.metrics(STAGE)
     labels = [row["label"] for row in embeddings.manifest.rows]
 
-    with stage_lock(dataset_dir, STAGE), atomic_dir(out_dir) as staging:
+    with stage_lock(layout.root, STAGE), atomic_dir(out_dir) as staging:
         k, silhouette = _choose_k(vectors, cfg, seed)
         if silhouette:
             curve = ({"k": key, "silhouette": value} for key, value in silhouette.items())

@@ -16,16 +16,15 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from dlpipe.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sidecar, stage_lock
-from dlpipe.config import BackboneConfig, Project
-from dlpipe.console import progress
-from dlpipe.embeddings import EMBEDDINGS_FILE, SIDECAR_FILE
-from dlpipe.errors import ArtifactError, InputDataError
-from dlpipe.manifest import Manifest, load_image_manifest
-from dlpipe.models.backbones import get_spec
-from dlpipe.models.classifier import EMBEDDING_LAYER, backbone_embedding_model, embedding_model
+from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sidecar, stage_lock
+from dlpipe.core.config import Project
+from dlpipe.core.console import progress
+from dlpipe.core.errors import InputDataError
+from dlpipe.core.layout import EMBEDDINGS_FILE, EMBEDDINGS_SIDECAR
+from dlpipe.data.manifest import Manifest, load_image_manifest
+from dlpipe.models.classifier import EMBEDDING_LAYER
+from dlpipe.models.extractor import Extractor, configured_extractor, normalize_rows
 from dlpipe.models.inputs import image_dataset, needs_pillow
-from dlpipe.models.store import load_trained_model
 
 STAGE = "embed"
 
@@ -42,15 +41,6 @@ class Result:
     metrics: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Extractor:
-    """A Keras model mapping [0, 255] RGB images to embeddings, and how it was obtained."""
-
-    model: Any
-    image_size: int
-    description: dict[str, Any]
-
-
 def run(project: Project, dataset: str) -> Result:
     """Embed every image of ``dataset`` in manifest order.
 
@@ -61,15 +51,15 @@ def run(project: Project, dataset: str) -> Result:
     """
     cfg = project.params.embed
     manifest = load_image_manifest(project, dataset)
-    dataset_dir = project.dataset_dir(dataset)
-    out_dir = dataset_dir / STAGE
-    metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"
-    with stage_lock(dataset_dir, STAGE):
-        extractor = _extractor(project, dataset, manifest)
+    layout = project.layout(dataset)
+    out_dir = layout.stage_dir(STAGE)
+    metrics_path = layout.metrics(STAGE)
+    with stage_lock(layout.root, STAGE):
+        extractor = configured_extractor(cfg, layout.model_dir, manifest)
         with atomic_dir(out_dir) as staging:
             seconds, dimension = _write_embeddings(staging / EMBEDDINGS_FILE, extractor, manifest, cfg.batch_size, cfg.normalize)
             atomic_write_json(
-                staging / SIDECAR_FILE,
+                staging / EMBEDDINGS_SIDECAR,
                 sidecar(
                     STAGE,
                     dataset=dataset,
@@ -97,64 +87,6 @@ def run(project: Project, dataset: str) -> Result:
         }
         atomic_write_json(metrics_path, metrics)
     return Result(dataset, out_dir, metrics_path, len(manifest.rows), dimension, metrics)
-
-
-def _extractor(project: Project, dataset: str, manifest: Manifest) -> Extractor:
-    cfg = project.params.embed
-    if cfg.source == "backbone":
-        spec = get_spec(cfg.backbone.name, key="embed.backbone.name")
-        model = backbone_embedding_model(cfg.backbone, key="embed.backbone")
-        description = {"source": "backbone", "backbone": cfg.backbone.model_dump(), "preprocessing": spec.preprocessing}
-        return Extractor(model, cfg.backbone.image_size, description)
-    trained = load_trained_model(project.dataset_dir(dataset) / "model")
-    if trained.sidecar["manifest_sha256"] != manifest.sha256:
-        raise ArtifactError(
-            f"dataset '{dataset}' was re-ingested after the model in {trained.path.parent} was trained "
-            "(the manifest's sha256 differs from the one in model.json)",
-            f"retrain with `dlpipe finetune --dataset {dataset}` (or `dvc repro`), or set embed.source: backbone",
-        )
-    description = {
-        "source": "finetuned",
-        "model": str(trained.path),
-        "model_sha256": trained.sidecar["model_sha256"],
-        "backbone": trained.sidecar["backbone"],
-        "preprocessing": trained.sidecar["preprocessing"],
-        "classes": trained.classes,
-    }
-    return Extractor(embedding_model(trained.model), trained.image_size, description)
-
-
-def normalize_rows(vectors: np.ndarray) -> np.ndarray:
-    """Each row scaled to unit L2 length (an all-zero row stays zero); query vectors go through this too."""
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
-def recorded_extractor(project: Project, dataset: str, recorded: dict[str, Any]) -> Extractor:
-    """Rebuild the extractor an embeddings sidecar (or an index sidecar copied from it) describes.
-
-    Query images must go through exactly the model and preprocessing that made the stored vectors.
-
-    Raises:
-        ArtifactError: the fine-tuned model is gone or changed since, or the backbone's preprocessing
-            or input size differs from the recorded one.
-        DependencyError: the recorded backbone's pretrained weights are unavailable.
-    """
-    rebuild = f"rerun `dlpipe embed --dataset {dataset}` and rebuild what used the embeddings (`dvc repro`)"
-    if recorded.get("source") == "finetuned":
-        model_dir = project.dataset_dir(dataset) / "model"
-        trained = load_trained_model(model_dir)
-        if trained.sidecar["model_sha256"] != recorded.get("model_sha256"):
-            raise ArtifactError(f"the model in {model_dir} changed after the embeddings were computed", rebuild)
-        extractor = Extractor(embedding_model(trained.model), trained.image_size, {"preprocessing": trained.sidecar["preprocessing"]})
-    else:
-        backbone = BackboneConfig(**recorded["backbone"])
-        spec = get_spec(backbone.name, key="recorded backbone")
-        model = backbone_embedding_model(backbone, key="recorded backbone")
-        extractor = Extractor(model, backbone.image_size, {"preprocessing": spec.preprocessing})
-    for key, now in (("preprocessing", extractor.description["preprocessing"]), ("image_size", extractor.image_size)):
-        if now != recorded.get(key):
-            raise ArtifactError(f"{key} is {now!r} now but the embeddings were made with {recorded.get(key)!r}", rebuild)
-    return extractor
 
 
 def _write_embeddings(path: Path, extractor: Extractor, manifest: Manifest, batch_size: int, normalize: bool) -> tuple[float, int]:

@@ -27,30 +27,21 @@ import numpy as np
 import tensorflow as tf
 from dvclive import Live
 
-from dlpipe.artifacts import (
-    atomic_dir,
-    atomic_write_json,
-    library_versions,
-    sha256_file,
-    sha256_json,
-    sidecar,
-    stage_lock,
-    write_csv,
-)
-from dlpipe.config import FinetuneConfig, Project
-from dlpipe.console import info
-from dlpipe.errors import InputDataError
-from dlpipe.manifest import Manifest, load_image_manifest
-from dlpipe.media.images import load_rgb
+from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sha256_json, sidecar, stage_lock, write_csv
+from dlpipe.core.config import FinetuneConfig, Project
+from dlpipe.core.console import info
+from dlpipe.core.errors import InputDataError
+from dlpipe.core.layout import MODEL_FILE, MODEL_SIDECAR, TRAINING_LOG
+from dlpipe.data.manifest import Manifest, load_image_manifest
+from dlpipe.data.media.images import load_rgb
 from dlpipe.models.backbones import get_spec
 from dlpipe.models.classifier import EMBEDDING_LAYER, build_classifier
 from dlpipe.models.inputs import decoded_bytes, image_dataset, needs_pillow
-from dlpipe.models.store import MODEL_FILE, SIDECAR_FILE
-from dlpipe.reports import classification_metrics, write_confusion, write_history_plot
-from dlpipe.sheets import contact_sheet, top_losses_tiles
+from dlpipe.reports.classification import classification_metrics, write_confusion
+from dlpipe.reports.figures import write_history_plot
+from dlpipe.reports.sheets import contact_sheet, top_losses_tiles
 
 STAGE = "finetune"
-LOG_FILE = "training_log.csv"
 
 
 @dataclass(frozen=True)
@@ -63,6 +54,12 @@ class Result:
     metrics_path: Path
     metrics: dict[str, Any]
     resumed_from_epoch: int
+
+    @property
+    def summary(self) -> str:
+        """The headline figures in one line."""
+        m = self.metrics
+        return f"test accuracy {m['test_accuracy']:.3f}, macro-F1 {m['test_macro_f1']:.3f} after {m['epochs']} epochs"
 
 
 def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> Result:
@@ -82,17 +79,17 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
     seed = project.params.base.seed
     manifest = load_image_manifest(project, dataset)
     _check_splits(manifest)
-    dataset_dir = project.dataset_dir(dataset)
-    model_dir = dataset_dir / "model"
-    plots_dir = dataset_dir / "plots" / STAGE
-    metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"
+    layout = project.layout(dataset)
+    model_dir = layout.model_dir
+    plots_dir = layout.plots(STAGE)
+    metrics_path = layout.metrics(STAGE)
     classes = manifest.classes
     params_hash = sha256_json({"finetune": cfg.model_dump(), "seed": seed})
     resume_key = sha256_json([params_hash, manifest.sha256, classes])[:16]
 
-    with stage_lock(dataset_dir, STAGE), _precision(cfg.mixed_precision):
+    with stage_lock(layout.root, STAGE), _precision(cfg.mixed_precision):
         # Inside the lock: pruning other keys' checkpoints must not race another run.
-        resume_dir = _resume_dir(dataset_dir, resume_key)
+        resume_dir = _resume_dir(layout.resume_dir(STAGE), resume_key)
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
         model, base = build_classifier(cfg, len(classes), seed)
@@ -121,9 +118,9 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
         }
         with atomic_dir(model_dir) as staging:
             model.save(staging / MODEL_FILE)
-            _write_log(staging / LOG_FILE, history)
+            _write_log(staging / TRAINING_LOG, history)
             atomic_write_json(
-                staging / SIDECAR_FILE,
+                staging / MODEL_SIDECAR,
                 _model_sidecar(cfg, dataset, classes, manifest, model, staging / MODEL_FILE, params_hash, seed),
             )
         with atomic_dir(plots_dir) as staging:
@@ -186,9 +183,8 @@ class _Splits:
         return {i: float(len(self.train_indices) / (len(counts) * c)) for i, c in enumerate(counts)}
 
 
-def _resume_dir(dataset_dir: Path, key: str) -> Path:
-    """The resume folder for this key; folders of other keys (old params) are removed."""
-    root = dataset_dir / f".{STAGE}-resume"
+def _resume_dir(root: Path, key: str) -> Path:
+    """The resume folder for this key under ``root``; folders of other keys (old params) are removed."""
     if root.is_dir():
         for other in root.iterdir():
             if other.name != key:
@@ -213,7 +209,7 @@ def _precision(mixed: bool):
 
 def _train(model, base, cfg: FinetuneConfig, data: _Splits, resume_dir: Path, extra: list) -> tuple[dict, int, int]:
     """Run phase (a) and, for a pretrained base, phase (b); return history, resume epoch, phase boundary."""
-    log_path = resume_dir / LOG_FILE
+    log_path = resume_dir / TRAINING_LOG
     resumed_from = len(_read_log(log_path)["loss"])
     if resumed_from:
         info(f"finetune: resuming after epoch {resumed_from} from {resume_dir}")
@@ -360,6 +356,8 @@ def _model_sidecar(cfg: FinetuneConfig, dataset, classes, manifest: Manifest, mo
         embedding_dim=int(model.get_layer(EMBEDDING_LAYER).output.shape[-1]),
         model_sha256=sha256_file(model_path),
         manifest_sha256=manifest.sha256,
+        # the complete input transform of an audio model, so predict replays it from a copied folder
+        spectrogram=manifest.spectrogram,
         params_hash=params_hash,
         params=cfg.model_dump(),
         seed=seed,

@@ -22,20 +22,19 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from dlpipe.artifacts import atomic_dir, atomic_write_json, library_versions, sidecar, stage_lock, write_csv
-from dlpipe.config import HeatmapConfig, Project
-from dlpipe.console import progress
-from dlpipe.errors import ArtifactError, ConfigError, InputDataError
+from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sidecar, stage_lock, write_csv
+from dlpipe.core.config import HeatmapConfig, Project
+from dlpipe.core.console import progress
+from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
+from dlpipe.core.layout import BOXES_COLUMNS, BOXES_FILE
+from dlpipe.data.manifest import Manifest, load_image_manifest
+from dlpipe.data.media import Rejected
 from dlpipe.explain import evidence, gradcam, occlusion
-from dlpipe.heatmap_plots import Explained, write_grid, write_overlay
-from dlpipe.manifest import Manifest, load_image_manifest
-from dlpipe.media import Rejected
 from dlpipe.models.inputs import image_dataset, load_image_array, needs_pillow
 from dlpipe.models.store import TrainedModel, load_trained_model
-from dlpipe.sample import BOXES_HEADER
+from dlpipe.reports.heatmap_plots import Explained, write_grid, write_overlay
 
 STAGE = "heatmap"
-BOXES_FILE = "boxes.csv"
 _BATCH = 64  # images per plain forward pass and per Grad-CAM pass
 _MEAN_SAMPLE = 1000  # training images averaged for the mean fill colour
 
@@ -78,10 +77,10 @@ def run(project: Project, dataset: str, images: Sequence[Path] | None = None, ta
     """
     cfg = project.params.heatmap
     manifest = load_image_manifest(project, dataset)
-    dataset_dir = project.dataset_dir(dataset)
-    out_dir = dataset_dir / STAGE
-    metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"
-    with stage_lock(dataset_dir, STAGE):
+    layout = project.layout(dataset)
+    out_dir = layout.stage_dir(STAGE)
+    metrics_path = layout.metrics(STAGE)
+    with stage_lock(layout.root, STAGE):
         trained = _trained(project, dataset, manifest)
         size = trained.image_size
         target_index = _check_request(cfg, trained, target_class)
@@ -135,7 +134,7 @@ def run(project: Project, dataset: str, images: Sequence[Path] | None = None, ta
 
 
 def _trained(project: Project, dataset: str, manifest: Manifest) -> TrainedModel:
-    trained = load_trained_model(project.dataset_dir(dataset) / "model")
+    trained = load_trained_model(project.layout(dataset).model_dir)
     if trained.sidecar["manifest_sha256"] != manifest.sha256:
         raise ArtifactError(
             f"dataset '{dataset}' was re-ingested after the model in {trained.path.parent} was trained",
@@ -270,9 +269,9 @@ def _boxes(manifest: Manifest, chosen: list[_Chosen], size: int) -> list[evidenc
         return [None] * len(chosen)
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != BOXES_HEADER:
-            raise InputDataError(f"{path}: expected the columns {','.join(BOXES_HEADER)}", "regenerate it with `dlpipe sample images`")
-        table = {row["path"]: tuple(float(row[key]) for key in BOXES_HEADER[2:]) for row in reader}
+        if tuple(reader.fieldnames or ()) != BOXES_COLUMNS:
+            raise InputDataError(f"{path}: expected the columns {','.join(BOXES_COLUMNS)}", "regenerate it with `dlpipe sample images`")
+        table = {row["path"]: tuple(float(row[key]) for key in BOXES_COLUMNS[2:]) for row in reader}
     boxes = []
     for item in chosen:
         box = table.get(item.row["path"]) if item.row else None

@@ -22,12 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from dlpipe.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sidecar, stage_lock, write_csv
-from dlpipe.config import DatasetConfig, IngestConfig, Project
-from dlpipe.console import warn
-from dlpipe.errors import InputDataError
-from dlpipe.media import Rejected
-from dlpipe.parallel import parallel_map
+from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sidecar, stage_lock, write_csv
+from dlpipe.core.config import DatasetConfig, IngestConfig, Project
+from dlpipe.core.console import warn
+from dlpipe.core.errors import InputDataError
+from dlpipe.core.layout import CORPUS_FILE, MANIFEST_FILE, MANIFEST_SIDECAR, REJECTED_FILE
+from dlpipe.core.parallel import parallel_map
+from dlpipe.data.files import is_hidden
+from dlpipe.data.manifest import write_rejected
+from dlpipe.data.media import Rejected
 
 STAGE = "ingest"
 COMMON_COLUMNS = ("path", "label", "split", "sha256", "size_bytes")
@@ -36,7 +39,6 @@ MODALITY_COLUMNS = {
     "audio": ("duration", "sample_rate", "channels", "frames", "format", "subtype"),
     "text": ("lines", "tokens", "chars", "encoding"),
 }
-REJECTED_COLUMNS = ("path", "label", "reason", "detail")
 UNITS = {"image": "images", "audio": "clips", "text": "files"}
 # Not data at all (OS litter, metadata beside the class folders): listed, but not counted as bad items.
 IGNORED_REASONS = frozenset({"hidden_file", "outside_class_folder"})
@@ -102,11 +104,11 @@ def run(project: Project, dataset: str) -> Result:
     spec = project.dataset(dataset)
     cfg = project.params.ingest
     source = project.resolve(spec.source)
-    dataset_dir = project.dataset_dir(dataset)
-    out_dir = dataset_dir / STAGE
-    metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"
+    layout = project.layout(dataset)
+    out_dir = layout.ingest_dir
+    metrics_path = layout.metrics(STAGE)
 
-    with stage_lock(dataset_dir, STAGE):
+    with stage_lock(layout.root, STAGE):
         candidates, ignored = _enumerate(source, spec, dataset)
         if not candidates:
             raise InputDataError(f"dataset '{dataset}': no files found in {source}", _layout_hint(spec.modality))
@@ -123,20 +125,20 @@ def run(project: Project, dataset: str) -> Result:
             warn(f"{metrics['label_conflicts']} files share content under different labels; none was kept (rejected.csv)")
 
         with atomic_dir(out_dir) as staging:
-            _write_manifest(staging / "manifest.csv", spec, accepted, splits)
-            write_csv(staging / "rejected.csv", REJECTED_COLUMNS, _rejected_rows(rejected + ignored))
+            _write_manifest(staging / MANIFEST_FILE, spec, accepted, splits)
+            write_rejected(staging / REJECTED_FILE, _rejected_items(rejected + ignored))
             if spec.modality == "text":
-                _write_corpus(staging / "corpus.txt", accepted, cfg.text.encoding)
+                _write_corpus(staging / CORPUS_FILE, accepted, cfg.text.encoding)
             atomic_write_json(
-                staging / "manifest.json",
+                staging / MANIFEST_SIDECAR,
                 sidecar(
                     STAGE,
                     dataset=dataset,
                     modality=spec.modality,
                     source=spec.source,
-                    manifest_sha256=sha256_file(staging / "manifest.csv"),
+                    manifest_sha256=sha256_file(staging / MANIFEST_FILE),
                     # what word2vec checks the corpus against before it reads it
-                    **({"corpus_sha256": sha256_file(staging / "corpus.txt")} if spec.modality == "text" else {}),
+                    **({"corpus_sha256": sha256_file(staging / CORPUS_FILE)} if spec.modality == "text" else {}),
                     params={"seed": project.params.base.seed, **cfg.model_dump(exclude={"workers"})},
                     counts={k: metrics[k] for k in ("accepted", "rejected", "ignored")},
                     versions=library_versions("pillow", "soundfile", "numpy"),
@@ -195,7 +197,7 @@ def _enumerate(source: Path, spec: DatasetConfig, dataset: str) -> tuple[list[Ca
     class_dirs = []
     for relpath, is_dir in _walk(source):
         parts = relpath.split("/")
-        hidden = any(part.startswith(".") or part == "__MACOSX" for part in parts)
+        hidden = any(is_hidden(part) for part in parts)
         if is_dir:
             if len(parts) == 1 and not hidden:
                 class_dirs.append(relpath)
@@ -273,7 +275,7 @@ def _read(candidate: Candidate) -> tuple[Outcome, bytes | None]:
 
 
 def _inspect_image(candidate: Candidate, min_side: int, max_pixels: int) -> Outcome:
-    from dlpipe.media.images import inspect_image
+    from dlpipe.data.media.images import inspect_image
 
     outcome, data = _read(candidate)
     if data is not None:
@@ -285,7 +287,7 @@ def _inspect_image(candidate: Candidate, min_side: int, max_pixels: int) -> Outc
 
 
 def _inspect_audio(candidate: Candidate, min_duration: float) -> Outcome:
-    from dlpipe.media.audio import inspect_audio
+    from dlpipe.data.media.audio import inspect_audio
 
     outcome, data = _read(candidate)
     if data is not None:
@@ -299,7 +301,7 @@ def _inspect_audio(candidate: Candidate, min_duration: float) -> Outcome:
 
 
 def _inspect_text(candidate: Candidate, encoding: str) -> Outcome:
-    from dlpipe.media.text import inspect_text
+    from dlpipe.data.media.text import inspect_text
 
     # Text files can be large: hash and decode by streaming rather than reading whole.
     outcome = Outcome(candidate, sha256=sha256_file(candidate.source), size_bytes=candidate.source.stat().st_size)
@@ -430,16 +432,13 @@ def _write_manifest(path: Path, spec: DatasetConfig, accepted: list[Outcome], sp
     write_csv(path, columns, rows)
 
 
-def _rejected_rows(outcomes: list[Outcome]) -> list[dict[str, str]]:
-    return [
-        {"path": o.candidate.relpath, "label": o.candidate.label, "reason": o.reason, "detail": o.detail}
-        for o in sorted(outcomes, key=lambda o: o.candidate.relpath)
-    ]
+def _rejected_items(outcomes: list[Outcome]) -> list[tuple[str, str, str, str]]:
+    return [(o.candidate.relpath, o.candidate.label, o.reason, o.detail) for o in sorted(outcomes, key=lambda o: o.candidate.relpath)]
 
 
 def _write_corpus(path: Path, accepted: list[Outcome], encoding: str) -> None:
     """Concatenate the accepted text files as one UTF-8 corpus (streamed)."""
-    from dlpipe.media.text import iter_text_chunks
+    from dlpipe.data.media.text import iter_text_chunks
 
     with open(path, "w", encoding="utf-8", newline="\n") as out:
         for outcome in sorted(accepted, key=lambda o: o.candidate.relpath):

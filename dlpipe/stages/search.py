@@ -1,7 +1,7 @@
 """``search build``: a FAISS index over a dataset's embeddings that evaluates itself.
 
 The index holds every item (the collection users search). It is chosen by size
-and memory budget (``search.index: auto``, see :func:`dlpipe.index.choose_index`)
+and memory budget (``search.index: auto``, see :func:`dlpipe.retrieval.index.choose_index`)
 or given as a FAISS factory string. An approximate index gets the smallest search
 effort (nprobe / efSearch) that reaches ``search.target_recall`` on queries from
 the validation split; it is then judged on held-out queries from the test split:
@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from dlpipe import index as faiss_index
-from dlpipe.artifacts import atomic_dir, atomic_write_json, stage_lock
-from dlpipe.config import Project, SearchConfig
-from dlpipe.console import info, warn
-from dlpipe.embeddings import Embeddings, load_embeddings
-from dlpipe.errors import InputDataError
-from dlpipe.sheets import RIGHT, WRONG, Tile, contact_sheet
+from dlpipe.core.artifacts import atomic_dir, atomic_write_json, stage_lock
+from dlpipe.core.config import Project, SearchConfig
+from dlpipe.core.console import info, warn
+from dlpipe.core.errors import InputDataError
+from dlpipe.reports.sheets import RIGHT, WRONG, Tile, contact_sheet
+from dlpipe.retrieval import index as faiss_index
+from dlpipe.retrieval.embeddings import Embeddings, load_embeddings
 
 STAGE = "search"
 # Fields of the embeddings sidecar that say how a query must be embedded; copied into index.json.
@@ -65,11 +65,11 @@ def run(project: Project, dataset: str) -> Result:
     metric = "inner_product" if embeddings.normalized else "l2"
     choice = _choose(cfg, count, dimension)
     info(f"index {choice.factory} for {count} vectors of dimension {dimension}: {choice.reason}")
-    dataset_dir = project.dataset_dir(dataset)
-    out_dir = dataset_dir / STAGE
-    metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"
+    layout = project.layout(dataset)
+    out_dir = layout.stage_dir(STAGE)
+    metrics_path = layout.metrics(STAGE)
 
-    with stage_lock(dataset_dir, STAGE), atomic_dir(out_dir) as staging:
+    with stage_lock(layout.root, STAGE), atomic_dir(out_dir) as staging:
         start = time.perf_counter()
         index = faiss_index.build_index(vectors, choice.factory, metric=metric, seed=seed)
         build_seconds = time.perf_counter() - start

@@ -2,12 +2,12 @@
 
 Each clip of the ingest manifest is read (and checked against its recorded
 sha256, sample rate and channels), mixed to mono, resampled, and cut into
-fixed-length windows (:mod:`dlpipe.spectrograms`); each window is saved as a
+fixed-length windows (:mod:`dlpipe.audio.spectrogram`); each window is saved as a
 greyscale PNG under ``spectrogram/images/<label>/``. Windows keep their clip's
 label and split, so windows of one clip never straddle splits. The stage writes
 an image-style ``manifest.csv`` beside the images, which is what finetune, embed,
 cluster, search and heatmap read for an audio dataset
-(:func:`dlpipe.manifest.load_image_manifest`), and a montage of each class's
+(:func:`dlpipe.data.manifest.load_image_manifest`), and a montage of each class's
 mean spectrogram (over at most ``MONTAGE_CLIPS`` clips per class, summed by the workers).
 
 Clips are processed in a process pool, one clip at a time per worker, so memory
@@ -17,7 +17,6 @@ grows with the longest clip, not with the number of clips.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import time
 from collections import Counter
@@ -27,26 +26,18 @@ from typing import Any
 
 import numpy as np
 
-from dlpipe.artifacts import (
-    atomic_dir,
-    atomic_write_json,
-    library_versions,
-    read_json,
-    sha256_file,
-    sidecar,
-    stage_lock,
-    write_csv,
-)
-from dlpipe.config import Project, SpectrogramConfig
-from dlpipe.errors import ArtifactError, ConfigError, InputDataError
-from dlpipe.manifest import IMAGE_MANIFEST_COLUMNS, Manifest, load_manifest
-from dlpipe.media import Rejected
-from dlpipe.parallel import parallel_map, resolve_workers
-from dlpipe.spectrograms import clip_windows, db_to_pixels, frames_per_window, prepare
+from dlpipe.audio.spectrogram import clip_windows, frames_per_window, prepare
+from dlpipe.audio.transform import window_png
+from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sidecar, stage_lock, write_csv
+from dlpipe.core.config import Project, SpectrogramConfig
+from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
+from dlpipe.core.layout import MANIFEST_FILE, REJECTED_FILE, SPECTROGRAM_SIDECAR
+from dlpipe.core.parallel import parallel_map, resolve_workers
+from dlpipe.data.manifest import IMAGE_MANIFEST_COLUMNS, Manifest, load_manifest, write_rejected
+from dlpipe.data.media import Rejected
 
 STAGE = "spectrogram"
 WINDOW_COLUMNS = ("clip", "window", "start_seconds", "end_seconds")
-REJECTED_COLUMNS = ("path", "label", "reason", "detail")
 # The fitted dB range: robust to a few extreme bins, as a percentile pair of the training split's values.
 FIT_PERCENTILES = (0.5, 99.5)
 # Histogram of training-split dB values for the fit: 0.05 dB bins over a range no real window leaves.
@@ -107,12 +98,12 @@ def run(project: Project, dataset: str) -> Result:
             "image datasets go straight to finetune; run spectrogram with --dataset <an audio dataset>",
         )
     manifest = load_manifest(project, dataset)
-    dataset_dir = project.dataset_dir(dataset)
-    out_dir = dataset_dir / STAGE
-    metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"
+    layout = project.layout(dataset)
+    out_dir = layout.spectrogram_dir
+    metrics_path = layout.metrics(STAGE)
     sampled = montage_sample(manifest.rows)
     jobs = [_ClipJob(manifest.resolve(row["path"]), row, i in sampled) for i, row in enumerate(manifest.rows)]
-    with stage_lock(dataset_dir, STAGE):
+    with stage_lock(layout.root, STAGE):
         started = time.perf_counter()
         prepare(cfg)
         db_range = _db_range(cfg, jobs, dataset)
@@ -123,19 +114,19 @@ def run(project: Project, dataset: str) -> Result:
             rejected = [o for o in outcomes if o.reason]
             _check_rejections(cfg, dataset, manifest, kept, rejected)
             rows = [window for outcome in kept for window in outcome.windows]
-            write_csv(staging / "manifest.csv", IMAGE_MANIFEST_COLUMNS + WINDOW_COLUMNS, rows)
-            write_csv(staging / "rejected.csv", REJECTED_COLUMNS, _rejected_rows(rejected))
-            from dlpipe.spectrogram_plots import save_class_montage
+            write_csv(staging / MANIFEST_FILE, IMAGE_MANIFEST_COLUMNS + WINDOW_COLUMNS, rows)
+            write_rejected(staging / REJECTED_FILE, ((o.row["path"], o.row["label"], o.reason, o.detail) for o in rejected))
+            from dlpipe.reports.spectrogram_plots import save_class_montage
 
             save_class_montage(staging / "class_means.png", *_class_means(kept), cfg, db_range)
             atomic_write_json(
-                staging / "spectrogram.json",
+                staging / SPECTROGRAM_SIDECAR,
                 sidecar(
                     STAGE,
                     dataset=dataset,
                     modality="image",
                     source_modality="audio",
-                    manifest_sha256=sha256_file(staging / "manifest.csv"),
+                    manifest_sha256=sha256_file(staging / MANIFEST_FILE),
                     ingest_manifest_sha256=manifest.sha256,
                     params=cfg.model_dump(exclude={"workers"}),
                     db_min=db_range[0],
@@ -276,7 +267,7 @@ class _TransformClip:
         return outcome
 
     def _save(self, row: dict[str, str], window: Any) -> dict[str, Any]:
-        from dlpipe.media.images import inspect_image
+        from dlpipe.data.media.images import inspect_image
 
         data = window_png(window.db, self.cfg, self.db_range)
         name = _window_name(row, window.index)
@@ -301,53 +292,6 @@ class _TransformClip:
         }
 
 
-def window_png(db: np.ndarray, cfg: SpectrogramConfig, db_range: tuple[float, float]) -> bytes:
-    """One window's dB values as the PNG the stage writes (uint8 -> grey ``L``, uint16 -> ``I;16``)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(db_to_pixels(db, *db_range, cfg.bit_depth)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-@dataclass(frozen=True)
-class RecordedTransform:
-    """How a dataset's audio became the images a model was trained on."""
-
-    cfg: SpectrogramConfig
-    db_range: tuple[float, float]
-
-
-def recorded_transform(model_path: Path, manifest_sha256: str) -> RecordedTransform | None:
-    """The spectrogram settings behind a model, or None for a model trained on photos.
-
-    Read from ``<dataset>/spectrogram/spectrogram.json`` beside the model's folder, and
-    only when that sidecar wrote the manifest the model was trained on.
-    """
-    path = Path(model_path).parent.parent / STAGE / "spectrogram.json"
-    if not path.is_file():
-        return None
-    recorded = read_json(path, "spectrogram sidecar")
-    if recorded.get("manifest_sha256") != manifest_sha256:
-        return None
-    cfg = SpectrogramConfig.model_validate(recorded["params"] | {"workers": 1})
-    return RecordedTransform(cfg, (float(recorded["db_min"]), float(recorded["db_max"])))
-
-
-def clip_window_pngs(data: bytes, transform: RecordedTransform) -> list[bytes]:
-    """A clip's window images, made as the stage made the model's training images.
-
-    Raises:
-        Rejected: ``not_audio``, or ``too_short`` for a clip under one window with ``short_clips: reject``.
-    """
-    from dlpipe.media.audio import load_mono
-
-    windows = clip_windows(load_mono(data, transform.cfg.sample_rate).samples, transform.cfg)
-    if not windows:
-        raise Rejected("too_short", f"shorter than one {transform.cfg.window_seconds} s window (short_clips: reject)")
-    return [window_png(window.db, transform.cfg, transform.db_range) for window in windows]
-
-
 def _folder_name(label: str) -> str:
     """A label as one safe folder name (CSV labels may hold slashes or other awkward characters)."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label).strip(".") or "_"
@@ -365,7 +309,7 @@ def _decode_checked(job: _ClipJob, cfg: SpectrogramConfig) -> np.ndarray:
         _ClipChanged: missing, or sha256 / sample rate / channels differ from the manifest.
         Rejected: no decoder can read it.
     """
-    from dlpipe.media.audio import load_mono
+    from dlpipe.data.media.audio import load_mono
 
     try:
         data = job.source.read_bytes()
@@ -409,10 +353,6 @@ def _check_rejections(
     missing = sorted({row["label"] for row in manifest.rows} - {o.row["label"] for o in kept})
     if missing:
         raise InputDataError(f"dataset '{dataset}': every clip of class {missing[0]!r} was rejected ({reasons})", hint)
-
-
-def _rejected_rows(rejected: list[_ClipOutcome]) -> list[dict[str, str]]:
-    return [{"path": o.row["path"], "label": o.row["label"], "reason": o.reason, "detail": o.detail} for o in rejected]
 
 
 def _metrics(

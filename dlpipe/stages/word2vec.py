@@ -5,7 +5,7 @@ manifest) is tokenised once, streaming, into ``corpus_tokens.txt``: gensim's
 ``corpus_file`` format, which its C code reads on every worker thread without the
 Python iterator that limits multi-core speed otherwise. gensim ``Word2Vec`` then
 trains from that file in a process whose PYTHONHASHSEED is the stage's seed
-(:mod:`dlpipe.word2vec_train`), with the per-epoch loss when ``workers: 1``.
+(:mod:`dlpipe.text.training`), with the per-epoch loss when ``workers: 1``.
 Outputs, in one folder swapped in whole: the KeyedVectors, the full model (for
 continued training), the vocabulary, the word2vec text format, TensorBoard
 projector TSVs, a labelled UMAP map, a FAISS index and the sidecar. The benchmark
@@ -18,36 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlpipe import word2vec_export as export
-from dlpipe.artifacts import (
-    atomic_dir,
-    atomic_write_json,
-    library_versions,
-    read_json,
-    sha256_file,
-    sidecar,
-    stage_lock,
-)
-from dlpipe.config import Project, Word2vecConfig
-from dlpipe.console import info, warn
-from dlpipe.errors import ArtifactError, ConfigError, InputDataError
-from dlpipe.manifest import load_manifest
-from dlpipe.parallel import resolve_workers
-from dlpipe.stages.word2vec_query import (
-    SIDECAR_FILE,
-    STAGE,
-    VECTORS_FILE,
-    evaluate,
-    vector_files,
-)
-from dlpipe.tokens import TokenStats, tokenize_file
-from dlpipe.word2vec_train import (
-    FLOAT32_EXACT_LIMIT,
-    TrainResult,
-    TrainSpec,
-    train_isolated,
-)
+from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, read_json, sha256_file, sidecar, stage_lock
+from dlpipe.core.config import Project, Word2vecConfig
+from dlpipe.core.console import info, warn
+from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
+from dlpipe.core.layout import VECTORS_FILE, WORD2VEC_SIDECAR
+from dlpipe.core.parallel import resolve_workers
+from dlpipe.data.manifest import load_manifest
+from dlpipe.text import export as export
+from dlpipe.text.tokens import TokenStats, tokenize_file
+from dlpipe.text.training import FLOAT32_EXACT_LIMIT, TrainResult, TrainSpec, train_isolated
+from dlpipe.text.vectors import evaluate, vector_files
 
+STAGE = "word2vec"
 TOKENS_FILE = "corpus_tokens.txt"
 MODEL_FILE = "model.w2v"
 
@@ -78,12 +61,12 @@ def run(project: Project, dataset: str) -> Result:
         raise ConfigError(
             f"datasets.{dataset}: word2vec needs a text dataset, this one is {modality}", "pass --dataset with a text dataset"
         )
-    dataset_dir = project.dataset_dir(dataset)
-    out_dir = dataset_dir / STAGE
-    metrics_path = dataset_dir / "metrics" / f"{STAGE}.json"
-    plots_dir = dataset_dir / "plots" / STAGE
+    layout = project.layout(dataset)
+    out_dir = layout.stage_dir(STAGE)
+    metrics_path = layout.metrics(STAGE)
+    plots_dir = layout.plots(STAGE)
 
-    with stage_lock(dataset_dir, STAGE):
+    with stage_lock(layout.root, STAGE):
         corpus, manifest_sha256 = _ingested_corpus(project, dataset)
         with atomic_dir(out_dir) as staging:
             info(f"word2vec {dataset}: tokenising {corpus}")
@@ -105,7 +88,7 @@ def run(project: Project, dataset: str) -> Result:
             exported = _export(staging, kv, cfg, dataset)
             vocabulary = _vocabulary_stats(stats, kv)
             atomic_write_json(
-                staging / SIDECAR_FILE,
+                staging / WORD2VEC_SIDECAR,
                 sidecar(
                     STAGE,
                     dataset=dataset,
@@ -151,7 +134,7 @@ def _ingested_corpus(project: Project, dataset: str) -> tuple[Path, str]:
     corpus edited, truncated or corrupted after ingest is refused, even a same-length word swap.
     """
     manifest = load_manifest(project, dataset)
-    folder = project.dataset_dir(dataset) / "ingest"
+    folder = project.layout(dataset).ingest_dir
     corpus = folder / "corpus.txt"
     rerun = f"rerun `dlpipe ingest --dataset {dataset}` (or dvc repro)"
     if not corpus.is_file():

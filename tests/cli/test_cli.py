@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dlpipe import __version__
-from dlpipe.cli import app
+from dlpipe.cli.app import app
 from tests.conftest import REPO, Workspace, tree_digest
 
 HEAVY = ("tensorflow", "keras", "librosa", "faiss", "umap", "gensim", "sklearn", "matplotlib", "soundfile", "numba")

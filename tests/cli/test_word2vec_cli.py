@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dlpipe.cli import app
+from dlpipe.cli.app import app
 from tests.cli.test_cli import HEAVY
 from tests.conftest import REPO, Workspace
 from tests.unit.test_word2vec import FAST, topic_corpus

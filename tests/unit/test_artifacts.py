@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dlpipe.artifacts import atomic_dir, atomic_write_json, read_json, stage_lock
-from dlpipe.errors import ArtifactError
+from dlpipe.core.artifacts import atomic_dir, atomic_write_json, read_json, stage_lock
+from dlpipe.core.errors import ArtifactError
 
 
 def test_atomic_dir_swaps_in_only_on_success(tmp_path: Path) -> None:

@@ -11,15 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from dlpipe.errors import InputDataError
-from dlpipe.stages import cluster, embed, finetune, heatmap, ingest, predict, search, search_query, spectrogram
+from dlpipe.core.errors import InputDataError
+from dlpipe.queries import predict
+from dlpipe.queries import search as search_query
+from dlpipe.stages import cluster, embed, finetune, heatmap, ingest, search, spectrogram
 from tests.conftest import Workspace, shipped_params
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, dict[str, dict]]:
     """The workspace, and every stage's metrics for the sample audio."""
-    from dlpipe.sample import generate_audio
+    from dlpipe.data.sample import generate_audio
 
     workspace = Workspace(tmp_path_factory.mktemp("audio_demo"))
     workspace.params["datasets"] = {"sounds": shipped_params()["datasets"]["sounds"] | {"source": "sounds"}}

@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from dlpipe.config import BackboneConfig
-from dlpipe.errors import ConfigError, DependencyError
+from dlpipe.core.config import BackboneConfig
+from dlpipe.core.errors import ConfigError, DependencyError
 from dlpipe.models import backbones
 from dlpipe.models.backbones import (
     BACKBONES,

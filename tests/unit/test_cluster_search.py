@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dlpipe.artifacts import sha256_file
-from dlpipe.cli import app
-from dlpipe.errors import ArtifactError, InputDataError
-from dlpipe.stages import cluster, embed, finetune, search, search_query
+from dlpipe.cli.app import app
+from dlpipe.core.artifacts import sha256_file
+from dlpipe.core.errors import ArtifactError, InputDataError
+from dlpipe.queries import search as search_query
+from dlpipe.stages import cluster, embed, finetune, search
 from tests.conftest import Workspace, tree_digest
 from tests.unit.test_image_models import TINY, tiny_shapes
 

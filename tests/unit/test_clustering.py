@@ -9,16 +9,9 @@ import pytest
 from PIL import Image
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from dlpipe import clustering
-from dlpipe.clustering import (
-    agreement,
-    choose_k,
-    cluster_label_table,
-    inertia,
-    kmeans,
-    raw_pixel_features,
-)
-from dlpipe.errors import ArtifactError, ConfigError, DlpipeError, InputDataError
+from dlpipe.core.errors import ArtifactError, ConfigError, DlpipeError, InputDataError
+from dlpipe.retrieval import clustering
+from dlpipe.retrieval.clustering import agreement, choose_k, cluster_label_table, inertia, kmeans, raw_pixel_features
 
 
 def blobs(k: int, per: int = 30, dim: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

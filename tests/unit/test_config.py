@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dlpipe.config import load_project
-from dlpipe.errors import EXIT_CODES, ConfigError
+from dlpipe.core.config import load_project
+from dlpipe.core.errors import EXIT_CODES, ConfigError
 from tests.conftest import REPO, Workspace
 
 

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from dlpipe.stages import cluster, embed, finetune, heatmap, ingest, search, search_query
+from dlpipe.queries import search as search_query
+from dlpipe.stages import cluster, embed, finetune, heatmap, ingest, search
 from tests.conftest import MOBILENET_FILE, Workspace
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, dict[str, dict]]:
     """The demo pipeline with the shipped params unchanged; returns the workspace and each stage's metrics."""
-    from dlpipe.sample import generate_images
+    from dlpipe.data.sample import generate_images
 
     workspace = Workspace(tmp_path_factory.mktemp("demo"))
     workspace.add_dataset("shapes", "image", "shapes")

@@ -12,7 +12,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
-from dlpipe import index as ix  # noqa: E402
+from dlpipe.retrieval import index as ix  # noqa: E402
 
 import gpu_check  # noqa: E402  (bench/ is not a package: its scripts import each other by name)
 from bench_search import make_data  # noqa: E402

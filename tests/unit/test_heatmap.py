@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dlpipe.artifacts import atomic_write_json, sha256_file
-from dlpipe.cli import app
-from dlpipe.errors import ConfigError, InputDataError
+from dlpipe.cli.app import app
+from dlpipe.core.artifacts import atomic_write_json, sha256_file
+from dlpipe.core.errors import ConfigError, InputDataError
 from dlpipe.explain import evidence, gradcam, occlusion
 from dlpipe.models.store import load_trained_model
 from dlpipe.stages import finetune, heatmap
@@ -111,7 +111,7 @@ def test_gradcam_finds_the_nested_backbone_and_matches_the_model(explained: tupl
 
 
 def test_gradcam_on_a_keras_applications_backbone() -> None:
-    from dlpipe.config import load_project
+    from dlpipe.core.config import load_project
     from dlpipe.models.classifier import build_classifier
 
     mobilenet = ("finetune.backbone.name=mobilenet", "finetune.backbone.alpha=0.25", "finetune.backbone.image_size=32")

@@ -10,10 +10,11 @@ import keras
 import numpy as np
 import pytest
 
-from dlpipe.errors import ArtifactError, InputDataError
+from dlpipe.core.errors import ArtifactError, InputDataError
 from dlpipe.models.inputs import load_image_array
 from dlpipe.models.store import load_trained_model
-from dlpipe.stages import embed, finetune, ingest, predict
+from dlpipe.queries import predict
+from dlpipe.stages import embed, finetune, ingest
 from tests.conftest import Workspace, tree_digest
 
 # Small enough to train in seconds: accuracy is not the point of these tests.
@@ -28,8 +29,8 @@ TINY = (
 
 def tiny_shapes(workspace: Workspace, per_class: int = 8) -> None:
     """Generated shapes (4 classes) at 48 px, ingested."""
-    from dlpipe.config import SampleImagesConfig
-    from dlpipe.sample import generate_images
+    from dlpipe.core.config import SampleImagesConfig
+    from dlpipe.data.sample import generate_images
 
     generate_images(workspace.root / "shapes", SampleImagesConfig(per_class=per_class, size=48, jpeg_fraction=0.5), seed=3)
     workspace.add_dataset("shapes", "image", "shapes")
@@ -120,7 +121,7 @@ def test_interrupted_run_resumes_and_keeps_earlier_model(workspace: Workspace) -
 def test_class_missing_from_training_split(workspace: Workspace) -> None:
     # ingest always keeps one item of each class for training, so write such a manifest by hand
     # (as a user-supplied split would) and re-seal it with its sidecar hash.
-    from dlpipe.artifacts import sha256_file
+    from dlpipe.core.artifacts import sha256_file
 
     tiny_shapes(workspace)
     folder = workspace.root / "data/shapes/ingest"
@@ -219,7 +220,7 @@ def test_missing_corrupt_or_inconsistent_model_is_refused(trained: Workspace, tm
     sidecar_path.write_text(json.dumps(sidecar))
     with pytest.raises(ArtifactError, match="does not match its sidecar"):
         load_trained_model(model_dir)
-    from dlpipe.artifacts import sha256_file
+    from dlpipe.core.artifacts import sha256_file
 
     sidecar_path.write_text(json.dumps(sidecar | {"model_sha256": sha256_file(model_dir / "model.keras")}))
     with pytest.raises(ArtifactError, match="cannot load model"):
@@ -228,7 +229,7 @@ def test_missing_corrupt_or_inconsistent_model_is_refused(trained: Workspace, tm
 
 def test_phase_b_unfreezes_only_the_top_and_keeps_batchnorm_statistics(workspace: Workspace, tmp_path: Path) -> None:
     """A base 'pretrained' from a weights file: its bottom and every BatchNorm stay exactly as loaded."""
-    from dlpipe.config import BackboneConfig
+    from dlpipe.core.config import BackboneConfig
     from dlpipe.models.backbones import build_base
 
     backbone = BackboneConfig(name="small_cnn", weights="none", alpha=1.0, image_size=32)

@@ -13,8 +13,8 @@ import faiss
 import numpy as np
 import pytest
 
-from dlpipe import index as ix
-from dlpipe.errors import ArtifactError, ConfigError, DependencyError, DlpipeError, InputDataError
+from dlpipe.core.errors import ArtifactError, ConfigError, DependencyError, DlpipeError, InputDataError
+from dlpipe.retrieval import index as ix
 from tests.conftest import tree_digest
 
 MB = 2**20

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from dlpipe.errors import InputDataError
+from dlpipe.core.errors import InputDataError
 from dlpipe.stages import ingest
 from tests.conftest import Workspace, tone, tree_digest, write_wav
 from tests.unit.test_ingest_images import outcome, read_csv
@@ -114,7 +114,7 @@ def test_binary_file_in_corpus_folder_is_rejected(workspace: Workspace) -> None:
 
 
 def test_token_count_is_exact_across_chunk_boundaries(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    import dlpipe.media.text as text
+    import dlpipe.data.media.text as text
 
     monkeypatch.setattr(text, "CHUNK_BYTES", 7)
     words = "alpha beta gamma delta epsilon\r\nzeta eta théta iota kappa\n" * 5

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlpipe.errors import InputDataError
-from dlpipe.media.images import load_rgb
+from dlpipe.core.errors import InputDataError
+from dlpipe.data.media.images import load_rgb
 from dlpipe.stages import ingest
 from tests.conftest import Workspace, image_bytes, tree_digest
 

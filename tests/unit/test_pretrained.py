@@ -28,8 +28,8 @@ MOBILENET = (
 @pytest.fixture
 def imagenet_project(workspace: Workspace, shared_weights_dir: Path, keras_home: Path) -> Workspace:
     """Sample shapes (4 classes × 30) and a Keras cache that holds the MobileNet weights."""
-    from dlpipe.config import SampleImagesConfig
-    from dlpipe.sample import generate_images
+    from dlpipe.core.config import SampleImagesConfig
+    from dlpipe.data.sample import generate_images
 
     (keras_home / "models").mkdir()
     shutil.copy(shared_weights_dir / MOBILENET_FILE, keras_home / "models" / MOBILENET_FILE)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlpipe.reports import classification_metrics, write_confusion, write_history_plot
+from dlpipe.reports.classification import classification_metrics, write_confusion
+from dlpipe.reports.figures import write_history_plot
 
 CLASSES = ["a", "b", "c", "d"]
 # Hand-computed example (d has no support and is never predicted):

@@ -12,9 +12,9 @@ import pytest
 import soundfile
 from PIL import Image
 
-from dlpipe import sample
-from dlpipe.config import SampleAudioConfig, SampleImagesConfig
-from dlpipe.errors import DependencyError
+from dlpipe.core.config import SampleAudioConfig, SampleImagesConfig
+from dlpipe.core.errors import DependencyError
+from dlpipe.data import sample
 
 IMAGES = SampleImagesConfig(per_class=3, size=48, jpeg_fraction=0.5)
 AUDIO = SampleAudioConfig(per_class=3, duration=0.3, sample_rates=[8000, 16000])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlpipe.sheets import Tile, contact_sheet, top_losses_tiles
+from dlpipe.reports.sheets import Tile, contact_sheet, top_losses_tiles
 
 
 def _image(seed: int, size: tuple[int, int] = (40, 30)) -> np.ndarray:
@@ -18,7 +18,7 @@ def _image(seed: int, size: tuple[int, int] = (40, 30)) -> np.ndarray:
 
 
 def _geometry(tile_size: int, lines: int, title: bool) -> tuple[int, int, int, int]:
-    """The layout documented in dlpipe.sheets: (pad, cell width, cell height, title height)."""
+    """The layout documented in dlpipe.reports.sheets: (pad, cell width, cell height, title height)."""
     pad = max(4, tile_size // 16)
     font = max(10, min(16, tile_size // 10))
     line = round(font * 1.25)

@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from dlpipe.cli import app
-from dlpipe.config import SpectrogramConfig
-from dlpipe.errors import ArtifactError, ConfigError, InputDataError
-from dlpipe.manifest import load_image_manifest
-from dlpipe.spectrograms import clip_windows, frames_per_window, mel_power, to_db, window_starts
+from dlpipe.audio.spectrogram import clip_windows, frames_per_window, mel_power, to_db, window_starts
+from dlpipe.cli.app import app
+from dlpipe.core.config import SpectrogramConfig
+from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
+from dlpipe.data.manifest import load_image_manifest
 from dlpipe.stages import ingest, spectrogram
 from tests.conftest import Workspace, shipped_params, tone, tree_digest, write_wav
 
@@ -181,7 +181,7 @@ def test_sixteen_bit_images_decode_through_the_image_pipeline(workspace: Workspa
 
 
 def test_fitted_scaling_comes_from_the_training_split_only(workspace: Workspace) -> None:
-    from dlpipe.media.audio import load_mono
+    from dlpipe.data.media.audio import load_mono
 
     project = audio_project(workspace, scaling="fit", reference="full_scale")
     spectrogram.run(project, "clips")

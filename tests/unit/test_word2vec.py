@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlpipe.artifacts import sha256_file
-from dlpipe.errors import ArtifactError, ConfigError, InputDataError
+from dlpipe.core.artifacts import sha256_file
+from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.stages import ingest, word2vec
-from dlpipe.stages.word2vec_query import load_vectors
+from dlpipe.text.vectors import load_vectors
 from tests.conftest import Workspace, tree_digest
 
 TOPICS = {
@@ -109,7 +109,7 @@ def test_model_continues_training(trained: Workspace) -> None:
 
 
 def test_faiss_top10_equals_gensim_most_similar(trained: Workspace) -> None:
-    from dlpipe.index import load_index, search
+    from dlpipe.retrieval.index import load_index, search
 
     vectors = load_vectors(trained.load(), "words")
     kv = vectors.kv
@@ -122,7 +122,7 @@ def test_faiss_top10_equals_gensim_most_similar(trained: Workspace) -> None:
 
 
 def test_evaluate_on_own_files(trained: Workspace, tmp_path: Path) -> None:
-    from dlpipe.stages.word2vec_query import evaluate
+    from dlpipe.text.vectors import evaluate
 
     analogies = tmp_path / "q.txt"
     analogies.write_text(": royal\nman king woman queen\nman prince woman princess\nman zebra woman queen\n", encoding="utf-8")
@@ -142,7 +142,7 @@ def test_evaluate_on_own_files(trained: Workspace, tmp_path: Path) -> None:
 def test_word_map_png(trained: Workspace, tmp_path: Path) -> None:
     from PIL import Image
 
-    from dlpipe.word2vec_export import write_word_map
+    from dlpipe.text.export import write_word_map
 
     kv = load_vectors(trained.load(), "words").kv
     assert write_word_map(tmp_path / "map.png", kv, 12, seed=0, title="test") == 12
@@ -182,8 +182,8 @@ def test_sample_corpus_neighbourhood_and_benchmark_coverage(tmp_path: Path) -> N
 
 
 def test_tokenize_policies(tmp_path: Path) -> None:
-    from dlpipe.config import TokenizeConfig
-    from dlpipe.tokens import tokenize_file
+    from dlpipe.core.config import TokenizeConfig
+    from dlpipe.text.tokens import tokenize_file
 
     source = tmp_path / "in.txt"
     source.write_text("Don't stop: 3.5 km in 1990s, 12:30!\nNew York New York\n", encoding="utf-8")
@@ -201,8 +201,8 @@ def test_tokenize_policies(tmp_path: Path) -> None:
 
 
 def test_a_10_mb_line_is_streamed_in_bounded_sentences(tmp_path: Path) -> None:
-    from dlpipe.config import TokenizeConfig
-    from dlpipe.tokens import MAX_SENTENCE_TOKENS, tokenize_file
+    from dlpipe.core.config import TokenizeConfig
+    from dlpipe.text.tokens import MAX_SENTENCE_TOKENS, tokenize_file
 
     words = np.array([f"word{i:04d}ing" for i in range(300)])
     block = " ".join(np.random.default_rng(0).choice(words, size=80_000)) + " "

@@ -1,0 +1,1 @@
+"""Audio as images: log-mel spectrogram maths and the window transform a model records and replays."""

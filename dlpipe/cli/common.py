@@ -1,0 +1,115 @@
+"""What every command shares: the common options, error handling, JSON printing, choosing datasets.
+
+Stage and query modules (and the heavy libraries they use) are imported inside each
+command, so ``dlpipe --help`` answers without loading TensorFlow, librosa, FAISS,
+umap or gensim.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+T = TypeVar("T")
+
+ParamsOption = Annotated[
+    Path, typer.Option("--params", help="Params file; relative paths inside it resolve against its folder.")
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="SECTION.KEY=VALUE", help="Override a param (repeatable), e.g. --set ingest.workers=1."),
+]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (for scripts).")]
+DatasetOption = Annotated[
+    str | None, typer.Option("--dataset", "-d", help="Run on this dataset (default: every image dataset in params).")
+]
+DEFAULT_PARAMS = Path("params.yaml")
+
+# Datasets the image stages run on: images, and audio through its spectrogram images.
+IMAGE_LIKE = ("image", "audio")
+
+
+def guarded(verbose: bool, action: Callable[[], T]) -> T:
+    """Run ``action``; turn dlpipe errors into one message and their exit code."""
+    from dlpipe.core.console import console
+    from dlpipe.core.errors import DlpipeError
+
+    try:
+        return action()
+    except DlpipeError as error:
+        if verbose:
+            console.print_exception()
+        console.print(f"[bold red]{error.title}:[/] {error.message}", markup=True, highlight=False)
+        if error.hint:
+            console.print(f"[dim]hint:[/] {error.hint}")
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: finished artifacts are kept, partial ones were discarded")
+        raise typer.Exit(130) from None
+    except Exception as error:  # anything else is a bug: say so plainly
+        if verbose:
+            console.print_exception()
+        console.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
+        console.print("[dim]hint:[/] rerun with --verbose for the traceback and report it")
+        raise typer.Exit(1) from None
+
+
+def print_json(value: Any) -> None:
+    """``value`` as indented JSON on stdout (messages go to stderr, so scripts can parse this)."""
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def print_results_json(results: list[Any], folder: str = "out_dir") -> None:
+    """Each stage result's metrics plus where it wrote its output, as JSON on stdout."""
+    print_json([result.metrics | {folder: str(getattr(result, folder))} for result in results])
+
+
+def run_per_dataset(
+    stage: str,
+    params: Path,
+    overrides: list[str] | None,
+    verbose: bool,
+    dataset: str | None,
+    modalities: tuple[str, ...] | None = None,
+) -> list[Any]:
+    """Validate params, then run ``dlpipe.stages.<stage>.run`` on one dataset or on every one of ``modalities``."""
+
+    def action() -> list[Any]:
+        import importlib
+
+        from dlpipe.core.config import load_project
+
+        project = load_project(params, overrides or [])
+        if dataset:
+            project.dataset(dataset)  # an unknown name is a ConfigError listing the known ones
+            names = [dataset]
+        else:
+            names = [name for name, spec in project.params.datasets.items() if modalities is None or spec.modality in modalities]
+        # Imported only now: stage modules pull in TensorFlow and friends.
+        module = importlib.import_module(f"dlpipe.stages.{stage}")
+        return [module.run(project.for_dataset(name), name) for name in names]
+
+    return guarded(verbose, action)
+
+
+def only_built(project: Any, artifact: Callable[[Any], Path], what: str) -> str:
+    """The one dataset whose ``artifact(layout)`` file exists, or a ConfigError saying which to pick.
+
+    Args:
+        project: the loaded project.
+        artifact: maps a dataset's :class:`~dlpipe.core.layout.DatasetLayout` to the file that marks it as built.
+        what: the artifact's name in the message.
+    """
+    from dlpipe.core.errors import ConfigError
+
+    built = [name for name in project.params.datasets if artifact(project.layout(name)).is_file()]
+    if len(built) != 1:
+        found = ", ".join(built) or "none"
+        raise ConfigError(f"cannot choose a dataset: datasets with an {what}: {found}", "pass --dataset NAME")
+    return built[0]

@@ -1,0 +1,157 @@
+"""Atomic writes, content hashes and sidecar metadata for every artifact.
+
+An interrupted run must never leave a half-written file or folder that looks
+complete: files are written to a temporary name in the same folder and moved
+into place with ``os.replace``; a folder output is built beside its final name
+and swapped in only when everything in it has been written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from dlpipe.core.errors import ArtifactError
+
+_HASH_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_json(value: Any) -> str:
+    """Return the sha256 of a JSON-serialisable value in canonical form (sorted keys)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text atomically (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as indented JSON atomically, with a trailing newline."""
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[dict[str, Any]]) -> int:
+    """Write dict rows as CSV with a fixed column order (atomically); return the row count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(header), extrasaction="raise")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(row)
+                count += 1
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    return count
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Load a JSON artifact, raising :class:`ArtifactError` naming ``what`` when absent or corrupt."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{what} not found: {path}", "run the stage that produces it first") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{what} is corrupt: {path} ({exc})", "rerun the stage that produces it") from None
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Build a folder output beside ``final`` and swap it in only on success.
+
+    Yields the temporary folder to write into. On an exception (or Ctrl-C) the
+    temporary folder is removed and whatever was at ``final`` is left untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    retired = None
+    if final.exists():
+        retired = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, retired)
+    os.replace(staging, final)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def stage_lock(folder: Path, stage: str) -> Iterator[None]:
+    """Hold an exclusive lock so that two runs of one stage on one dataset cannot interleave."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder / f".{stage}.lock"
+    with open(lock_path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ArtifactError(
+                f"another '{stage}' run is writing to {folder}",
+                "wait for it to finish, or remove the stale lock file " + str(lock_path),
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def library_versions(*packages: str) -> dict[str, str]:
+    """Return installed versions of ``packages`` (always including dlpipe) for sidecars."""
+    versions = {}
+    for name in ("dlpipe", *packages):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def sidecar(stage: str, **fields: Any) -> dict[str, Any]:
+    """Common sidecar header: producing stage and UTC time, then the stage's own fields."""
+    return {"stage": stage, "created": datetime.now(UTC).isoformat(timespec="seconds"), **fields}

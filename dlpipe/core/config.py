@@ -1,0 +1,499 @@
+"""Typed parameters: one pydantic model per params.yaml section.
+
+``load_params`` reads params.yaml, applies ``--set section.key=value`` overrides
+and validates everything before any work starts. Every key is required in the
+file (params.yaml is the single source of truth, and DVC can only track keys
+that are written there); wrong types, unknown keys (typos) and out-of-range
+values raise :class:`~dlpipe.core.errors.ConfigError` naming the key path.
+"""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dlpipe.core.errors import ConfigError
+from dlpipe.core.layout import DatasetLayout
+
+Modality = Literal["image", "audio", "text"]
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are not silently coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class BaseConfig(Section):
+    """``base``: settings every stage shares."""
+
+    seed: int = Field(ge=0, description="seed for every random choice; stages derive their own from it")
+    data_dir: str = Field(min_length=1, description="folder (relative to params.yaml) that holds every artifact")
+
+
+class DatasetConfig(Section):
+    """One entry of ``datasets``: what kind of data and where it lives."""
+
+    modality: Modality
+    source: str = Field(
+        min_length=1,
+        description="image/audio: a folder with one sub-folder per class, or a CSV of path,label; "
+        "text: a file or a folder of text files (relative paths are relative to params.yaml)",
+    )
+    # Optional (the one exception to "every key is written"): most datasets need none.
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="stage params for this dataset only, as section.key: value (e.g. finetune.augment.flip: false)",
+    )
+
+
+class SampleImagesConfig(Section):
+    """``sample.images``: the generated shapes dataset."""
+
+    per_class: int = Field(ge=1, le=100_000)
+    size: int = Field(ge=32, le=2048, description="side of the square images in pixels")
+    jpeg_fraction: float = Field(ge=0, le=1, description="share of images saved as JPEG (the rest PNG)")
+
+
+class SampleAudioConfig(Section):
+    """``sample.audio``: the generated sounds dataset."""
+
+    per_class: int = Field(ge=1, le=100_000)
+    duration: float = Field(gt=0.1, le=60, description="clip length in seconds (varied by up to ±25%)")
+    sample_rates: list[int] = Field(min_length=1, description="sample rates to mix across files")
+
+    @field_validator("sample_rates")
+    @classmethod
+    def _rates_in_range(cls, rates: list[int]) -> list[int]:
+        for rate in rates:
+            if not 4_000 <= rate <= 192_000:
+                raise ValueError(f"expected sample rates between 4000 and 192000 Hz, got {rate}")
+        return rates
+
+
+class SampleConfig(Section):
+    """``sample``: parameters of the bundled demo data generators."""
+
+    images: SampleImagesConfig
+    audio: SampleAudioConfig
+
+
+class ImageIngestConfig(Section):
+    """``ingest.image``: what counts as a usable image."""
+
+    min_side: int = Field(ge=1, description="reject images whose shorter side is below this")
+    max_pixels: int = Field(ge=1, description="reject images with more pixels (decompression bombs)")
+
+
+class AudioIngestConfig(Section):
+    """``ingest.audio``: what counts as a usable clip."""
+
+    min_duration: float = Field(ge=0, description="reject clips shorter than this many seconds")
+
+
+class TextIngestConfig(Section):
+    """``ingest.text``: how the corpus is decoded."""
+
+    encoding: str = Field(description="encoding of the source files (utf-8, latin-1, cp1252, ...)")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, name: str) -> str:
+        try:
+            codecs.lookup(name)
+        except LookupError:
+            raise ValueError(f"expected a Python codec name such as utf-8 or latin-1, got {name!r}") from None
+        return name
+
+
+class IngestConfig(Section):
+    """``ingest``: validation, splitting and parallelism of the ingest stage."""
+
+    val_fraction: float = Field(ge=0, lt=1)
+    test_fraction: float = Field(ge=0, lt=1)
+    max_reject_fraction: float = Field(ge=0, le=1, description="fail when more of the items are rejected")
+    workers: int = Field(ge=0, description="decode processes; 0 means one per CPU core")
+    image: ImageIngestConfig
+    audio: AudioIngestConfig
+    text: TextIngestConfig
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> IngestConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction + test_fraction must be < 1 to leave training data, "
+                f"got {self.val_fraction} + {self.test_fraction}"
+            )
+        return self
+
+
+class SpectrogramConfig(Section):
+    """``spectrogram``: log-mel images of fixed-length windows of each audio clip."""
+
+    sample_rate: int = Field(ge=4_000, le=192_000, description="every clip is mixed to mono and resampled to this (Hz)")
+    n_fft: int = Field(ge=16, le=65_536, description="FFT size in samples")
+    win_length: int = Field(ge=16, le=65_536, description="analysis window (Hann) in samples, at most n_fft")
+    hop_length: int = Field(ge=1, le=65_536, description="samples between STFT frames (image columns)")
+    n_mels: int = Field(ge=8, le=512, description="mel bands (image rows)")
+    fmin: float = Field(ge=0, description="lowest mel band edge in Hz")
+    fmax: float = Field(gt=0, description="highest mel band edge in Hz, at most sample_rate / 2")
+    top_db: float = Field(gt=0, le=200, description="floor: values more than this below a window's maximum are raised to it")
+    reference: Literal["peak", "full_scale"] = Field(
+        description="0 dB is each window's loudest mel bin (peak) or a full-scale 1 kHz sine (full_scale)"
+    )
+    window_seconds: float = Field(gt=0, le=600, description="length of every spectrogram window")
+    window_hop_seconds: float = Field(gt=0, le=600, description="step between windows of a long clip")
+    short_clips: Literal["pad", "reject"] = Field(description="clips shorter than a window: padded with silence, or rejected")
+    scaling: Literal["fixed", "fit"] = Field(
+        description="dB-to-pixel range: db_min..db_max (fixed), or the 0.5th..99.5th percentile of the training split (fit)"
+    )
+    db_min: float = Field(description="dB at pixel value 0 (scaling: fixed)")
+    db_max: float = Field(description="dB at the brightest pixel value (scaling: fixed)")
+    bit_depth: Literal[8, 16] = Field(description="PNG bits per pixel")
+    save_npy: bool = Field(description="also save each window's float32 dB values as .npy")
+    max_reject_fraction: float = Field(ge=0, le=1, description="fail when more of the clips are rejected")
+    workers: int = Field(ge=0, description="processes; 0 means one per CPU core")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SpectrogramConfig:
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
+        if self.fmax > self.sample_rate / 2:
+            raise ValueError(f"fmax ({self.fmax}) must not exceed sample_rate / 2 ({self.sample_rate / 2})")
+        if self.fmin >= self.fmax:
+            raise ValueError(f"fmin ({self.fmin}) must be below fmax ({self.fmax})")
+        if self.window_seconds * self.sample_rate < self.n_fft:
+            raise ValueError(f"window_seconds ({self.window_seconds}) is shorter than one FFT frame ({self.n_fft} samples)")
+        if self.scaling == "fixed" and self.db_min >= self.db_max:
+            raise ValueError(f"db_min ({self.db_min}) must be below db_max ({self.db_max})")
+        return self
+
+
+class BackboneConfig(Section):
+    """A ConvNet from the registry (``dlpipe.models.backbones``) and its weights."""
+
+    name: str = Field(min_length=1, description="small_cnn, mobilenet, mobilenet_v2, ... (see dlpipe.models.backbones)")
+    weights: str = Field(min_length=1, description="imagenet (Keras' cache), none (random), or a path to a weights file")
+    alpha: float = Field(gt=0, le=2, description="width multiplier of mobilenet / mobilenet_v2 / mobilenet_v3 (others ignore it)")
+    image_size: int = Field(ge=32, le=1024, description="side of the square network input in pixels")
+
+
+class AugmentConfig(Section):
+    """``finetune.augment``: random changes to training images (training split only)."""
+
+    flip: bool = Field(description="random horizontal flips")
+    rotation: float = Field(ge=0, le=0.5, description="max rotation as a fraction of a full turn")
+    zoom: float = Field(ge=0, lt=1, description="max zoom in or out as a fraction of the size")
+    translation: float = Field(ge=0, lt=1, description="max shift as a fraction of the size")
+    contrast: float = Field(ge=0, lt=1, description="max contrast change factor")
+
+
+class FinetuneConfig(Section):
+    """``finetune``: transfer learning in two phases (head on a frozen base, then the top of the base)."""
+
+    backbone: BackboneConfig
+    batch_size: int = Field(ge=1, le=4096)
+    dropout: float = Field(ge=0, lt=1)
+    head_epochs: int = Field(ge=1, description="phase (a): epochs with the base frozen (all layers train when weights: none)")
+    head_lr: float = Field(gt=0, lt=1)
+    fine_tune_epochs: int = Field(ge=0, description="phase (b): epochs with the top of the base unfrozen (0 skips it)")
+    fine_tune_lr: float = Field(gt=0, lt=1)
+    unfreeze_top: int = Field(ge=0, description="layers at the top of the base to unfreeze in phase (b); BatchNorm stays frozen")
+    early_stopping_patience: int = Field(ge=1, description="epochs without a lower validation loss before stopping")
+    class_weight: Literal["none", "balanced"]
+    clipnorm: float = Field(ge=0, description="gradient clipping by norm; 0 turns it off")
+    mixed_precision: bool = Field(description="float16 compute (for GPUs; slow on CPUs)")
+    cache_max_mb: int = Field(ge=0, description="cache decoded images in memory when they fit in this many MiB")
+    top_losses: int = Field(ge=0, le=100, description="test images on the top-losses sheet")
+    augment: AugmentConfig
+
+
+class EmbedConfig(Section):
+    """``embed``: penultimate-layer features of every image, from the fine-tuned model or a pretrained backbone."""
+
+    source: Literal["finetuned", "backbone"]
+    backbone: BackboneConfig
+    batch_size: int = Field(ge=1, le=4096)
+    normalize: bool = Field(description="L2-normalise each embedding (cosine similarity = inner product)")
+
+
+class UmapConfig(Section):
+    """``cluster.umap``: the 2-D picture of the embeddings."""
+
+    n_neighbors: int = Field(ge=2, le=200, description="neighbourhood size: larger keeps more global structure")
+    min_dist: float = Field(ge=0, le=1, description="how tightly points may pack in the picture")
+
+
+class ClusterConfig(Section):
+    """``cluster``: k-means on the embeddings (and on raw pixels as the baseline), UMAP pictures, contact sheets."""
+
+    k: int | Literal["auto"] = Field(description="number of clusters, or auto (best silhouette in k_min..k_max)")
+    k_min: int = Field(ge=2, description="smallest k tried when k: auto")
+    k_max: int = Field(ge=2, description="largest k tried when k: auto")
+    niter: int = Field(ge=1, le=1000, description="k-means iterations")
+    nredo: int = Field(ge=1, le=100, description="k-means restarts; the lowest inertia wins")
+    silhouette_sample: int = Field(ge=100, description="rows the silhouette score is computed on")
+    raw_pixels_side: int = Field(ge=4, le=128, description="side the baseline downscales images to before clustering pixels")
+    thumbnails: int = Field(ge=1, le=100, description="images per cluster on its contact sheet")
+    umap: UmapConfig
+
+    @field_validator("k")
+    @classmethod
+    def _k_at_least_two(cls, k: int | str) -> int | str:
+        if isinstance(k, int) and k < 2:
+            raise ValueError(f"expected auto or an integer >= 2, got {k}")
+        return k
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> ClusterConfig:
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min ({self.k_min}) is larger than k_max ({self.k_max})")
+        return self
+
+
+class SearchConfig(Section):
+    """``search``: the FAISS index over the embeddings and its self-evaluation."""
+
+    index: str = Field(min_length=1, description="auto (chosen by size and memory budget) or a FAISS factory string")
+    memory_budget_mb: int = Field(ge=1, description="memory the index may take; auto compresses vectors beyond it")
+    target_recall: float = Field(gt=0, le=1, description="recall@k vs exact search that search parameters are tuned to")
+    k: int = Field(ge=1, le=1000, description="neighbours per query when evaluating (and the query default)")
+    eval_queries: int = Field(ge=1, description="test-split items used as evaluation queries (at most)")
+    examples: int = Field(ge=0, le=20, description="queries shown on examples.png")
+
+
+class HeatmapConfig(Section):
+    """``heatmap``: occlusion sensitivity and Grad-CAM on chosen images, with the evidence that the maps are right."""
+
+    methods: list[Literal["occlusion", "gradcam"]] = Field(min_length=1, description="which maps to make")
+    patch_size: int = Field(ge=1, description="side of the occluding patch in model-input pixels")
+    stride: int = Field(ge=1, description="step between patch positions in pixels")
+    fill: Literal["mean", "zero", "blur"] = Field(
+        description="what covers a patch: the dataset's mean colour, black, or a blurred copy of the image"
+    )
+    deletion_fill: Literal["mean", "zero", "blur"] = Field(
+        description="what replaces deleted cells in the deletion metric (the same for every method and the random map)"
+    )
+    memory_mb: int = Field(ge=1, description="occluded copies held at once (per forward batch)")
+    per_class: int = Field(ge=0, le=1000, description="test-split images explained per class")
+    top_losses: int = Field(ge=0, le=1000, description="test-split images with the highest loss explained as well")
+    gradcam_layer: str = Field(min_length=1, description="auto (the backbone's last convolutional feature map) or a layer name")
+
+    @field_validator("methods")
+    @classmethod
+    def _no_repeats(cls, methods: list[str]) -> list[str]:
+        if len(set(methods)) != len(methods):
+            raise ValueError(f"expected each method once, got {methods}")
+        return methods
+
+
+class TokenizeConfig(Section):
+    """``word2vec.tokenize``: how the ingested corpus becomes tokens (one sentence per line)."""
+
+    lowercase: bool = Field(description="fold every token to lower case")
+    punctuation: Literal["drop", "keep"] = Field(description="drop punctuation, or keep each mark as a token of its own")
+    numbers: Literal["keep", "drop", "replace"] = Field(description="keep numbers, drop them, or replace each by <num>")
+    max_token_chars: int = Field(ge=1, le=1000, description="longer tokens (URLs, base64, junk) are dropped")
+    phrases: bool = Field(description="join frequent word pairs into bigram tokens (new_york) with gensim Phrases")
+    phrases_min_count: int = Field(ge=1, description="Phrases: pairs seen fewer times are never joined")
+    phrases_threshold: float = Field(gt=0, description="Phrases: score a pair needs to be joined (higher: fewer bigrams)")
+
+
+class Word2vecEvaluateConfig(Section):
+    """``word2vec.evaluate``: the standard benchmarks shipped with gensim."""
+
+    restrict_vocab: int = Field(ge=1, description="only the most frequent words count as known in both benchmarks")
+
+
+class Word2vecExportConfig(Section):
+    """``word2vec.export``: the exports beside the vectors."""
+
+    map_words: int = Field(ge=0, description="most frequent words on the labelled UMAP picture (0 skips it)")
+    projector_words: int = Field(ge=0, description="most frequent words in the TensorBoard projector TSVs (0 means all)")
+
+
+class Word2vecConfig(Section):
+    """``word2vec``: tokenise the ingested text once, then train CBOW or skip-gram vectors with gensim."""
+
+    architecture: Literal["cbow", "skipgram"]
+    vector_size: int = Field(ge=1, le=10_000, description="dimension of the word vectors")
+    window: int = Field(ge=1, le=1000, description="most words on each side of the centre word that count as context")
+    min_count: int = Field(ge=1, description="words seen fewer times are left out of the vocabulary")
+    negative: int = Field(ge=1, le=100, description="noise words drawn per positive example (negative sampling)")
+    sample: float = Field(ge=0, lt=1, description="down-sampling threshold of frequent words (0 turns it off)")
+    epochs: int = Field(ge=1, le=10_000, description="passes over the corpus")
+    workers: int = Field(ge=0, description="training threads; 0 means one per CPU core; only 1 is reproducible")
+    seed: int = Field(ge=0, le=2**32 - 1, description="gensim's seed, and PYTHONHASHSEED of the training process")
+    tokenize: TokenizeConfig
+    evaluate: Word2vecEvaluateConfig
+    export: Word2vecExportConfig
+
+
+class Params(Section):
+    """The whole of params.yaml."""
+
+    base: BaseConfig
+    datasets: dict[str, DatasetConfig] = Field(min_length=1)
+    sample: SampleConfig
+    ingest: IngestConfig
+    spectrogram: SpectrogramConfig
+    finetune: FinetuneConfig
+    embed: EmbedConfig
+    cluster: ClusterConfig
+    search: SearchConfig
+    heatmap: HeatmapConfig
+    word2vec: Word2vecConfig
+
+    @field_validator("datasets")
+    @classmethod
+    def _names_are_folder_safe(cls, datasets: dict[str, DatasetConfig]) -> dict[str, DatasetConfig]:
+        for name in datasets:
+            if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+                raise ValueError(f"dataset names may hold letters, digits, '-' and '_' only, got {name!r}")
+        return datasets
+
+
+class Project:
+    """Validated params plus the folder they are relative to (the project root)."""
+
+    def __init__(self, params: Params, root: Path, params_path: Path) -> None:
+        self.params = params
+        self.root = root
+        self.params_path = params_path
+
+    @property
+    def data_dir(self) -> Path:
+        """Folder holding every artifact (``base.data_dir``)."""
+        return self.resolve(self.params.base.data_dir)
+
+    def resolve(self, relative: str | Path) -> Path:
+        """Resolve a path from params.yaml against the project root."""
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    def dataset(self, name: str) -> DatasetConfig:
+        """Return a dataset's config, or a ConfigError listing the known names."""
+        try:
+            return self.params.datasets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.params.datasets))
+            raise ConfigError(f"datasets.{name}: no such dataset in {self.params_path}", f"known datasets: {known}") from None
+
+    def dataset_dir(self, name: str) -> Path:
+        """Folder of one dataset's artifacts: ``<data_dir>/<name>``."""
+        return self.data_dir / name
+
+    def layout(self, name: str) -> DatasetLayout:
+        """Every artifact path of one dataset (see :mod:`dlpipe.core.layout`)."""
+        return DatasetLayout(self.dataset_dir(name), name)
+
+    def for_dataset(self, name: str) -> Project:
+        """This project with ``datasets.<name>.overrides`` applied: the params a stage uses on that dataset."""
+        overrides = self.dataset(name).overrides
+        if not overrides:
+            return self
+        return Project(_with_dataset_overrides(self.params, name, overrides, self.params_path), self.root, self.params_path)
+
+
+# Sections a dataset may override: the stages' own, not what every dataset shares.
+_SHARED_SECTIONS = frozenset({"base", "datasets", "sample"})
+
+
+def _with_dataset_overrides(params: Params, name: str, overrides: dict[str, Any], params_path: Path) -> Params:
+    """Validated params with one dataset's overrides applied; errors name ``datasets.<name>.overrides.<key>``."""
+    document = params.model_dump()
+    for key, value in overrides.items():
+        where = f"datasets.{name}.overrides.{key}"
+        parts = key.split(".")
+        if len(parts) < 2 or not all(parts) or parts[0] in _SHARED_SECTIONS or parts[0] not in document:
+            stages = ", ".join(section for section in document if section not in _SHARED_SECTIONS)
+            raise ConfigError(f"{params_path}: {where}: expected section.key of a stage section ({stages})")
+        try:
+            apply_override(document, parts, value)
+        except ConfigError as error:
+            raise ConfigError(f"{params_path}: {where}: {error.message.split(': ', 1)[-1]}") from None
+    try:
+        return Params.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{params_path}: datasets.{name}.overrides give invalid params:\n{format_validation_error(exc)}",
+            "fix the override named above",
+        ) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``section.key=value`` into a key path and a YAML-parsed value."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"--set {text!r}: expected section.key=value", "for example --set ingest.workers=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({exc.problem})") from None
+    return parts, value
+
+
+def apply_override(document: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set ``document[a][b]... = value``, creating nothing but the last key."""
+    node: Any = document
+    for depth, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node:
+            path = ".".join(parts[: depth + 1])
+            raise ConfigError(f"--set {'.'.join(parts)}: there is no section {path} in params")
+        node = node[part]
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set {'.'.join(parts)}: {'.'.join(parts[:-1])} is not a section")
+    node[parts[-1]] = value
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """Render pydantic errors as ``key.path: message, got value`` lines."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            lines.append(f"{path}: missing (every key must be written in params.yaml)")
+        elif item["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key (a typo?)")
+        else:
+            lines.append(f"{path}: {message}, got {item['input']!r}")
+    return "\n".join(lines)
+
+
+def load_project(params_path: Path | str = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Project:
+    """Read, override and validate params.yaml.
+
+    Args:
+        params_path: the params file; relative paths inside it resolve against its folder.
+        overrides: ``section.key=value`` strings applied in order before validation.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or any value is invalid.
+    """
+    path = Path(params_path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"params file not found: {path}", "run from the project root or pass --params PATH"
+        ) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (base, datasets, ...), got {type(document).__name__}")
+    for override in overrides:
+        apply_override(document, *parse_override(override))
+    try:
+        params = Params.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(f"{path} is invalid:\n{format_validation_error(exc)}", "fix the keys named above") from None
+    project = Project(params, root=path.resolve().parent, params_path=path)
+    for name in params.datasets:
+        project.for_dataset(name)  # a bad per-dataset override fails now, before any work
+    return project

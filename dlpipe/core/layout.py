@@ -1,0 +1,107 @@
+"""Where every artifact lives, named once.
+
+A dataset's artifacts sit under ``<data_dir>/<dataset>/``: one folder per stage (a DVC
+``outs`` entry), its metrics in ``metrics/<stage>.json`` and its plots in ``plots/<stage>/``,
+both outside that folder because DVC refuses overlapping outputs. Stages, queries and the
+CLI ask :class:`DatasetLayout` for a path instead of spelling folder names, and the
+self-contained folders (a model, an index) name their files with the constants below, so a
+folder copied elsewhere is read the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Inside a model folder (``finetune``'s output, also when copied elsewhere).
+MODEL_FILE = "model.keras"
+MODEL_SIDECAR = "model.json"
+TRAINING_LOG = "training_log.csv"
+# Inside an ingest folder.
+MANIFEST_FILE = "manifest.csv"
+MANIFEST_SIDECAR = "manifest.json"
+REJECTED_FILE = "rejected.csv"
+CORPUS_FILE = "corpus.txt"
+# Inside a spectrogram folder (its manifest.csv and rejected.csv are named as ingest's).
+SPECTROGRAM_SIDECAR = "spectrogram.json"
+# Inside an embed folder.
+EMBEDDINGS_FILE = "embeddings.npy"
+EMBEDDINGS_SIDECAR = "embeddings.json"
+# Inside an index folder (``search``'s output, and the word index of ``word2vec``).
+INDEX_FILE = "index.faiss"
+INDEX_SIDECAR = "index.json"
+# Inside a word2vec folder.
+VECTORS_FILE = "vectors.kv"
+WORD2VEC_SIDECAR = "word2vec.json"
+# Beside the class folders of the sample images: one bounding box per image.
+BOXES_FILE = "boxes.csv"
+BOXES_COLUMNS = ("path", "label", "x_min", "y_min", "x_max", "y_max")
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """The artifact paths of one dataset, rooted at ``<data_dir>/<dataset>``."""
+
+    root: Path
+    name: str
+
+    def stage_dir(self, stage: str) -> Path:
+        """The output folder of ``stage`` (``ingest``, ``spectrogram``, ``embed``, ...)."""
+        return self.root / stage
+
+    def metrics(self, stage: str) -> Path:
+        """``metrics/<stage>.json``: the stage's DVC metrics."""
+        return self.root / "metrics" / f"{stage}.json"
+
+    def plots(self, stage: str) -> Path:
+        """``plots/<stage>/``: the stage's DVC plots (CSVs, PNGs, DVCLive folders)."""
+        return self.root / "plots" / stage
+
+    @property
+    def ingest_dir(self) -> Path:
+        """``ingest/``: manifest.csv, rejected.csv, manifest.json (and corpus.txt for text)."""
+        return self.stage_dir("ingest")
+
+    @property
+    def spectrogram_dir(self) -> Path:
+        """``spectrogram/``: an audio dataset's window images and their image-style manifest."""
+        return self.stage_dir("spectrogram")
+
+    @property
+    def model_dir(self) -> Path:
+        """``model/``: model.keras and its self-describing sidecar model.json."""
+        return self.root / "model"
+
+    @property
+    def model_file(self) -> Path:
+        """``model/model.keras``."""
+        return self.model_dir / MODEL_FILE
+
+    @property
+    def embed_dir(self) -> Path:
+        """``embed/``: embeddings.npy and embeddings.json."""
+        return self.stage_dir("embed")
+
+    @property
+    def search_dir(self) -> Path:
+        """``search/``: index.faiss, index.json and the example sheet."""
+        return self.stage_dir("search")
+
+    @property
+    def index_file(self) -> Path:
+        """``search/index.faiss``."""
+        return self.search_dir / INDEX_FILE
+
+    @property
+    def word2vec_dir(self) -> Path:
+        """``word2vec/``: the vectors, the gensim model, exports and word2vec.json."""
+        return self.stage_dir("word2vec")
+
+    @property
+    def vectors_file(self) -> Path:
+        """``word2vec/vectors.kv``."""
+        return self.word2vec_dir / VECTORS_FILE
+
+    def resume_dir(self, stage: str) -> Path:
+        """``.<stage>-resume/``: checkpoints of an interrupted run, outside the outputs DVC deletes."""
+        return self.root / f".{stage}-resume"

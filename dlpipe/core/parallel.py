@@ -1,0 +1,80 @@
+"""Map a function over many items in a process pool, with progress.
+
+Workers are forked with the function and the item list already in memory, and
+are handed contiguous index ranges, so the only data crossing process
+boundaries per item is its result. That keeps the overhead small enough for
+cheap items (decoding a 96 px thumbnail takes well under a millisecond).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
+
+from dlpipe.core.console import progress
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Below this many items per worker, starting processes costs more than it saves.
+_MIN_ITEMS_PER_WORKER = 4
+# Ranges per worker: enough to balance uneven items and move the progress bar, few enough to stay cheap.
+_RANGES_PER_WORKER = 8
+
+_job: tuple[Callable, Sequence] | None = None
+
+
+def resolve_workers(workers: int) -> int:
+    """``0`` means one worker per CPU core."""
+    return workers or os.cpu_count() or 1
+
+
+def parallel_map(
+    function: Callable[[T], R], items: Sequence[T], workers: int, description: str, unit: str = "items"
+) -> list[R]:
+    """Return ``[function(item) for item in items]``, computed by ``workers`` processes.
+
+    Args:
+        function: a picklable (module-level) function of one item.
+        items: the inputs; results come back in the same order.
+        workers: process count; 0 means one per core, 1 runs in this process.
+        description: label of the progress bar.
+        unit: what an item is called in the throughput figure.
+    """
+    workers = resolve_workers(workers)
+    total = len(items)
+    with progress(total, description, unit) as advance:
+        if workers == 1 or total < _MIN_ITEMS_PER_WORKER * workers:
+            results = []
+            for item in items:
+                results.append(function(item))
+                advance(1)
+            return results
+        size = max(1, math.ceil(total / (workers * _RANGES_PER_WORKER)))
+        ranges = [(start, min(start + size, total)) for start in range(0, total, size)]
+        context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_install_job, initargs=(function, items)) as pool:
+            results = []
+            for batch in pool.map(_run_range, ranges):
+                results.extend(batch)
+                advance(len(batch))
+            return results
+
+
+def _install_job(function: Callable, items: Sequence) -> None:
+    global _job
+    _job = (function, items)
+    # The pool already has a process per core: BLAS threads inside each worker would only compete for them.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def _run_range(bounds: tuple[int, int]) -> list:
+    assert _job is not None, "worker started without a job"
+    function, items = _job
+    return [function(items[index]) for index in range(*bounds)]

@@ -1,0 +1,1 @@
+"""Datasets: the manifest every stage reads, decoding of media files, the sample generators."""

@@ -1,0 +1,127 @@
+"""Reading the ingest manifest: the one table every later stage reads.
+
+``load_manifest`` checks that ``manifest.csv`` is the file ingest wrote (its
+sha256 against the sidecar), so a stage never runs on a hand-edited or
+half-copied manifest, and gives every consumer the same view of it.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlpipe.core.artifacts import read_json, sha256_file, write_csv
+from dlpipe.core.config import Project
+from dlpipe.core.errors import ArtifactError, ConfigError
+from dlpipe.core.layout import MANIFEST_FILE, MANIFEST_SIDECAR, SPECTROGRAM_SIDECAR
+
+SPLITS = ("train", "val", "test")
+# The columns image stages read; an audio dataset's spectrogram manifest has them too (plus its own).
+IMAGE_MANIFEST_COLUMNS = ("path", "label", "split", "sha256", "size_bytes", "width", "height", "format", "mode", "conversion")
+# rejected.csv of ingest and spectrogram: every item not taken, with a stable reason code.
+REJECTED_COLUMNS = ("path", "label", "reason", "detail")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """An ingested dataset: its rows in manifest order and where the files live."""
+
+    dataset: str
+    modality: str
+    source_root: Path
+    rows: list[dict[str, str]]
+    sha256: str
+    # For an audio dataset's spectrogram manifest: how its clips became these images
+    # (the record :mod:`dlpipe.audio.transform` reads); None for photos.
+    spectrogram: dict[str, Any] | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        """Sorted class names: index i is the model's output unit i."""
+        return sorted({row["label"] for row in self.rows})
+
+    def paths(self) -> list[Path]:
+        """Absolute path of every item, in manifest order."""
+        return [self.resolve(row["path"]) for row in self.rows]
+
+    def resolve(self, relpath: str) -> Path:
+        """Absolute path of one manifest entry."""
+        path = Path(relpath)
+        return path if path.is_absolute() else self.source_root / path
+
+    def split(self, name: str) -> list[int]:
+        """Row indices of one split, in manifest order."""
+        return [index for index, row in enumerate(self.rows) if row["split"] == name]
+
+
+def write_rejected(path: Path, items: Iterable[tuple[str, str, str, str]]) -> int:
+    """Write ``rejected.csv`` from ``(path, label, reason, detail)`` tuples in the given order; return the count."""
+    return write_csv(path, REJECTED_COLUMNS, (dict(zip(REJECTED_COLUMNS, item, strict=True)) for item in items))
+
+
+def load_manifest(project: Project, dataset: str) -> Manifest:
+    """Load ``<data_dir>/<dataset>/ingest/manifest.csv`` after checking it against its sidecar.
+
+    Raises:
+        ArtifactError: ingest has not run, or the manifest differs from what ingest wrote.
+    """
+    spec = project.dataset(dataset)
+    folder = project.layout(dataset).ingest_dir
+    sidecar = read_json(folder / MANIFEST_SIDECAR, f"the ingest sidecar of dataset '{dataset}'")
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        raise ArtifactError(f"manifest not found: {path}", f"run `dlpipe ingest --dataset {dataset}` first")
+    digest = sha256_file(path)
+    if digest != sidecar.get("manifest_sha256"):
+        raise ArtifactError(
+            f"{path} changed after ingest wrote it (sha256 differs from manifest.json)",
+            f"rerun `dlpipe ingest --dataset {dataset}` instead of editing the manifest",
+        )
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    source = project.resolve(spec.source)
+    source_root = source.parent if source.is_file() else source
+    return Manifest(dataset, sidecar["modality"], source_root, rows, digest)
+
+
+def load_image_manifest(project: Project, dataset: str) -> Manifest:
+    """The images an image stage (finetune, embed, cluster, search, heatmap) runs on.
+
+    An image dataset's ingest manifest, or an audio dataset's spectrogram manifest
+    (its windows as images, paths relative to the ``spectrogram`` folder), checked
+    against the sidecar it was written with and against the ingest it came from.
+
+    Raises:
+        ConfigError: a text dataset (it has no images).
+        ArtifactError: ingest or spectrogram has not run, or either changed since.
+    """
+    spec = project.dataset(dataset)
+    if spec.modality == "image":
+        return load_manifest(project, dataset)
+    if spec.modality != "audio":
+        raise ConfigError(
+            f"dataset '{dataset}' is {spec.modality}; this stage needs images (or audio, through spectrogram)",
+            "text datasets go to `dlpipe word2vec`",
+        )
+    ingested = load_manifest(project, dataset)
+    folder = project.layout(dataset).spectrogram_dir
+    sidecar = read_json(folder / SPECTROGRAM_SIDECAR, f"the spectrogram sidecar of dataset '{dataset}'")
+    if sidecar.get("ingest_manifest_sha256") != ingested.sha256:
+        raise ArtifactError(
+            f"{folder} was made from an earlier ingest of dataset '{dataset}'",
+            f"rerun `dlpipe spectrogram --dataset {dataset}`",
+        )
+    path = folder / MANIFEST_FILE
+    digest = sha256_file(path) if path.is_file() else ""
+    if digest != sidecar.get("manifest_sha256"):
+        raise ArtifactError(
+            f"{path} is missing or changed after spectrogram wrote it",
+            f"rerun `dlpipe spectrogram --dataset {dataset}`",
+        )
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    spectrogram = {key: sidecar.get(key) for key in ("params", "db_min", "db_max", "image")}
+    return Manifest(dataset, "image", folder, rows, digest, spectrogram)

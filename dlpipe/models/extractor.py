@@ -1,0 +1,94 @@
+"""Embedding extractors: a Keras model from [0, 255] RGB images to the pooled penultimate features.
+
+``embed`` builds one from its params (the fine-tuned model cut at its embedding layer, or a
+pretrained backbone); ``search query`` rebuilds the one an embeddings sidecar records, so query
+images go through exactly the model and preprocessing that made the stored vectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlpipe.core.config import BackboneConfig, EmbedConfig
+from dlpipe.core.errors import ArtifactError
+from dlpipe.data.manifest import Manifest
+from dlpipe.models.backbones import get_spec
+from dlpipe.models.classifier import backbone_embedding_model, embedding_model
+from dlpipe.models.store import load_trained_model
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """A Keras model mapping [0, 255] RGB images to embeddings, and how it was obtained."""
+
+    model: Any
+    image_size: int
+    description: dict[str, Any]
+
+
+def configured_extractor(cfg: EmbedConfig, model_dir: Path, manifest: Manifest) -> Extractor:
+    """The extractor ``embed`` params ask for: a pretrained backbone, or the fine-tuned model in ``model_dir``.
+
+    Raises:
+        ArtifactError: (``source: finetuned``) no model, an inconsistent one, or one trained on another manifest.
+    """
+    dataset = manifest.dataset
+    if cfg.source == "backbone":
+        spec = get_spec(cfg.backbone.name, key="embed.backbone.name")
+        model = backbone_embedding_model(cfg.backbone, key="embed.backbone")
+        description = {"source": "backbone", "backbone": cfg.backbone.model_dump(), "preprocessing": spec.preprocessing}
+        return Extractor(model, cfg.backbone.image_size, description)
+    trained = load_trained_model(model_dir)
+    if trained.sidecar["manifest_sha256"] != manifest.sha256:
+        raise ArtifactError(
+            f"dataset '{dataset}' was re-ingested after the model in {trained.path.parent} was trained "
+            "(the manifest's sha256 differs from the one in model.json)",
+            f"retrain with `dlpipe finetune --dataset {dataset}` (or `dvc repro`), or set embed.source: backbone",
+        )
+    description = {
+        "source": "finetuned",
+        "model": str(trained.path),
+        "model_sha256": trained.sidecar["model_sha256"],
+        "backbone": trained.sidecar["backbone"],
+        "preprocessing": trained.sidecar["preprocessing"],
+        "classes": trained.classes,
+    }
+    return Extractor(embedding_model(trained.model), trained.image_size, description)
+
+
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit L2 length (an all-zero row stays zero); query vectors go through this too."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def recorded_extractor(model_dir: Path, dataset: str, recorded: dict[str, Any]) -> Extractor:
+    """Rebuild the extractor an embeddings sidecar (or an index sidecar copied from it) describes.
+
+    Query images must go through exactly the model and preprocessing that made the stored vectors.
+
+    Raises:
+        ArtifactError: the fine-tuned model is gone or changed since, or the backbone's preprocessing
+            or input size differs from the recorded one.
+        DependencyError: the recorded backbone's pretrained weights are unavailable.
+    """
+    rebuild = f"rerun `dlpipe embed --dataset {dataset}` and rebuild what used the embeddings (`dvc repro`)"
+    if recorded.get("source") == "finetuned":
+        trained = load_trained_model(model_dir)
+        if trained.sidecar["model_sha256"] != recorded.get("model_sha256"):
+            raise ArtifactError(f"the model in {model_dir} changed after the embeddings were computed", rebuild)
+        extractor = Extractor(embedding_model(trained.model), trained.image_size, {"preprocessing": trained.sidecar["preprocessing"]})
+    else:
+        backbone = BackboneConfig(**recorded["backbone"])
+        spec = get_spec(backbone.name, key="recorded backbone")
+        model = backbone_embedding_model(backbone, key="recorded backbone")
+        extractor = Extractor(model, backbone.image_size, {"preprocessing": spec.preprocessing})
+    for key, now in (("preprocessing", extractor.description["preprocessing"]), ("image_size", extractor.image_size)):
+        if now != recorded.get(key):
+            raise ArtifactError(f"{key} is {now!r} now but the embeddings were made with {recorded.get(key)!r}", rebuild)
+    return extractor
+
+

@@ -1,0 +1,1 @@
+"""What a user looks at: figures, classification reports, contact sheets, per-stage plots, the metrics summary."""

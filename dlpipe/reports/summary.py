@@ -1,0 +1,59 @@
+"""A short table of the headline metrics every stage wrote (``dlpipe metrics``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from dlpipe.core.config import Project
+
+# The figures worth a glance per stage; the full metrics stay in each JSON file.
+HEADLINES: dict[str, tuple[str, ...]] = {
+    "ingest": ("accepted", "rejected", "ignored", "reject_fraction", "tokens", "seconds_of_audio"),
+    "spectrogram": ("clips", "windows", "rejected", "image_height", "image_width", "audio_seconds_per_second"),
+    "finetune": ("test_accuracy", "test_macro_f1", "epochs", "best_val_loss", "train_seconds"),
+    "embed": ("count", "dimension", "images_per_second"),
+    "cluster": ("k", "silhouette", "nmi", "raw_pixels_nmi", "ari", "raw_pixels_ari", "purity", "raw_pixels_purity"),
+    "search": ("index", "recall_at_k", "precision_at_k", "queries_per_second"),
+    "heatmap": (
+        "images",
+        "occlusion_deletion_auc",
+        "gradcam_deletion_auc",
+        "random_deletion_auc",
+        "occlusion_pointing_game",
+        "gradcam_pointing_game",
+        "random_pointing_game",
+    ),
+    "word2vec": ("vocabulary", "words_per_second", "final_loss", "analogy_accuracy", "analogy_oov_rate", "wordsim_spearman"),
+}
+STAGE_ORDER = tuple(HEADLINES)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One dataset × stage line of the summary."""
+
+    dataset: str
+    stage: str
+    figures: dict[str, float | int | str]
+
+
+def collect(project: Project) -> list[Row]:
+    """Headline figures from every ``<data_dir>/<dataset>/metrics/<stage>.json`` that exists."""
+    rows = []
+    for dataset in project.params.datasets:
+        layout = project.layout(dataset)
+        for stage in STAGE_ORDER:
+            path = layout.metrics(stage)
+            if path.is_file():
+                metrics = json.loads(path.read_text(encoding="utf-8"))
+                # None marks a figure the stage could not measure here (e.g. no boxes for a pointing game).
+                figures = {key: metrics[key] for key in HEADLINES[stage] if metrics.get(key) is not None}
+                rows.append(Row(dataset, stage, figures))
+    return rows
+
+
+def format_figures(figures: dict[str, float | int | str]) -> str:
+    """``key value`` pairs, floats to 4 significant digits."""
+    return ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}" for key, value in figures.items())
+

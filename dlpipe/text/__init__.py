@@ -1,0 +1,1 @@
+"""Text: tokenising a corpus, training word2vec with gensim, exporting and querying word vectors."""
