@@ -13,8 +13,8 @@ import pytest
 
 from dlpipe.core.artifacts import sha256_file
 from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
+from dlpipe.queries.word2vec import load as load_vectors
 from dlpipe.stages import ingest, word2vec
-from dlpipe.text.vectors import load_vectors
 from tests.conftest import Workspace, tree_digest
 
 TOPICS = {
