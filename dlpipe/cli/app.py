@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from dlpipe import __version__
-from dlpipe.cli import cluster, embed, finetune, heatmap, ingest, metrics, predict, sample, spectrogram
+from dlpipe.cli import metrics, predict, stages
 from dlpipe.cli.search import search_app
 from dlpipe.cli.word2vec import word2vec_app
 
@@ -41,15 +41,15 @@ def root(
     """dlpipe: ingest labelled images, audio or text and run the applied deep-learning workflow as DVC stages."""
 
 
-app.command()(sample.sample)
-app.command()(ingest.ingest)
-app.command()(spectrogram.spectrogram)
-app.command()(finetune.finetune)
-app.command()(embed.embed)
-app.command()(cluster.cluster)
+app.command()(stages.sample)
+app.command()(stages.ingest)
+app.command()(stages.spectrogram)
+app.command()(stages.finetune)
+app.command()(stages.embed)
+app.command()(stages.cluster)
 app.add_typer(search_app, name="search")
 app.command()(predict.predict)
-app.command()(heatmap.heatmap)
+app.command()(stages.heatmap)
 app.command()(metrics.metrics)
 app.add_typer(word2vec_app, name="word2vec")
 

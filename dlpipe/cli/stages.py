@@ -1,0 +1,263 @@
+"""The pipeline-stage commands: ``sample``, ``ingest``, ``spectrogram``, ``finetune``, ``embed``, ``cluster``, ``heatmap``.
+
+Each parses its options, runs the stage of the same name (``dlpipe.stages.<name>.run``) on one
+dataset or on every dataset it applies to, and prints a line per dataset (or ``--json``).
+``search build`` and ``word2vec train`` are stages too; they live with their command groups.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dlpipe.cli.common import (
+    DEFAULT_PARAMS,
+    IMAGE_LIKE,
+    DatasetOption,
+    JsonOption,
+    ParamsOption,
+    SetOption,
+    VerboseOption,
+    guarded,
+    only_built,
+    print_json,
+    print_results_json,
+    run_per_dataset,
+)
+
+
+class SampleKind(StrEnum):
+    images = "images"
+    audio = "audio"
+    text = "text"
+
+
+def sample(
+    kind: Annotated[SampleKind, typer.Argument(help="images (shapes), audio (tones, chirps, ...) or text (news corpus).")],
+    out: Annotated[Path, typer.Argument(help="Folder to write; replaced only when generation succeeds.")],
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate a deterministic sample dataset (same base.seed -> byte-identical files).
+
+    Example: dlpipe sample images data/sample/shapes
+    """
+
+    def action() -> Any:
+        from dlpipe.core.config import load_project
+        from dlpipe.stages import sample as stage
+
+        return stage.run(load_project(params, set_ or []), kind.value, out)
+
+    result = guarded(verbose, action)
+    if as_json:
+        print_json({"kind": result.kind, "out": str(result.out), "files": result.files, "classes": result.classes})
+        return
+    from dlpipe.core.console import info
+
+    classes = ", ".join(f"{name} {count}" for name, count in result.classes.items())
+    info(f"sample {result.kind}: {result.files} files in {result.out}" + (f" ({classes})" if classes else ""))
+
+
+def ingest(
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Ingest only this dataset (default: every one in params).")
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Validate datasets, write manifest.csv / rejected.csv and split train/val/test.
+
+    Example: dlpipe ingest --dataset shapes
+    """
+    results = run_per_dataset("ingest", params, set_, verbose, dataset)
+    if as_json:
+        print_results_json(results)
+        return
+    _print_summary(results)
+
+
+def _print_summary(results: list[Any]) -> None:
+    from rich.table import Table
+
+    from dlpipe.core.console import console
+
+    table = Table(title="ingest", title_justify="left")
+    for column in ("dataset", "modality", "accepted", "rejected", "ignored", "classes", "train/val/test"):
+        table.add_column(column, no_wrap=True)
+    for result in results:
+        splits = "/".join(str(result.splits.get(split, 0)) for split in ("train", "val", "test"))
+        table.add_row(
+            result.dataset,
+            result.modality,
+            str(result.accepted),
+            str(result.rejected),
+            str(result.ignored),
+            str(len(result.classes)) if result.classes else "-",
+            splits if result.splits else "-",
+        )
+    console.print(table)
+    for result in results:
+        console.print(f"{result.dataset}: {result.out_dir / 'manifest.csv'} (rejections in rejected.csv)")
+
+
+def spectrogram(
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Run on this audio dataset (default: every audio dataset in params).")
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Turn an ingested audio dataset into log-mel spectrogram images (fixed-length windows).
+
+    Writes data/<dataset>/spectrogram: images/<label>/*.png, an image-style manifest.csv that
+    finetune, embed, cluster, search and heatmap read for this dataset, class_means.png
+    (each class's mean spectrogram), rejected.csv and the sidecar spectrogram.json.
+    Example: dlpipe spectrogram --dataset sounds --set spectrogram.n_mels=128
+    """
+    results = run_per_dataset("spectrogram", params, set_, verbose, dataset, modalities=("audio",))
+    if as_json:
+        print_results_json(results)
+        return
+    from dlpipe.core.console import info
+
+    for result in results:
+        m = result.metrics
+        info(
+            f"spectrogram {result.dataset}: {m['windows']} windows ({m['image_height']}x{m['image_width']} px) from "
+            f"{m['clips']} clips, {m['rejected']} rejected, {m['audio_seconds_per_second']:.0f} s of audio per second "
+            f"-> {result.out_dir / 'manifest.csv'}"
+        )
+
+
+def finetune(
+    dataset: DatasetOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Fine-tune a pretrained ConvNet (or train small_cnn) on an ingested image dataset and evaluate it.
+
+    Writes data/<dataset>/model (model.keras + model.json), plots/finetune and metrics/finetune.json.
+    Example: dlpipe finetune --dataset shapes --set finetune.head_epochs=10
+    """
+    results = run_per_dataset("finetune", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
+    if as_json:
+        print_results_json(results, "model_dir")
+        return
+    from dlpipe.core.console import info
+
+    for result in results:
+        info(f"finetune {result.dataset}: {result.summary} -> {result.model_dir / 'model.keras'}")
+
+
+def embed(
+    dataset: DatasetOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Embed every image (penultimate-layer features) of the fine-tuned model or a pretrained backbone.
+
+    Writes data/<dataset>/embed/embeddings.npy (float32, manifest order) and embeddings.json.
+    Example: dlpipe embed --dataset shapes --set embed.source=backbone
+    """
+    results = run_per_dataset("embed", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
+    if as_json:
+        print_results_json(results)
+        return
+    from dlpipe.core.console import info
+
+    for result in results:
+        info(
+            f"embed {result.dataset}: {result.count} x {result.dimension} embeddings "
+            f"({result.metrics['images_per_second']:,.0f} img/s) -> {result.out_dir / 'embeddings.npy'}"
+        )
+
+
+def cluster(
+    dataset: DatasetOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Cluster the embeddings with k-means (k fixed or chosen by silhouette) and compare with raw pixels.
+
+    Writes data/<dataset>/cluster (assignments.csv, umap.csv/png, the UMAP reducer, one contact sheet
+    per cluster) and metrics/cluster.json (NMI, ARI, purity of deep features vs raw pixels).
+    Example: dlpipe cluster --dataset shapes --set cluster.k=4
+    """
+    results = run_per_dataset("cluster", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
+    if as_json:
+        print_results_json(results)
+        return
+    from dlpipe.core.console import info
+
+    for result in results:
+        m = result.metrics
+        versus = f", NMI {m['nmi']:.3f} (raw pixels {m['raw_pixels_nmi']:.3f})" if "nmi" in m else ""
+        info(f"cluster {result.dataset}: k={result.k} ({m['k_source']}), silhouette {m['silhouette']:.3f}{versus} -> {result.out_dir}")
+
+
+def heatmap(
+    images: Annotated[
+        list[Path] | None, typer.Argument(help="Image files to explain (default: test images chosen by params).")
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", "-d", help="Whose model to explain (default: every image dataset; with images, the only trained one)."),
+    ] = None,
+    target_class: Annotated[
+        str | None, typer.Option("--class", help="Explain this class for every image (default: the predicted class).")
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Occlusion and Grad-CAM heatmaps of the fine-tuned model, judged by deletion AUC and the pointing game.
+
+    Writes data/<dataset>/heatmap (an overlay PNG per image, grid.png, maps/*.npy, images.csv) and
+    metrics/heatmap.json. Example: dlpipe heatmap --dataset shapes      dlpipe heatmap photo.jpg --class circle
+    """
+
+    def action() -> list[Any]:
+        from dlpipe.core.config import load_project
+        from dlpipe.stages import heatmap as stage
+
+        project = load_project(params, set_ or [])
+        if dataset:
+            project.dataset(dataset)
+            names = [dataset]
+        elif images:
+            names = [only_built(project, lambda layout: layout.model_file, "trained model")]
+        else:
+            names = [name for name, spec in project.params.datasets.items() if spec.modality in IMAGE_LIKE]
+        return [stage.run(project.for_dataset(name), name, images or None, target_class) for name in names]
+
+    results = guarded(verbose, action)
+    if as_json:
+        print_results_json(results)
+        return
+    from dlpipe.core.console import info
+
+    for result in results:
+        m = result.metrics
+        figures = [
+            f"{method}: deletion AUC {m[f'{method}_deletion_auc']:.3f}"
+            + (f", pointing game {m[f'{method}_pointing_game']:.2f}" if m.get(f"{method}_pointing_game") is not None else "")
+            for method in (*m["methods"], "random")
+        ]
+        info(f"heatmap {result.dataset}: {result.images} images; " + "; ".join(figures) + f" -> {result.out_dir}")
