@@ -7,11 +7,13 @@ heatmap), with the `sounds` dataset's shipped overrides, serves every test here 
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from dlpipe.core.errors import InputDataError
+from dlpipe.core.errors import ArtifactError, InputDataError
 from dlpipe.queries import predict
 from dlpipe.queries import search as search_query
 from dlpipe.stages import cluster, embed, finetune, heatmap, ingest, search, spectrogram
@@ -102,3 +104,34 @@ def test_search_query_takes_audio_clips_and_finds_windows_of_their_class(
     with pytest.raises(InputDataError, match="neither an image") as caught:
         search_query.run(project, "sounds", [junk], [], k=5)
     assert caught.value.exit_code == 4 and "audio" in caught.value.hint
+
+
+def test_a_copied_sounds_model_folder_predicts_wav_files_on_its_own(demo: tuple[Workspace, dict[str, dict]], tmp_path: Path) -> None:
+    workspace = demo[0]
+    copied = tmp_path / "elsewhere" / "sounds-model"
+    shutil.copytree(workspace.root / "data/sounds/model", copied)
+    with open(workspace.root / "data/sounds/ingest/manifest.csv", newline="", encoding="utf-8") as handle:
+        test = [row for row in csv.DictReader(handle) if row["split"] == "test"]
+    clips = [workspace.root / "sounds" / row["path"] for row in test]
+    at_home = predict.run(workspace.root / "data/sounds/model", clips, k=2)
+    away = predict.run(copied, clips, k=2)  # no spectrogram folder beside it: model.json says it all
+    assert [p.labels for p in away.predictions] == [p.labels for p in at_home.predictions]
+    assert [p.windows for p in away.predictions] == [p.windows for p in at_home.predictions]
+
+
+@pytest.mark.parametrize("damage", ["missing", "params"])
+def test_a_model_whose_recorded_transform_is_damaged_is_refused(
+    demo: tuple[Workspace, dict[str, dict]], tmp_path: Path, damage: str
+) -> None:
+    copied = tmp_path / "model"
+    shutil.copytree(demo[0].root / "data/sounds/model", copied)
+    sidecar = json.loads((copied / "model.json").read_text(encoding="utf-8"))
+    if damage == "missing":
+        del sidecar["spectrogram"]
+    else:
+        sidecar["spectrogram"]["params"]["n_mels"] = 3  # below the valid range, and not the recorded image height
+    (copied / "model.json").write_text(json.dumps(sidecar), encoding="utf-8")
+    clip = next((demo[0].root / "sounds").rglob("*.wav"))
+    with pytest.raises(ArtifactError, match="model.json") as caught:
+        predict.run(copied, [clip], k=1)
+    assert caught.value.exit_code == 5
