@@ -1,5 +1,5 @@
-"""The command line: a root Typer app and one module per command (group). Only parsing and printing live here."""
+"""The command line: a root Typer app (:mod:`dlpipe.cli.app`) and one module per command group.
 
-from dlpipe.cli.app import app, main
-
-__all__ = ["app", "main"]
+Only parsing and printing live here. The package imports nothing itself, so importing one
+command module never drags in the root app (and no import cycle runs through this file).
+"""

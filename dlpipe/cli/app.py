@@ -12,8 +12,10 @@ from typing import Annotated
 import typer
 
 from dlpipe import __version__
-from dlpipe.cli import metrics, predict, stages
+from dlpipe.cli.metrics import metrics
+from dlpipe.cli.predict import predict
 from dlpipe.cli.search import search_app
+from dlpipe.cli.stages import cluster, embed, finetune, heatmap, ingest, sample, spectrogram
 from dlpipe.cli.word2vec import word2vec_app
 
 app = typer.Typer(
@@ -41,16 +43,16 @@ def root(
     """dlpipe: ingest labelled images, audio or text and run the applied deep-learning workflow as DVC stages."""
 
 
-app.command()(stages.sample)
-app.command()(stages.ingest)
-app.command()(stages.spectrogram)
-app.command()(stages.finetune)
-app.command()(stages.embed)
-app.command()(stages.cluster)
+app.command()(sample)
+app.command()(ingest)
+app.command()(spectrogram)
+app.command()(finetune)
+app.command()(embed)
+app.command()(cluster)
 app.add_typer(search_app, name="search")
-app.command()(predict.predict)
-app.command()(stages.heatmap)
-app.command()(metrics.metrics)
+app.command()(predict)
+app.command()(heatmap)
+app.command()(metrics)
 app.add_typer(word2vec_app, name="word2vec")
 
 

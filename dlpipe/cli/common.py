@@ -70,6 +70,17 @@ def print_results_json(results: list[Any], folder: str = "out_dir") -> None:
     print_json([result.metrics | {folder: str(getattr(result, folder))} for result in results])
 
 
+def report(results: list[Any], as_json: bool, line: Callable[[Any], str], folder: str = "out_dir") -> None:
+    """Print stage results: as JSON on stdout with ``--json``, else ``line(result)`` per dataset on stderr."""
+    if as_json:
+        print_results_json(results, folder)
+        return
+    from dlpipe.core.console import info
+
+    for result in results:
+        info(line(result))
+
+
 def run_per_dataset(
     stage: str,
     params: Path,

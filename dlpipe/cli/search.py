@@ -18,7 +18,7 @@ from dlpipe.cli.common import (
     guarded,
     only_built,
     print_json,
-    print_results_json,
+    report,
     run_per_dataset,
 )
 
@@ -39,18 +39,15 @@ def build(
     (recall@k against exact search and label precision@k on test-split queries).
     Example: dlpipe search build --dataset shapes --set search.index=HNSW32
     """
-    results = run_per_dataset("search", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
-    if as_json:
-        print_results_json(results)
-        return
-    from dlpipe.core.console import info
+    report(run_per_dataset("search", params, set_, verbose, dataset, modalities=IMAGE_LIKE), as_json, _build_line)
 
-    for result in results:
-        m = result.metrics
-        figures = "no test queries"
-        if m.get("queries"):
-            figures = f"recall@{m['k']} {m['recall_at_k']:.3f}, precision@{m['k']} {m['precision_at_k']:.3f}"
-        info(f"search {result.dataset}: {result.factory} over {m['count']} vectors, {figures} -> {result.out_dir}")
+
+def _build_line(result: Any) -> str:
+    m = result.metrics
+    figures = "no test queries"
+    if m.get("queries"):
+        figures = f"recall@{m['k']} {m['recall_at_k']:.3f}, precision@{m['k']} {m['precision_at_k']:.3f}"
+    return f"search {result.dataset}: {result.factory} over {m['count']} vectors, {figures} -> {result.out_dir}"
 
 
 @search_app.command("query")

@@ -25,6 +25,7 @@ from dlpipe.cli.common import (
     only_built,
     print_json,
     print_results_json,
+    report,
     run_per_dataset,
 )
 
@@ -124,19 +125,16 @@ def spectrogram(
     (each class's mean spectrogram), rejected.csv and the sidecar spectrogram.json.
     Example: dlpipe spectrogram --dataset sounds --set spectrogram.n_mels=128
     """
-    results = run_per_dataset("spectrogram", params, set_, verbose, dataset, modalities=("audio",))
-    if as_json:
-        print_results_json(results)
-        return
-    from dlpipe.core.console import info
+    report(run_per_dataset("spectrogram", params, set_, verbose, dataset, modalities=("audio",)), as_json, _spectrogram_line)
 
-    for result in results:
-        m = result.metrics
-        info(
-            f"spectrogram {result.dataset}: {m['windows']} windows ({m['image_height']}x{m['image_width']} px) from "
-            f"{m['clips']} clips, {m['rejected']} rejected, {m['audio_seconds_per_second']:.0f} s of audio per second "
-            f"-> {result.out_dir / 'manifest.csv'}"
-        )
+
+def _spectrogram_line(result: Any) -> str:
+    m = result.metrics
+    return (
+        f"spectrogram {result.dataset}: {m['windows']} windows ({m['image_height']}x{m['image_width']} px) from "
+        f"{m['clips']} clips, {m['rejected']} rejected, {m['audio_seconds_per_second']:.0f} s of audio per second "
+        f"-> {result.out_dir / 'manifest.csv'}"
+    )
 
 
 def finetune(
@@ -152,13 +150,11 @@ def finetune(
     Example: dlpipe finetune --dataset shapes --set finetune.head_epochs=10
     """
     results = run_per_dataset("finetune", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
-    if as_json:
-        print_results_json(results, "model_dir")
-        return
-    from dlpipe.core.console import info
+    report(results, as_json, _finetune_line, "model_dir")
 
-    for result in results:
-        info(f"finetune {result.dataset}: {result.summary} -> {result.model_dir / 'model.keras'}")
+
+def _finetune_line(result: Any) -> str:
+    return f"finetune {result.dataset}: {result.summary} -> {result.model_dir / 'model.keras'}"
 
 
 def embed(
@@ -173,17 +169,14 @@ def embed(
     Writes data/<dataset>/embed/embeddings.npy (float32, manifest order) and embeddings.json.
     Example: dlpipe embed --dataset shapes --set embed.source=backbone
     """
-    results = run_per_dataset("embed", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
-    if as_json:
-        print_results_json(results)
-        return
-    from dlpipe.core.console import info
+    report(run_per_dataset("embed", params, set_, verbose, dataset, modalities=IMAGE_LIKE), as_json, _embed_line)
 
-    for result in results:
-        info(
-            f"embed {result.dataset}: {result.count} x {result.dimension} embeddings "
-            f"({result.metrics['images_per_second']:,.0f} img/s) -> {result.out_dir / 'embeddings.npy'}"
-        )
+
+def _embed_line(result: Any) -> str:
+    return (
+        f"embed {result.dataset}: {result.count} x {result.dimension} embeddings "
+        f"({result.metrics['images_per_second']:,.0f} img/s) -> {result.out_dir / 'embeddings.npy'}"
+    )
 
 
 def cluster(
@@ -199,16 +192,13 @@ def cluster(
     per cluster) and metrics/cluster.json (NMI, ARI, purity of deep features vs raw pixels).
     Example: dlpipe cluster --dataset shapes --set cluster.k=4
     """
-    results = run_per_dataset("cluster", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
-    if as_json:
-        print_results_json(results)
-        return
-    from dlpipe.core.console import info
+    report(run_per_dataset("cluster", params, set_, verbose, dataset, modalities=IMAGE_LIKE), as_json, _cluster_line)
 
-    for result in results:
-        m = result.metrics
-        versus = f", NMI {m['nmi']:.3f} (raw pixels {m['raw_pixels_nmi']:.3f})" if "nmi" in m else ""
-        info(f"cluster {result.dataset}: k={result.k} ({m['k_source']}), silhouette {m['silhouette']:.3f}{versus} -> {result.out_dir}")
+
+def _cluster_line(result: Any) -> str:
+    m = result.metrics
+    versus = f", NMI {m['nmi']:.3f} (raw pixels {m['raw_pixels_nmi']:.3f})" if "nmi" in m else ""
+    return f"cluster {result.dataset}: k={result.k} ({m['k_source']}), silhouette {m['silhouette']:.3f}{versus} -> {result.out_dir}"
 
 
 def heatmap(
@@ -247,17 +237,14 @@ def heatmap(
             names = [name for name, spec in project.params.datasets.items() if spec.modality in IMAGE_LIKE]
         return [stage.run(project.for_dataset(name), name, images or None, target_class) for name in names]
 
-    results = guarded(verbose, action)
-    if as_json:
-        print_results_json(results)
-        return
-    from dlpipe.core.console import info
+    report(guarded(verbose, action), as_json, _heatmap_line)
 
-    for result in results:
-        m = result.metrics
-        figures = [
-            f"{method}: deletion AUC {m[f'{method}_deletion_auc']:.3f}"
-            + (f", pointing game {m[f'{method}_pointing_game']:.2f}" if m.get(f"{method}_pointing_game") is not None else "")
-            for method in (*m["methods"], "random")
-        ]
-        info(f"heatmap {result.dataset}: {result.images} images; " + "; ".join(figures) + f" -> {result.out_dir}")
+
+def _heatmap_line(result: Any) -> str:
+    m = result.metrics
+    figures = [
+        f"{method}: deletion AUC {m[f'{method}_deletion_auc']:.3f}"
+        + (f", pointing game {m[f'{method}_pointing_game']:.2f}" if m.get(f"{method}_pointing_game") is not None else "")
+        for method in (*m["methods"], "random")
+    ]
+    return f"heatmap {result.dataset}: {result.images} images; " + "; ".join(figures) + f" -> {result.out_dir}"

@@ -21,7 +21,7 @@ from dlpipe.cli.common import (
     guarded,
     only_built,
     print_json,
-    print_results_json,
+    report,
     run_per_dataset,
 )
 
@@ -49,22 +49,19 @@ def train(
     index.faiss, word2vec.json), metrics/word2vec.json and plots/word2vec (the loss per epoch).
     Example: dlpipe word2vec train --dataset news --set word2vec.architecture=cbow
     """
-    results = run_per_dataset("word2vec", params, set_, verbose, dataset, modalities=("text",))
-    if as_json:
-        print_results_json(results)
-        return
-    from dlpipe.core.console import info
+    report(run_per_dataset("word2vec", params, set_, verbose, dataset, modalities=("text",)), as_json, _train_line)
 
-    for result in results:
-        m = result.metrics
-        loss = f", final loss {m['final_loss']:,.0f}" if "final_loss" in m else ""
-        accuracy = "n/a" if m["analogy_accuracy"] is None else f"{m['analogy_accuracy']:.3f}"
-        spearman = "n/a" if m["wordsim_spearman"] is None else f"{m['wordsim_spearman']:.3f}"
-        info(
-            f"word2vec {result.dataset}: {result.vocabulary:,} words x {m['vector_size']}, "
-            f"{m['words_per_second']:,.0f} words/s{loss}; analogies {accuracy} "
-            f"({m['analogy_oov_rate']:.0%} out of vocabulary), wordsim353 Spearman {spearman} -> {result.out_dir}"
-        )
+
+def _train_line(result: Any) -> str:
+    m = result.metrics
+    loss = f", final loss {m['final_loss']:,.0f}" if "final_loss" in m else ""
+    accuracy = "n/a" if m["analogy_accuracy"] is None else f"{m['analogy_accuracy']:.3f}"
+    spearman = "n/a" if m["wordsim_spearman"] is None else f"{m['wordsim_spearman']:.3f}"
+    return (
+        f"word2vec {result.dataset}: {result.vocabulary:,} words x {m['vector_size']}, "
+        f"{m['words_per_second']:,.0f} words/s{loss}; analogies {accuracy} "
+        f"({m['analogy_oov_rate']:.0%} out of vocabulary), wordsim353 Spearman {spearman} -> {result.out_dir}"
+    )
 
 
 def _project_and_dataset(params: Path, overrides: list[str] | None, dataset: str | None) -> tuple[Any, str]:

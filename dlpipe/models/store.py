@@ -26,6 +26,8 @@ class TrainedModel:
     model: Any
     sidecar: dict[str, Any]
     path: Path
+    # How audio became this model's training images (model.json's record), or None for a photo model.
+    transform: RecordedTransform | None
 
     @property
     def classes(self) -> list[str]:
@@ -35,11 +37,6 @@ class TrainedModel:
     def image_size(self) -> int:
         return int(self.sidecar["image_size"])
 
-    @property
-    def transform(self) -> RecordedTransform | None:
-        """How audio became this model's training images (from model.json), or None for a photo model."""
-        record = self.sidecar["spectrogram"]
-        return None if record is None else from_record(record, self.path.with_name(MODEL_SIDECAR))
 
 
 def model_file(location: Path) -> Path:
@@ -75,9 +72,10 @@ def load_trained_model(location: Path) -> TrainedModel:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged archive
         raise ArtifactError(f"cannot load model {path}: {exc}", "the file is corrupt: retrain with `dlpipe finetune`") from None
-    trained = TrainedModel(model, sidecar, path)
+    record = sidecar["spectrogram"]
+    transform = None if record is None else from_record(record, path.with_name(MODEL_SIDECAR))
+    trained = TrainedModel(model, sidecar, path, transform)
     _check_shapes(trained)
-    trained.transform  # noqa: B018  (a damaged transform record fails now, naming model.json)
     return trained
 
 

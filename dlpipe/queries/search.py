@@ -18,6 +18,7 @@ import numpy as np
 from dlpipe.audio.transform import RecordedTransform, from_record
 from dlpipe.core.config import Project
 from dlpipe.core.errors import ArtifactError, InputDataError
+from dlpipe.core.layout import SPECTROGRAM_SIDECAR
 from dlpipe.data.manifest import Manifest
 from dlpipe.data.media import Rejected
 from dlpipe.reports.sheets import RIGHT, Tile, contact_sheet
@@ -94,7 +95,7 @@ def run(
     names, vectors, own_rows, windows, thumbnails = [], [], [], [], {}
     if images:
         # The images were made from audio: replay the transform the spectrogram stage recorded for them.
-        transform = from_record(manifest.spectrogram, manifest.source_root) if manifest.spectrogram else None
+        transform = from_record(manifest.spectrogram, manifest.source_root / SPECTROGRAM_SIDECAR) if manifest.spectrogram else None
         embedded = _embed_files(layout.model_dir, dataset, loaded.info["query_embedding"], images, transform)
         names += [str(path) for path in images]
         vectors.append(embedded.vectors)

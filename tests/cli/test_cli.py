@@ -40,7 +40,7 @@ def test_version(runner: CliRunner) -> None:
     ],
 )
 def test_help_imports_no_heavy_library(argv: list[str]) -> None:
-    code = f"import sys; from dlpipe.cli import app; app({argv!r}, prog_name='dlpipe', standalone_mode=False)"
+    code = f"import sys; from dlpipe.cli.app import app; app({argv!r}, prog_name='dlpipe', standalone_mode=False)"
     completed = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True, cwd=REPO
     )

@@ -40,7 +40,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 @pytest.mark.parametrize("argv", [["word2vec", "--help"], ["word2vec", "train", "--help"], ["word2vec", "similar", "--help"]])
 def test_help_imports_no_heavy_library(argv: list[str]) -> None:
-    code = f"from dlpipe.cli import app; app({argv!r}, prog_name='dlpipe', standalone_mode=False)"
+    code = f"from dlpipe.cli.app import app; app({argv!r}, prog_name='dlpipe', standalone_mode=False)"
     completed = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in completed.stderr.splitlines() if "|" in line}
     assert not imported & set(HEAVY), f"--help imported {sorted(imported & set(HEAVY))}"

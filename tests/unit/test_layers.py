@@ -72,9 +72,8 @@ def _stage_deps() -> dict[str, tuple[str, list[str]]]:
     found = {}
     for name, stage in stages.items():
         body = stage.get("do", stage)
-        command = body["cmd"].split()[1]  # dlpipe <command> ...
-        module = "dlpipe.stages." + {"search": "search", "word2vec": "word2vec"}.get(command, command)
-        found[name] = (module, [dep for dep in body["deps"] if dep.startswith("dlpipe")])
+        command = body["cmd"].split()[1]  # dlpipe <command> ...: each command runs the stage module of its name
+        found[name] = (f"dlpipe.stages.{command}", [dep for dep in body["deps"] if dep.startswith("dlpipe")])
     return found
 
 
