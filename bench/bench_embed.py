@@ -27,7 +27,7 @@ ImageNet weights, built through dlpipe's registry exactly as a user's
    model (read, decode, resize, batch), to tell whether decoding or the model
    bounds the end-to-end rate.
 5. **training vs inference** (small_cnn only): images/s of one ``model.fit`` epoch
-   over the same images (``build_classifier`` from params.yaml's finetune section,
+   over the same images (``build_network`` from params.yaml's finetune section,
    weights none, batch ``--train-batch-size``, compiled as finetune compiles it,
    the tf.data input finetune uses) vs the model-only inference rate of (2).
 
@@ -71,8 +71,9 @@ from dlpipe.core.config import BackboneConfig, SampleImagesConfig, load_project
 from dlpipe.data.manifest import load_manifest
 from dlpipe.data.sample import generate_images
 from dlpipe.models.backbones import OFFLINE_ENV, get_spec, imagenet_weights_file
-from dlpipe.models.classifier import backbone_embedding_model, build_classifier
+from dlpipe.models.heads import get_head
 from dlpipe.models.inputs import image_dataset, needs_pillow
+from dlpipe.models.network import backbone_embedding_model, build_network
 from dlpipe.stages import embed, ingest
 
 from machine import CpuShare  # bench/ is on sys.path when a benchmark runs as a script
@@ -292,7 +293,7 @@ def bench_training(params_path: Path, args) -> dict:
     manifest = load_manifest(project, DATASET)
     classes = {label: i for i, label in enumerate(manifest.classes)}
     keras.utils.set_random_seed(seed)
-    model, _ = build_classifier(cfg, len(classes), seed)
+    model, _ = build_network(cfg, get_head("classification"), len(classes), seed)
     model.compile(optimizer=keras.optimizers.Adam(cfg.head_lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     data = image_dataset(
         manifest.paths(), [needs_pillow(r) for r in manifest.rows], cfg.backbone.image_size, cfg.batch_size,

@@ -195,6 +195,9 @@ class AugmentConfig(Section):
 class FinetuneConfig(Section):
     """``finetune``: transfer learning in two phases (head on a frozen base, then the top of the base)."""
 
+    task: Literal["classification"] = Field(
+        default="classification", description="what the model learns: the task head in dlpipe/models/heads"
+    )
     backbone: BackboneConfig
     batch_size: int = Field(ge=1, le=4096)
     dropout: float = Field(ge=0, lt=1)

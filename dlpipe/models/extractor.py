@@ -17,7 +17,7 @@ from dlpipe.core.config import BackboneConfig, EmbedConfig
 from dlpipe.core.errors import ArtifactError
 from dlpipe.data.manifest import Manifest
 from dlpipe.models.backbones import get_spec
-from dlpipe.models.classifier import backbone_embedding_model, embedding_model
+from dlpipe.models.network import backbone_embedding_model, embedding_model
 from dlpipe.models.store import load_trained_model
 
 

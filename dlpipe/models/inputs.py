@@ -18,7 +18,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from dlpipe.core.config import FinetuneConfig
+from dlpipe.data.manifest import Manifest
 from dlpipe.data.media.images import inspect_image, load_rgb
+from dlpipe.models.heads import Head
+from dlpipe.models.training import Splits
 
 # Formats tf.io.decode_image reads exactly as Pillow does once no conversion is needed.
 _TF_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP"})
@@ -38,6 +42,33 @@ def needs_pillow(row: dict[str, str]) -> bool:
 def decoded_bytes(count: int, image_size: int) -> int:
     """Memory needed to cache ``count`` decoded uint8 images of the given size."""
     return count * image_size * image_size * 3
+
+
+def image_splits(manifest: Manifest, head: Head, cfg: FinetuneConfig, seed: int) -> Splits:
+    """The train/val/test pipelines of an image manifest for ``head``; train shuffled from ``seed``.
+
+    Decoded images are cached in memory when the whole manifest fits ``cfg.cache_max_mb``.
+    """
+    names = head.output_names(manifest)
+    size = cfg.backbone.image_size
+    cache = decoded_bytes(len(manifest.rows), size) <= cfg.cache_max_mb * 2**20
+
+    def pipeline(split: str) -> tuple[tf.data.Dataset, np.ndarray]:
+        rows = [manifest.rows[i] for i in manifest.split(split)]
+        targets = head.targets(rows, names)
+        dataset = image_dataset(
+            [manifest.resolve(row["path"]) for row in rows],
+            [needs_pillow(row) for row in rows],
+            size,
+            cfg.batch_size,
+            targets.tolist(),
+            shuffle_seed=seed if split == "train" else None,
+            cache=cache,
+        )
+        return dataset, targets
+
+    (train, train_targets), (val, _), (test, test_targets) = (pipeline(split) for split in ("train", "val", "test"))
+    return Splits(train, val, test, train_targets, test_targets)
 
 
 def image_dataset(

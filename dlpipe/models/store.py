@@ -15,28 +15,31 @@ from dlpipe.audio.transform import RecordedTransform, from_record
 from dlpipe.core.artifacts import read_json, sha256_file
 from dlpipe.core.errors import ArtifactError
 from dlpipe.core.layout import MODEL_FILE, MODEL_SIDECAR
+from dlpipe.models.heads import HEADS, Head
 
 _REQUIRED_KEYS = ("classes", "image_size", "embedding_layer", "model_sha256", "manifest_sha256", "backbone", "spectrogram")
 
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """A Keras classifier and what its sidecar says about it."""
+    """A trained Keras network, its task head and what its sidecar says about it."""
 
     model: Any
     sidecar: dict[str, Any]
     path: Path
+    head: Head
     # How audio became this model's training images (model.json's record), or None for a photo model.
     transform: RecordedTransform | None
 
     @property
     def classes(self) -> list[str]:
+        """The names of the output units (the classes, for classification)."""
         return list(self.sidecar["classes"])
 
     @property
     def image_size(self) -> int:
+        """The side of the square RGB input."""
         return int(self.sidecar["image_size"])
-
 
 
 def model_file(location: Path) -> Path:
@@ -50,7 +53,8 @@ def load_trained_model(location: Path) -> TrainedModel:
 
     Raises:
         ArtifactError: the model or sidecar is missing or corrupt, the file's hash differs from
-            the sidecar's, or the model's input size or class count disagrees with the sidecar.
+            the sidecar's, the sidecar names a task this dlpipe has no head for, or the model's
+            input size or class count disagrees with the sidecar.
     """
     import keras
 
@@ -63,6 +67,13 @@ def load_trained_model(location: Path) -> TrainedModel:
     missing = [key for key in _REQUIRED_KEYS if key not in sidecar]
     if missing:
         raise ArtifactError(f"model sidecar {path.with_name(MODEL_SIDECAR)} lacks {', '.join(missing)}", "retrain the model")
+    # Models from before the head seam were all classifiers and do not record their task.
+    task = sidecar.get("task", "classification")
+    if task not in HEADS:
+        raise ArtifactError(
+            f"model sidecar {path.with_name(MODEL_SIDECAR)} names task '{task}', which this dlpipe has no head for",
+            f"use a dlpipe that knows it, or retrain with finetune.task one of: {', '.join(HEADS)}",
+        )
     if sha256_file(path) != sidecar["model_sha256"]:
         raise ArtifactError(
             f"{path} does not match its sidecar (sha256 differs): the model was replaced or modified",
@@ -74,7 +85,7 @@ def load_trained_model(location: Path) -> TrainedModel:
         raise ArtifactError(f"cannot load model {path}: {exc}", "the file is corrupt: retrain with `dlpipe finetune`") from None
     record = sidecar["spectrogram"]
     transform = None if record is None else from_record(record, path.with_name(MODEL_SIDECAR))
-    trained = TrainedModel(model, sidecar, path, transform)
+    trained = TrainedModel(model, sidecar, path, HEADS[task](), transform)
     _check_shapes(trained)
     return trained
 

@@ -1,4 +1,4 @@
-"""``predict``: top-k classes for image files or folders with a trained model.
+"""``predict``: the trained model's answer (top-k classes) for image files or folders.
 
 Not a pipeline stage (it answers questions about new images), but built like
 one: ``run`` takes typed arguments and returns a Result; the CLI prints it.
@@ -9,7 +9,7 @@ probabilities are averaged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from dlpipe.core.errors import InputDataError
 from dlpipe.data.files import visible_files
 from dlpipe.data.media import Rejected
 from dlpipe.models.file_inputs import accepted_files, file_model_inputs
+from dlpipe.models.heads import Answer
 from dlpipe.models.store import load_trained_model
 
 _BATCH = 64
@@ -27,24 +28,22 @@ _BATCH = 64
 
 @dataclass(frozen=True)
 class Prediction:
-    """Top-k classes of one image (or audio clip), or why it could not be read."""
+    """The model's answer for one image (or audio clip), or why it could not be read."""
 
     path: str
-    labels: list[str] = field(default_factory=list)
-    probabilities: list[float] = field(default_factory=list)
+    answer: Answer  # the head's empty answer when the file could not be read
     error: str = ""
     windows: int = 1  # spectrogram windows averaged (audio clips)
 
     @property
     def text(self) -> str:
-        """The answer as one line: ``label probability`` pairs, best first."""
-        return ", ".join(f"{label} {probability:.3f}" for label, probability in zip(self.labels, self.probabilities, strict=True))
+        """The answer as one line."""
+        return self.answer.text
 
     def as_json(self) -> dict[str, object]:
         """The prediction for ``--json`` output."""
-        top = [{"label": label, "probability": q} for label, q in zip(self.labels, self.probabilities, strict=True)]
         extra = ({"windows": self.windows} if self.windows > 1 else {}) | ({"error": self.error} if self.error else {})
-        return {"path": self.path, "top": top} | extra
+        return {"path": self.path} | self.answer.as_json() | extra
 
 
 @dataclass(frozen=True)
@@ -54,11 +53,11 @@ class Result:
     model: Path
     predictions: list[Prediction]
     csv_path: Path | None
-    answer_title: str = "top classes"  # what Prediction.text holds, for table headers
+    answer_title: str  # what Prediction.text holds, for table headers
 
 
 def run(model_location: Path, inputs: list[Path], k: int, csv_path: Path | None = None) -> Result:
-    """Predict the top ``k`` classes of each image in ``inputs`` (files, or folders searched recursively).
+    """The model's answer (the top ``k`` classes) for each image in ``inputs`` (files, or folders searched recursively).
 
     Args:
         model_location: a model folder (``data/<dataset>/model``) or its ``model.keras``.
@@ -88,23 +87,23 @@ def run(model_location: Path, inputs: list[Path], k: int, csv_path: Path | None 
                         raise InputDataError(
                             f"cannot predict {path}: {rejection.detail}", f"pass {accepted_files(transform)}"
                         ) from None
-                    predictions.append(Prediction(str(path), error=f"{rejection.reason}: {rejection.detail}"))
+                    predictions.append(Prediction(str(path), trained.head.no_answer(), error=f"{rejection.reason}: {rejection.detail}"))
                     continue
                 arrays.extend(inputs_of_file)
                 spans.append((path, len(inputs_of_file)))
             if arrays:
-                probabilities = trained.model.predict(np.stack(arrays), verbose=0)
+                outputs = trained.model.predict(np.stack(arrays), verbose=0)
                 offset = 0
                 for path, count in spans:
-                    mean = probabilities[offset : offset + count].mean(axis=0)
-                    predictions.append(_top_k(str(path), mean, trained.classes, k, count))
+                    answer = trained.head.answer(outputs[offset : offset + count], trained.classes, k)
+                    predictions.append(Prediction(str(path), answer, windows=count))
                     offset += count
             advance(len(chunk))
     order = {str(path): i for i, path in enumerate(files)}
     predictions.sort(key=lambda p: order[p.path])
     if csv_path is not None:
-        _write(csv_path, predictions, k)
-    return Result(trained.path, predictions, csv_path)
+        _write(csv_path, predictions, trained.head.csv_columns(k))
+    return Result(trained.path, predictions, csv_path, trained.head.answer_title)
 
 
 def _expand(inputs: list[Path]) -> tuple[list[Path], set[Path]]:
@@ -125,17 +124,6 @@ def _expand(inputs: list[Path]) -> tuple[list[Path], set[Path]]:
     return files, from_folders
 
 
-def _top_k(path: str, probabilities: np.ndarray, classes: list[str], k: int, windows: int = 1) -> Prediction:
-    best = np.argsort(-probabilities, kind="stable")[:k]
-    return Prediction(path, [classes[i] for i in best], [round(float(probabilities[i]), 6) for i in best], windows=windows)
-
-
-def _write(path: Path, predictions: list[Prediction], k: int) -> None:
-    header = ["path"] + [f"{kind}_{rank}" for rank in range(1, k + 1) for kind in ("label", "probability")] + ["error"]
-    rows = []
-    for prediction in predictions:
-        row: dict[str, object] = {"path": prediction.path, "error": prediction.error}
-        for rank, (label, probability) in enumerate(zip(prediction.labels, prediction.probabilities, strict=True), start=1):
-            row[f"label_{rank}"], row[f"probability_{rank}"] = label, probability
-        rows.append(row)
-    write_csv(path, header, rows)
+def _write(path: Path, predictions: list[Prediction], answer_columns: list[str]) -> None:
+    rows = [{"path": p.path, "error": p.error} | p.answer.csv_row() for p in predictions]
+    write_csv(path, ["path", *answer_columns, "error"], rows)

@@ -22,9 +22,9 @@ from dlpipe.core.console import progress
 from dlpipe.core.errors import InputDataError
 from dlpipe.core.layout import EMBEDDINGS_FILE, EMBEDDINGS_SIDECAR
 from dlpipe.data.manifest import Manifest, load_image_manifest
-from dlpipe.models.classifier import EMBEDDING_LAYER
 from dlpipe.models.extractor import Extractor, configured_extractor, normalize_rows
 from dlpipe.models.inputs import image_dataset, needs_pillow
+from dlpipe.models.network import EMBEDDING_LAYER
 
 STAGE = "embed"
 

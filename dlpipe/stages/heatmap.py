@@ -87,7 +87,7 @@ def run(project: Project, dataset: str, images: Sequence[Path] | None = None, ta
         chosen = _choose_from_paths(images, manifest) if images else _choose_from_test(cfg, trained, manifest)
         pixels = np.stack([_load(item.path, size) for item in chosen])
         probabilities = trained.model.predict(pixels, batch_size=_BATCH, verbose=0)
-        predicted = probabilities.argmax(axis=1)
+        predicted, confidence = trained.head.explained_units(probabilities)
         targets = predicted if target_index is None else np.full(len(chosen), target_index)
         fills = _fills(cfg.fill, cfg.patch_size, manifest, pixels, size)
         probe = occlusion.make_probe(trained.model, size, occlusion.batch_for(size, cfg.memory_mb))
@@ -101,7 +101,7 @@ def run(project: Project, dataset: str, images: Sequence[Path] | None = None, ta
                 name=item.name,
                 true_label=item.label,
                 predicted=trained.classes[predicted[i]],
-                probability=float(probabilities[i, predicted[i]]),
+                probability=float(confidence[i]),
                 target=trained.classes[targets[i]],
                 maps={method: maps[method][i] for method in cfg.methods},
                 box=boxes[i],
@@ -204,14 +204,15 @@ def _choose_from_test(cfg: HeatmapConfig, trained: TrainedModel, manifest: Manif
 
 
 def _test_losses(trained: TrainedModel, manifest: Manifest, test: list[int]) -> np.ndarray:
-    """Cross-entropy of each test image under the model (streamed, in manifest order)."""
+    """The head's loss of each test image under the model (streamed, in manifest order).
+
+    The model was trained on this manifest (``_trained`` checks), so every label is one of its classes.
+    """
     rows = [manifest.rows[i] for i in test]
     paths = [manifest.resolve(row["path"]) for row in rows]
     batches = image_dataset(paths, [needs_pillow(row) for row in rows], trained.image_size, _BATCH)
-    probabilities = np.concatenate([trained.model.predict_on_batch(batch) for batch in batches])
-    truth = np.array([trained.classes.index(row["label"]) if row["label"] in trained.classes else -1 for row in rows])
-    known = np.where(truth >= 0, probabilities[np.arange(len(rows)), np.maximum(truth, 0)], 1.0)
-    return -np.log(np.maximum(known, 1e-12))
+    outputs = np.concatenate([trained.model.predict_on_batch(batch) for batch in batches])
+    return trained.head.item_losses(outputs, trained.head.targets(rows, trained.classes))
 
 
 def _fills(fill: str, patch_size: int, manifest: Manifest, pixels: np.ndarray, size: int) -> np.ndarray:

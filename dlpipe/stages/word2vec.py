@@ -25,6 +25,7 @@ from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.core.layout import VECTORS_FILE, WORD2VEC_SIDECAR
 from dlpipe.core.parallel import resolve_workers
 from dlpipe.data.manifest import load_manifest
+from dlpipe.reports.live import write_live_history
 from dlpipe.text import export as export
 from dlpipe.text.tokens import TokenStats, tokenize_file
 from dlpipe.text.training import FLOAT32_EXACT_LIMIT, TrainResult, TrainSpec, train_isolated
@@ -248,12 +249,7 @@ def _metrics(
 
 def _write_plots(folder: Path, trained: TrainResult) -> None:
     """The per-epoch loss as a DVCLive metric (``dvc plots show``); a note when it was not computed."""
-    from dvclive import Live
-
-    with Live(dir=str(folder / "live"), save_dvc_exp=False, dvcyaml=None) as live:
-        for loss in trained.epoch_losses:
-            live.log_metric("train/loss", loss)
-            live.next_step()
+    write_live_history(folder / "live", {"loss": trained.epoch_losses})
     if not trained.epoch_losses:
         (folder / "NO_LOSS.txt").write_text(
             "The per-epoch loss is computed only with word2vec.workers: 1 (gensim #2743).\n", encoding="utf-8"

@@ -71,7 +71,7 @@ def test_predict_takes_audio_clips_and_averages_their_windows(demo: tuple[Worksp
         test = [row for row in csv.DictReader(handle) if row["split"] == "test"]
     clips = [workspace.root / "sounds" / row["path"] for row in test]
     result = predict.run(workspace.root / "data/sounds/model", clips, k=2)
-    right = sum(p.labels[0] == row["label"] for p, row in zip(result.predictions, test, strict=True))
+    right = sum(p.answer.labels[0] == row["label"] for p, row in zip(result.predictions, test, strict=True))
     # Measured: all 24 test clips right (their 35 windows are the finetune test split).
     assert right >= 0.9 * len(test)
     assert sum(p.windows for p in result.predictions) == demo[1]["finetune"]["test_count"]
@@ -115,7 +115,7 @@ def test_a_copied_sounds_model_folder_predicts_wav_files_on_its_own(demo: tuple[
     clips = [workspace.root / "sounds" / row["path"] for row in test]
     at_home = predict.run(workspace.root / "data/sounds/model", clips, k=2)
     away = predict.run(copied, clips, k=2)  # no spectrogram folder beside it: model.json says it all
-    assert [p.labels for p in away.predictions] == [p.labels for p in at_home.predictions]
+    assert [p.answer.labels for p in away.predictions] == [p.answer.labels for p in at_home.predictions]
     assert [p.windows for p in away.predictions] == [p.windows for p in at_home.predictions]
 
 

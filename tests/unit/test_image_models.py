@@ -130,7 +130,7 @@ def test_class_missing_from_training_split(workspace: Workspace) -> None:
     (folder / "manifest.csv").write_text("\n".join(moved) + "\n")
     sidecar = json.loads((folder / "manifest.json").read_text())
     (folder / "manifest.json").write_text(json.dumps(sidecar | {"manifest_sha256": sha256_file(folder / "manifest.csv")}))
-    with pytest.raises(InputDataError, match="star have no image in the training split") as caught:
+    with pytest.raises(InputDataError, match="star have no item in the training split") as caught:
         finetune.run(workspace.load(*TINY), "shapes")
     assert caught.value.exit_code == 4
 
@@ -153,7 +153,7 @@ def test_embed_from_finetuned_model_matches_direct_forward_pass(trained: Workspa
     sidecar = json.loads((result.out_dir / "embeddings.json").read_text())
     assert (sidecar["source"], sidecar["count"], sidecar["metric"]) == ("finetuned", len(manifest), "inner_product")
     # Row 5 is the embedding of the manifest's 5th image.
-    from dlpipe.models.classifier import embedding_model
+    from dlpipe.models.network import embedding_model
 
     model = embedding_model(load_trained_model(trained.root / "data/shapes/model").model)
     path = trained.root / "shapes" / manifest[5].split(",")[0]
@@ -177,7 +177,7 @@ def test_predict_top_k_and_folder_csv(trained: Workspace, tmp_path: Path) -> Non
     before = tree_digest(images)
     single = predict.run(trained.root / "data/shapes/model", [sorted((images / "star").iterdir())[0]], k=3)
     (prediction,) = single.predictions
-    assert len(prediction.labels) == 3 and prediction.probabilities == sorted(prediction.probabilities, reverse=True)
+    assert len(prediction.answer.labels) == 3 and prediction.answer.probabilities == sorted(prediction.answer.probabilities, reverse=True)
     folder = tmp_path / "mixed"
     shutil.copytree(images / "circle", folder)
     (folder / "broken.jpg").write_bytes(b"not a jpeg")

@@ -1,10 +1,10 @@
-"""The fine-tuning model: augmentation, preprocessing, a backbone, a new softmax head.
+"""The fine-tuning network: augmentation, preprocessing, a backbone, the task head's output layer.
 
     image [0, 255] -> augmentation (training only) -> Preprocess -> backbone
-        -> GlobalAveragePooling2D "embedding" -> Dropout -> Dense softmax "predictions"
+        -> GlobalAveragePooling2D "embedding" -> Dropout -> head output "predictions"
 
-The pooled layer is the embedding the embed, cluster and search stages use. The
-model holds its own preprocessing, so ``model.keras`` takes raw RGB pixels.
+The pooled layer is the embedding the embed, cluster and search stages use, whatever the
+task. The model holds its own preprocessing, so ``model.keras`` takes raw RGB pixels.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import keras
 
 from dlpipe.core.config import AugmentConfig, BackboneConfig, FinetuneConfig
 from dlpipe.models.backbones import build_base, get_spec
+from dlpipe.models.heads import Head
 from dlpipe.models.layers import Preprocess
 
 EMBEDDING_LAYER = "embedding"
-PREDICTIONS_LAYER = "predictions"
 
 
 def augmentation(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
@@ -35,8 +35,8 @@ def augmentation(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
     return keras.Sequential(layers, name="augmentation") if layers else None
 
 
-def build_classifier(cfg: FinetuneConfig, n_classes: int, seed: int) -> tuple[keras.Model, keras.Model]:
-    """Return the classifier and its backbone (the nested base model, for freezing and Grad-CAM)."""
+def build_network(cfg: FinetuneConfig, head: Head, n_outputs: int, seed: int) -> tuple[keras.Model, keras.Model]:
+    """Return the network and its backbone (the nested base model, for freezing and Grad-CAM)."""
     spec = get_spec(cfg.backbone.name, key="finetune.backbone.name")
     size = cfg.backbone.image_size
     inputs = keras.Input((size, size, 3), name="image")
@@ -52,13 +52,13 @@ def build_classifier(cfg: FinetuneConfig, n_classes: int, seed: int) -> tuple[ke
     x = base(x, training=False) if pretrained else base(x)
     x = keras.layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(x)
     x = keras.layers.Dropout(cfg.dropout, seed=seed + 5)(x)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name=PREDICTIONS_LAYER)(x)
-    return keras.Model(inputs, outputs, name=f"{cfg.backbone.name}_classifier"), base
+    outputs = head.output_layer(n_outputs, seed)(x)
+    return keras.Model(inputs, outputs, name=f"{cfg.backbone.name}_{head.name}"), base
 
 
-def embedding_model(classifier: keras.Model) -> keras.Model:
-    """The classifier cut at its pooled penultimate layer."""
-    return keras.Model(classifier.inputs, classifier.get_layer(EMBEDDING_LAYER).output, name="embedding_model")
+def embedding_model(network: keras.Model) -> keras.Model:
+    """The trained network cut at its pooled penultimate layer."""
+    return keras.Model(network.inputs, network.get_layer(EMBEDDING_LAYER).output, name="embedding_model")
 
 
 def backbone_embedding_model(cfg: BackboneConfig, key: str) -> keras.Model:

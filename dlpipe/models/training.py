@@ -1,0 +1,187 @@
+"""The Keras training harness: two-phase transfer learning that resumes after an interruption.
+
+Follows Keras' transfer-learning guide: (a) freeze the pretrained base and train the head;
+(b) unfreeze the top of the base and train on with a lower learning rate, BatchNorm kept in
+inference mode. With ``weights: none`` the whole network trains from the start in phase (a).
+Early stopping restores the best weights. The task head supplies loss and metrics, so the
+harness is the same for every task.
+
+Progress is kept in a resume folder: Keras' BackupAndRestore checkpoints per phase, the
+CSVLogger history, and the head-phase weights once that phase has finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from dlpipe.core.artifacts import write_csv
+from dlpipe.core.config import FinetuneConfig
+from dlpipe.core.console import info
+from dlpipe.core.layout import TRAINING_LOG
+from dlpipe.models.heads import Head
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The train/val/test input pipelines (``(inputs, target)`` batches) of one dataset, and their targets."""
+
+    train: Any
+    val: Any
+    test: Any  # unshuffled, in manifest order, as test_targets
+    train_targets: np.ndarray
+    test_targets: np.ndarray
+
+    @property
+    def train_count(self) -> int:
+        """Items in the training split (for throughput figures)."""
+        return len(self.train_targets)
+
+
+@dataclass(frozen=True)
+class History:
+    """What training did: per-epoch figures, where a resumed run picked up, where phase (b) began."""
+
+    epochs: dict[str, list[float]]  # Keras' history: loss, accuracy, val_loss, ...
+    resumed_from: int
+    phase_boundary: int
+
+
+def resume_folder(root: Path, key: str) -> Path:
+    """The resume folder for ``key`` under ``root``; folders of other keys (old params) are removed."""
+    if root.is_dir():
+        for other in root.iterdir():
+            if other.name != key:
+                shutil.rmtree(other, ignore_errors=True)
+    folder = root / key
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextlib.contextmanager
+def precision_policy(mixed: bool) -> Iterator[None]:
+    """The mixed_float16 policy while training when asked, float32 again after."""
+    if not mixed:
+        yield
+        return
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def train(
+    model: keras.Model,
+    base: keras.Model,
+    head: Head,
+    cfg: FinetuneConfig,
+    splits: Splits,
+    resume_dir: Path,
+    class_weight: dict[int, float] | None = None,
+    extra_callbacks: Sequence[Any] = (),
+) -> History:
+    """Run phase (a) and, for a pretrained base, phase (b), resuming from ``resume_dir``.
+
+    Args:
+        model: the network from ``build_network``; ``base`` is its backbone.
+        head: supplies the loss and Keras metrics.
+        cfg: epochs, learning rates, patience, clipping and how much of the base to unfreeze.
+        splits: the input pipelines; val drives early stopping.
+        resume_dir: this run's resume folder (see :func:`resume_folder`).
+        class_weight: Keras class weights, or None.
+        extra_callbacks: added to every ``fit`` (tests use one to interrupt training).
+    """
+    log_path = resume_dir / TRAINING_LOG
+    resumed_from = len(read_log(log_path)["loss"])
+    if resumed_from:
+        info(f"finetune: resuming after epoch {resumed_from} from {resume_dir}")
+    pretrained = cfg.backbone.weights != "none"
+
+    def fit(phase: str, lr: float, initial_epoch: int, epochs: int) -> None:
+        model.compile(optimizer=keras.optimizers.Adam(lr, clipnorm=cfg.clipnorm or None), **head.compile_arguments())
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(resume_dir / phase)),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True),
+            keras.callbacks.CSVLogger(str(log_path), append=True),
+            EpochLine(phase, epochs, splits.train_count),
+            *extra_callbacks,
+        ]
+        model.fit(
+            splits.train,
+            validation_data=splits.val,
+            initial_epoch=initial_epoch,
+            epochs=epochs,
+            class_weight=class_weight,
+            callbacks=callbacks,
+            shuffle=False,  # the tf.data pipeline already shuffles, from the seed
+            verbose=0,
+        )
+
+    head_done = resume_dir / "head.weights.h5"
+    base.trainable = not pretrained
+    if head_done.is_file():
+        model.load_weights(head_done)
+    else:
+        fit("head", cfg.head_lr, 0, cfg.head_epochs)
+        model.save_weights(resume_dir / "head.partial.weights.h5")
+        (resume_dir / "head.partial.weights.h5").replace(head_done)
+    phase_boundary = len(read_log(log_path)["loss"])
+    if pretrained and cfg.fine_tune_epochs and cfg.unfreeze_top:
+        unfreeze_top(base, cfg.unfreeze_top)
+        fit("fine_tune", cfg.fine_tune_lr, phase_boundary, phase_boundary + cfg.fine_tune_epochs)
+    return History(read_log(log_path), resumed_from, phase_boundary)
+
+
+def unfreeze_top(base: keras.Model, count: int) -> None:
+    """Make the top ``count`` layers of the base trainable; BatchNorm layers stay frozen."""
+    base.trainable = True
+    for index, layer in enumerate(base.layers):
+        top = index >= len(base.layers) - count
+        layer.trainable = top and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+class EpochLine(keras.callbacks.Callback):
+    """One line per epoch on stderr (Keras' own progress goes to stdout and would spoil --json)."""
+
+    def __init__(self, phase: str, epochs: int, train_count: int) -> None:
+        super().__init__()
+        self.phase, self.epochs, self.train_count = phase, epochs, train_count
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        seconds = time.perf_counter() - self.started
+        figures = " ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
+        info(f"finetune {self.phase} epoch {epoch + 1}/{self.epochs}: {figures} ({self.train_count / seconds:,.0f} items/s)")
+
+
+def read_log(path: Path) -> dict[str, list[float]]:
+    """Keras' CSVLogger file as columns (empty when absent)."""
+    history: dict[str, list[float]] = {"loss": [], "val_loss": []}
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                for key, value in row.items():
+                    if key != "epoch" and value not in (None, ""):
+                        history.setdefault(key, []).append(float(value))
+    return history
+
+
+def write_log(path: Path, history: dict[str, list[float]]) -> None:
+    """The training history as ``training_log.csv``: epoch, then loss and every metric, train then val."""
+    keys = [k for k in history if not k.startswith("val_") and k != "learning_rate"]
+    keys += [f"val_{k}" for k in keys if f"val_{k}" in history]
+    rows = ({"epoch": i, **{k: history[k][i] for k in keys}} for i in range(len(history["loss"])))
+    write_csv(path, ["epoch", *keys], rows)
