@@ -9,9 +9,8 @@ metrics. This module computes and returns; the stage plots and writes files.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,10 +21,11 @@ from PIL import Image
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 from sklearn.metrics.cluster import contingency_matrix
 
-from dlpipe.core.errors import ArtifactError, ConfigError, DependencyError, InputDataError
+from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.core.parallel import parallel_map
 from dlpipe.data.media import Rejected
 from dlpipe.data.media.images import load_rgb
+from dlpipe.retrieval.faiss_runtime import faiss_threads, gpu_wanted
 
 Init = Literal["k-means++", "random"]
 
@@ -125,11 +125,7 @@ def kmeans(
         )
     if init not in _INIT_METHODS:
         raise ConfigError(f"unknown k-means init {init!r}", f"use one of {', '.join(_INIT_METHODS)}")
-    gpus = faiss.get_num_gpus()
-    if use_gpu and gpus == 0:
-        raise DependencyError(
-            "use_gpu=True but FAISS sees no GPU", "install the GPU build (pip install '.[gpu]') on a machine with a GPU"
-        )
+    on_gpu = gpu_wanted(use_gpu)
     options: dict[str, Any] = {
         "niter": niter,
         "nredo": nredo,
@@ -140,10 +136,10 @@ def kmeans(
     }
     if max_points_per_centroid is not None:
         options["max_points_per_centroid"] = max_points_per_centroid
-    if use_gpu or (use_gpu is None and gpus > 0):
+    if on_gpu:
         options["gpu"] = True
     model = faiss.Kmeans(d, k, **options)
-    with _faiss_threads(1 if n * k * d < _SERIAL_WORK else faiss.omp_get_max_threads()):
+    with faiss_threads(1 if n * k * d < _SERIAL_WORK else faiss.omp_get_max_threads()):
         model.train(x)
         _, nearest = model.assign(x)
     labels = nearest.astype(np.int64, copy=False)
@@ -348,17 +344,6 @@ def _downscaled_pixels(path: Path, side: int) -> np.ndarray | str:
         return f"unreadable: {exc}"
     small = image.resize((side, side), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.uint8).reshape(-1)
-
-
-@contextlib.contextmanager
-def _faiss_threads(count: int) -> Iterator[None]:
-    """Run FAISS's OpenMP code on ``count`` threads inside the block, then restore the previous count."""
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(count)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(previous)
 
 
 def _as_matrix(vectors: np.ndarray, source: str) -> np.ndarray:

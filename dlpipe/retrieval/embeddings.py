@@ -12,14 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from dlpipe.core.arrays import first_non_finite_row
 from dlpipe.core.artifacts import read_json, sha256_file
 from dlpipe.core.config import Project
 from dlpipe.core.errors import ArtifactError
 from dlpipe.core.layout import EMBEDDINGS_FILE, EMBEDDINGS_SIDECAR
 from dlpipe.data.manifest import Manifest, load_image_manifest
-
-# Rows checked for NaN/inf at a time, so a memory-mapped file is never read whole into memory.
-_CHECK_ROWS = 65536
 
 
 @dataclass(frozen=True)
@@ -67,14 +65,7 @@ def load_embeddings(project: Project, dataset: str) -> Embeddings:
         )
     if vectors.shape[0] == 0:
         raise ArtifactError(f"{path} holds no embeddings", "ingest a dataset with at least one image, then " + rerun)
-    _check_finite(vectors, path, manifest, rerun)
+    row = first_non_finite_row(vectors)
+    if row is not None:
+        raise ArtifactError(f"{path} row {row} ({manifest.rows[row]['path']}) holds NaN or inf", rerun)
     return Embeddings(vectors, sidecar, manifest, path)
-
-
-def _check_finite(vectors: np.ndarray, path: Path, manifest: Manifest, rerun: str) -> None:
-    for start in range(0, vectors.shape[0], _CHECK_ROWS):
-        block = np.asarray(vectors[start : start + _CHECK_ROWS])
-        finite = np.isfinite(block).all(axis=1)
-        if not finite.all():
-            row = start + int(np.argmin(finite))
-            raise ArtifactError(f"{path} row {row} ({manifest.rows[row]['path']}) holds NaN or inf", rerun)

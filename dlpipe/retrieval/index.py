@@ -65,9 +65,11 @@ from typing import Any
 import faiss
 import numpy as np
 
+from dlpipe.core.arrays import first_failing_row, first_non_finite_row
 from dlpipe.core.artifacts import atomic_write_bytes, atomic_write_json, library_versions, read_json, sha256_file
-from dlpipe.core.errors import ArtifactError, ConfigError, DependencyError, InputDataError
+from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.core.layout import INDEX_FILE, INDEX_SIDECAR
+from dlpipe.retrieval.faiss_runtime import faiss_threads, gpu_wanted
 
 METRICS = {"inner_product": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 
@@ -318,30 +320,25 @@ def _check_shape(vectors: np.ndarray, what: str) -> None:
 
 
 def _check_values(vectors: np.ndarray, what: str, *, float16_index: str | None = None) -> None:
-    """Raise InputDataError at the first row with NaN/inf (read in chunks, so a memmap is fine).
+    """Raise InputDataError at the first row with NaN/inf (read in blocks, so a memmap is fine).
 
     Args:
         float16_index: the factory of an index that stores float16; rows beyond its range are refused too.
     """
-    step = _chunk_rows(vectors.shape[1])
-    for start in range(0, vectors.shape[0], step):
-        block = np.asarray(vectors[start : start + step])
-        finite = np.isfinite(block).all(axis=1)
-        if not finite.all():
-            row = start + int(np.argmin(finite))
+    row = first_non_finite_row(vectors)
+    if row is not None:
+        raise InputDataError(
+            f"{what} contain NaN or infinite values (first at row {row})",
+            "re-run the stage that produced them; a NaN usually comes from a diverged model or a blank input",
+        )
+    if float16_index is not None:
+        row = first_failing_row(vectors, lambda block: (np.abs(block) <= FLOAT16_MAX).all(axis=1))
+        if row is not None:
             raise InputDataError(
-                f"{what} contain NaN or infinite values (first at row {row})",
-                "re-run the stage that produced them; a NaN usually comes from a diverged model or a blank input",
+                f"{what} have a component beyond float16's range (+-{FLOAT16_MAX:,.0f}) at row {row}, "
+                f"which index '{float16_index}' stores as float16",
+                "normalise the embeddings, or set search.index to an IVF<n>,Flat or IVF<n>,SQ8 index",
             )
-        if float16_index is not None:
-            in_range = (np.abs(block) <= FLOAT16_MAX).all(axis=1)
-            if not in_range.all():
-                row = start + int(np.argmin(in_range))
-                raise InputDataError(
-                    f"{what} have a component beyond float16's range (+-{FLOAT16_MAX:,.0f}) at row {row}, "
-                    f"which index '{float16_index}' stores as float16",
-                    "normalise the embeddings, or set search.index to an IVF<n>,Flat or IVF<n>,SQ8 index",
-                )
 
 
 def _make_index(factory: str, dimension: int, metric: str) -> faiss.Index:
@@ -407,22 +404,11 @@ def build_index(
     _check_shape(vectors, "embeddings")
     index = _make_index(factory, vectors.shape[1], metric)
     _check_values(vectors, "embeddings", float16_index=factory if _stores_float16(index) else None)
-    gpus = faiss.get_num_gpus()
-    if use_gpu and gpus == 0:
-        raise DependencyError(
-            "a GPU build was requested but FAISS sees no GPU",
-            "install the GPU build (pip install .[gpu], after uninstalling faiss-cpu), or leave use_gpu unset",
-        )
-    gpu = bool(gpus) and use_gpu is not False and _gpu_capable(index)
-    threads = faiss.omp_get_max_threads()
-    if deterministic:
-        faiss.omp_set_num_threads(1)
-    try:
+    gpu = gpu_wanted(use_gpu) and _gpu_capable(index)
+    with faiss_threads(1 if deterministic else None):
         if not index.is_trained:
             _train(index, vectors, factory, seed, max_train, gpu)
         return _add(index, vectors, gpu)
-    finally:
-        faiss.omp_set_num_threads(threads)
 
 
 def _train(index: faiss.Index, vectors: np.ndarray, factory: str, seed: int, max_train: int | None, gpu: bool) -> None:
@@ -636,9 +622,9 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
             f"queries have dimension {queries.shape[1]} but the index has dimension {index.d}",
             "embed the queries with the same backbone and layer as the indexed collection",
         )
-    bad = ~np.isfinite(queries).all(axis=1)
-    if bad.any():
-        raise InputDataError(f"queries contain NaN or infinite values (first at row {int(np.argmax(bad))})")
+    bad = first_non_finite_row(queries)
+    if bad is not None:
+        raise InputDataError(f"queries contain NaN or infinite values (first at row {bad})")
     if not 1 <= k <= index.ntotal:
         raise InputDataError(f"k={k} but the index holds {index.ntotal} vectors", f"use 1 <= k <= {index.ntotal}")
     return index.search(_as_float32(queries), k)

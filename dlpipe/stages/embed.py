@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from dlpipe.core.arrays import first_non_finite_row
 from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sidecar, stage_lock
 from dlpipe.core.config import Project
 from dlpipe.core.console import progress
@@ -113,9 +114,10 @@ def _write_embeddings(path: Path, extractor: Extractor, manifest: Manifest, batc
             vectors = forward(images).numpy().astype(np.float32, copy=False)
             if normalize:
                 vectors = normalize_rows(vectors)
-            if not np.isfinite(vectors).all():
-                bad = manifest.rows[row + int(np.argmin(np.isfinite(vectors).all(axis=1)))]["path"]
-                raise InputDataError(f"non-finite embedding for {bad}", "check the image and the model's weights")
+            bad = first_non_finite_row(vectors)
+            if bad is not None:
+                path = manifest.rows[row + bad]["path"]
+                raise InputDataError(f"non-finite embedding for {path}", "check the image and the model's weights")
             output[row : row + len(vectors)] = vectors
             row += len(vectors)
             advance(len(vectors))
