@@ -9,8 +9,8 @@ ImageNet weights, built through dlpipe's registry exactly as a user's
 1. **dlpipe end to end**: the real stage ``embed.run`` (load the manifest, build
    the model, read, decode, resize, forward, L2-normalise, write a memory-mapped
    ``embeddings.npy`` plus its sidecar), timed whole because that is what a user
-   waits for; and ``embed._write_embeddings`` alone (the streaming pipeline, model
-   already built). The pipeline's throughput is the time ``_write_embeddings``
+   waits for; and ``write_embeddings`` alone (the streaming pipeline, model
+   already built). The pipeline's throughput is the time ``write_embeddings``
    reports: read, decode, resize, forward, normalise and write of every image,
    after its one-time graph tracing (which is reported separately as wall minus
    reported time).
@@ -71,6 +71,7 @@ from dlpipe.core.config import BackboneConfig, SampleImagesConfig, load_project
 from dlpipe.data.manifest import load_manifest
 from dlpipe.data.sample import generate_images
 from dlpipe.models.backbones import OFFLINE_ENV, get_spec, imagenet_weights_file
+from dlpipe.models.extractor import write_embeddings
 from dlpipe.models.heads import get_head
 from dlpipe.models.inputs import image_dataset, needs_pillow
 from dlpipe.models.network import backbone_embedding_model, build_network
@@ -191,11 +192,11 @@ def time_naive(model, paths: list[Path], image_size: int) -> float:
 
 
 def time_write(extractor, manifest, batch_size: int, normalize: bool, folder: Path) -> tuple[float, float]:
-    """(wall seconds, seconds embed reports) for ``_write_embeddings`` into a fresh .npy."""
+    """(wall seconds, seconds embed reports) for ``write_embeddings`` into a fresh .npy."""
     path = folder / "embeddings.npy"
     path.unlink(missing_ok=True)
     start = time.perf_counter()
-    inner, _ = embed._write_embeddings(path, extractor, manifest, batch_size, normalize)
+    inner, _ = write_embeddings(path, extractor, manifest, batch_size, normalize)
     return time.perf_counter() - start, inner
 
 

@@ -49,8 +49,8 @@ def prepare(per_class: int, size: int, seed: int) -> tuple[Path, Path]:
 def time_decode(project, workers: int) -> float:
     """Seconds for the decode phase alone: enumerate, then inspect every file."""
     spec = project.dataset("bench")
-    candidates, _ = ingest._enumerate(project.resolve(spec.source), spec, "bench")
-    inspect = ingest._inspector(spec, project.params.ingest)
+    candidates, _ = ingest.enumerate_candidates(project.resolve(spec.source), spec, "bench")
+    inspect = ingest.inspector(spec, project.params.ingest)
     start = time.perf_counter()
     if workers == 1:
         outcomes = [inspect(candidate) for candidate in candidates]  # the plain single-process loop

@@ -64,7 +64,7 @@ class DecodeOnly:
         self.cfg = cfg
 
     def __call__(self, job) -> int:
-        return spectrogram._decode_checked(job, self.cfg).size
+        return spectrogram.decode_checked(job, self.cfg).size
 
 
 def time_calls(function, jobs: list, workers: int) -> float:
@@ -85,7 +85,7 @@ def time_transform(cfg, jobs: list, workers: int, labels: set[str], beside: Path
     try:
         for label in labels:
             (scratch / "images" / label).mkdir(parents=True)
-        transform = spectrogram._TransformClip(cfg, scratch, (cfg.db_min, cfg.db_max))
+        transform = spectrogram.TransformClip(cfg, scratch, (cfg.db_min, cfg.db_max))
         return time_calls(transform, jobs, workers)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -110,7 +110,7 @@ def main() -> None:
     project = load_project(params_path)
     cfg = project.params.spectrogram
     manifest = load_manifest(project, "bench")
-    jobs = [spectrogram._ClipJob(manifest.resolve(row["path"]), row) for row in manifest.rows]
+    jobs = [spectrogram.ClipJob(manifest.resolve(row["path"]), row) for row in manifest.rows]
     labels = {row["label"] for row in manifest.rows}
     audio_seconds = sum(float(row["duration"]) for row in manifest.rows)
     prepare_transform(cfg)

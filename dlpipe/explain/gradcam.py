@@ -75,7 +75,7 @@ def gradcam_maps(model: keras.Model, images: np.ndarray, targets: np.ndarray, la
     inner = keras.Model(container.inputs, [target_layer.output, container.outputs[0]]) if container is not model else None
     images_t = tf.constant(images, tf.float32)
     with tf.GradientTape() as tape:
-        features, logits = _forward(model, images_t, container, target_layer, inner)
+        features, logits = features_and_logits(model, images_t, container, target_layer, inner)
         scores = tf.gather(logits, tf.constant(targets, tf.int32), axis=1, batch_dims=1)
     gradients = tape.gradient(scores, features)
     weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)  # one weight per channel: the pooled gradient
@@ -86,8 +86,19 @@ def gradcam_maps(model: keras.Model, images: np.ndarray, targets: np.ndarray, la
     return np.where(peaks > 0, cams / np.maximum(peaks, 1e-12), 0.0).astype(np.float32)
 
 
-def _forward(model: keras.Model, images: tf.Tensor, container: keras.Model, target: keras.layers.Layer, inner: keras.Model | None):
-    """(feature map, class logits): the outer layers in order, the backbone through ``inner``."""
+def features_and_logits(
+    model: keras.Model, images: tf.Tensor, container: keras.Model, target: keras.layers.Layer, inner: keras.Model | None
+):
+    """(feature map, class logits) of ``images``: the outer layers in order, the backbone through ``inner``.
+
+    Args:
+        model, container, target: as :func:`find_target_layer` returns them (``container`` holds ``target``).
+        inner: ``container`` rebuilt to output (target's feature map, its own output), or None when
+            the target layer sits in ``model`` itself.
+
+    Raises:
+        ConfigError: the model is not a single-path network ending in a Dense layer.
+    """
     x = images
     features = None
     last = model.layers[-1]

@@ -290,7 +290,7 @@ def _stores_float16(index: faiss.Index) -> bool:
     )
 
 
-def _min_train_points(index: faiss.Index) -> int:
+def min_train_points(index: faiss.Index) -> int:
     """The fewest training vectors FAISS accepts: one per k-means centroid of the IVF and PQ quantizers."""
     needed = 1 if not index.is_trained else 0
     for layer in _layers(index):
@@ -413,7 +413,7 @@ def build_index(
 
 def _train(index: faiss.Index, vectors: np.ndarray, factory: str, seed: int, max_train: int | None, gpu: bool) -> None:
     count = vectors.shape[0]
-    needed = _min_train_points(index)
+    needed = min_train_points(index)
     if count < needed:
         raise InputDataError(
             f"index '{factory}' needs at least {needed} vectors to train, but there are only {count}",

@@ -109,10 +109,10 @@ def run(project: Project, dataset: str) -> Result:
     metrics_path = layout.metrics(STAGE)
 
     with stage_lock(layout.root, STAGE):
-        candidates, ignored = _enumerate(source, spec, dataset)
+        candidates, ignored = enumerate_candidates(source, spec, dataset)
         if not candidates:
             raise InputDataError(f"dataset '{dataset}': no files found in {source}", _layout_hint(spec.modality))
-        inspect = _inspector(spec, cfg)
+        inspect = inspector(spec, cfg)
         outcomes = parallel_map(inspect, candidates, cfg.workers, f"ingest {dataset}", UNITS[spec.modality])
         if spec.modality != "text":
             _deduplicate(outcomes)
@@ -182,7 +182,7 @@ def _walk(root: Path) -> list[tuple[str, bool]]:
     return sorted(entries)
 
 
-def _enumerate(source: Path, spec: DatasetConfig, dataset: str) -> tuple[list[Candidate], list[Outcome]]:
+def enumerate_candidates(source: Path, spec: DatasetConfig, dataset: str) -> tuple[list[Candidate], list[Outcome]]:
     """List the files to inspect and those ignored outright (hidden files, stray top-level files)."""
     if not source.exists():
         raise InputDataError(f"dataset '{dataset}': source not found: {source}", _layout_hint(spec.modality))
@@ -250,7 +250,7 @@ def _from_csv(table: Path) -> list[Candidate]:
 # --- inspecting -------------------------------------------------------------------------------
 
 
-def _inspector(spec: DatasetConfig, cfg: IngestConfig) -> Callable[[Candidate], Outcome]:
+def inspector(spec: DatasetConfig, cfg: IngestConfig) -> Callable[[Candidate], Outcome]:
     """A picklable function that inspects one candidate of this modality."""
     if spec.modality == "image":
         return functools.partial(_inspect_image, min_side=cfg.image.min_side, max_pixels=cfg.image.max_pixels)

@@ -62,7 +62,7 @@ class Result:
 
 
 @dataclass(frozen=True)
-class _ClipJob:
+class ClipJob:
     """One manifest row to process, with everything a forked worker needs."""
 
     source: Path
@@ -102,7 +102,7 @@ def run(project: Project, dataset: str) -> Result:
     out_dir = layout.spectrogram_dir
     metrics_path = layout.metrics(STAGE)
     sampled = montage_sample(manifest.rows)
-    jobs = [_ClipJob(manifest.resolve(row["path"]), row, i in sampled) for i, row in enumerate(manifest.rows)]
+    jobs = [ClipJob(manifest.resolve(row["path"]), row, i in sampled) for i, row in enumerate(manifest.rows)]
     with stage_lock(layout.root, STAGE):
         started = time.perf_counter()
         prepare(cfg)
@@ -177,7 +177,7 @@ def _class_means(kept: list[_ClipOutcome]) -> tuple[dict[str, np.ndarray], dict[
 # --- the dB-to-pixel range --------------------------------------------------------------------
 
 
-def _db_range(cfg: SpectrogramConfig, jobs: list[_ClipJob], dataset: str) -> tuple[float, float]:
+def _db_range(cfg: SpectrogramConfig, jobs: list[ClipJob], dataset: str) -> tuple[float, float]:
     """``(db_min, db_max)``: from params, or fitted on the training split's windows only."""
     if cfg.scaling == "fixed":
         return float(cfg.db_min), float(cfg.db_max)
@@ -204,12 +204,12 @@ class _FitHistogram:
     def __init__(self, cfg: SpectrogramConfig) -> None:
         self.cfg = cfg
 
-    def __call__(self, jobs: list[_ClipJob]) -> np.ndarray:
+    def __call__(self, jobs: list[ClipJob]) -> np.ndarray:
         counts = np.zeros(len(_HISTOGRAM_EDGES) - 1, dtype=np.int64)
         for job in jobs:
             try:
-                samples = _decode_checked(job, self.cfg)
-            except (Rejected, _ClipChanged):
+                samples = decode_checked(job, self.cfg)
+            except (Rejected, ClipChanged):
                 continue  # the transform pass reports it
             for window in clip_windows(samples, self.cfg):
                 counts += np.histogram(window.db, bins=_HISTOGRAM_EDGES)[0]
@@ -220,21 +220,21 @@ class _FitHistogram:
 
 
 def _transform_all(
-    cfg: SpectrogramConfig, jobs: list[_ClipJob], staging: Path, db_range: tuple[float, float], dataset: str
+    cfg: SpectrogramConfig, jobs: list[ClipJob], staging: Path, db_range: tuple[float, float], dataset: str
 ) -> list[_ClipOutcome]:
     for folder in sorted({_folder_name(job.row["label"]) for job in jobs}):
         (staging / "images" / folder).mkdir(parents=True)
         if cfg.save_npy:
             (staging / "arrays" / folder).mkdir(parents=True)
-    transform = _TransformClip(cfg, staging, db_range)
+    transform = TransformClip(cfg, staging, db_range)
     return parallel_map(transform, jobs, cfg.workers, f"spectrogram {dataset}", "clips")
 
 
-class _ClipChanged(Exception):
+class ClipChanged(Exception):
     """The file on disk is not the clip ingest recorded."""
 
 
-class _TransformClip:
+class TransformClip:
     """Picklable: decode one clip, write its window images, return their manifest rows."""
 
     def __init__(self, cfg: SpectrogramConfig, staging: Path, db_range: tuple[float, float]) -> None:
@@ -243,11 +243,11 @@ class _TransformClip:
         self.db_range = db_range
         self._image_facts: dict[str, Any] | None = None
 
-    def __call__(self, job: _ClipJob) -> _ClipOutcome:
+    def __call__(self, job: ClipJob) -> _ClipOutcome:
         outcome = _ClipOutcome(job.row)
         try:
-            samples = _decode_checked(job, self.cfg)
-        except _ClipChanged as changed:
+            samples = decode_checked(job, self.cfg)
+        except ClipChanged as changed:
             outcome.reason, outcome.detail = "changed_since_ingest", str(changed)
             return outcome
         except Rejected as rejection:
@@ -302,11 +302,11 @@ def _window_name(row: dict[str, str], index: int) -> str:
     return f"{Path(row['path']).stem}_{row['sha256'][:8]}_w{index:03d}"
 
 
-def _decode_checked(job: _ClipJob, cfg: SpectrogramConfig) -> np.ndarray:
+def decode_checked(job: ClipJob, cfg: SpectrogramConfig) -> np.ndarray:
     """The clip's mono samples at ``cfg.sample_rate``, after checking it is the file ingest recorded.
 
     Raises:
-        _ClipChanged: missing, or sha256 / sample rate / channels differ from the manifest.
+        ClipChanged: missing, or sha256 / sample rate / channels differ from the manifest.
         Rejected: no decoder can read it.
     """
     from dlpipe.data.media.audio import load_mono
@@ -314,13 +314,13 @@ def _decode_checked(job: _ClipJob, cfg: SpectrogramConfig) -> np.ndarray:
     try:
         data = job.source.read_bytes()
     except OSError as exc:
-        raise _ClipChanged(f"cannot read it any more ({exc.strerror or exc})") from None
+        raise ClipChanged(f"cannot read it any more ({exc.strerror or exc})") from None
     if hashlib.sha256(data).hexdigest() != job.row["sha256"]:
-        raise _ClipChanged("its sha256 differs from the one ingest recorded")
+        raise ClipChanged("its sha256 differs from the one ingest recorded")
     clip = load_mono(data, cfg.sample_rate)
     recorded = (int(job.row["sample_rate"]), int(job.row["channels"]))
     if (clip.source_rate, clip.source_channels) != recorded:
-        raise _ClipChanged(
+        raise ClipChanged(
             f"it holds {clip.source_channels} channel(s) at {clip.source_rate} Hz, the manifest says "
             f"{recorded[1]} at {recorded[0]} Hz"
         )

@@ -100,7 +100,7 @@ def test_gradcam_finds_the_nested_backbone_and_matches_the_model(explained: tupl
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
     # The layer-by-layer walk that exposes the inner feature map computes the model's own output.
     inner = keras.Model(container.inputs, [layer.output, container.outputs[0]])
-    features, logits = gradcam._forward(model, images, container, layer, inner)
+    features, logits = gradcam.features_and_logits(model, images, container, layer, inner)
     np.testing.assert_allclose(keras.ops.softmax(logits).numpy(), model.predict(images, verbose=0), atol=1e-5)
     assert features.shape == (3, 4, 4, 128)
     maps = gradcam.gradcam_maps(model, images, np.array([0, 1, 2]))

@@ -192,7 +192,7 @@ def test_choose_index_never_needs_more_training_vectors_than_it_has(count: int) 
         except ConfigError:
             continue  # budget too small for anything: refused, not an untrainable index
         index = faiss.index_factory(2048, choice.factory, faiss.METRIC_INNER_PRODUCT)
-        assert ix._min_train_points(index) <= count, choice
+        assert ix.min_train_points(index) <= count, choice
 
 
 def test_choose_index_refuses_a_budget_too_small() -> None:

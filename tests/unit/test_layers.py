@@ -156,6 +156,37 @@ def test_no_module_imports_a_private_name_of_another(folder: str) -> None:
     assert not bad, bad
 
 
+def _module_aliases(tree: ast.Module) -> set[str]:
+    """Names a file binds to dlpipe modules (``from dlpipe.stages import embed``, ``import dlpipe.x as y``)."""
+    aliases = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dlpipe"):
+            for alias in node.names:
+                if _module_file(f"{node.module}.{alias.name}") is not None:
+                    aliases.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            aliases.update(alias.asname for alias in node.names if alias.name.startswith("dlpipe") and alias.asname)
+    return aliases
+
+
+@pytest.mark.parametrize("folder", ["tests", "bench"])
+def test_tests_and_benchmarks_use_no_private_name_of_a_dlpipe_module(folder: str) -> None:
+    bad = []
+    for path in sorted((REPO / folder).rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        aliases = _module_aliases(tree)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                bad.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value.id}.{node.attr}")
+    assert not bad, bad
+
+
 def _placeholder_outputs(project: Path) -> None:
     """Stand-ins for every stage's sources and outputs, so ``dvc commit`` can record a lock without running a stage."""
     params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))

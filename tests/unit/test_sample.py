@@ -221,16 +221,16 @@ def test_failed_image_generation_leaves_existing_output_intact(tmp_path, monkeyp
     out = tmp_path / "images"
     sample.generate_images(out, IMAGES, 0)
     before = tree_hashes(out)
-    real_save = sample._save_image
+    real_save = Image.Image.save
     calls = []
 
-    def failing_save(*args):
+    def failing_save(image, *args, **kwargs):  # the fifth image write fails, as a full disk would
         calls.append(args)
         if len(calls) == 5:
             raise RuntimeError("disk full")
-        real_save(*args)
+        real_save(image, *args, **kwargs)
 
-    monkeypatch.setattr(sample, "_save_image", failing_save)
+    monkeypatch.setattr(Image.Image, "save", failing_save)
     with pytest.raises(RuntimeError, match="disk full"):
         sample.generate_images(out, IMAGES, 1)
     assert tree_hashes(out) == before
@@ -245,7 +245,7 @@ def test_failed_audio_generation_leaves_existing_output_intact(tmp_path, monkeyp
     def failing_encode(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sample, "_encode_wav", failing_encode)
+    monkeypatch.setattr(soundfile.SoundFile, "write", failing_encode)
     with pytest.raises(KeyboardInterrupt):
         sample.generate_audio(out, AUDIO, 1)
     assert tree_hashes(out) == before

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dlpipe.core.arrays import first_non_finite_row
 from dlpipe.data.media import Rejected
 
 _BLOCK_FRAMES = 1 << 16
@@ -90,9 +91,10 @@ def _inspect_with_librosa(data: bytes, soundfile_reason: str) -> AudioInfo:
 
 
 def _check_finite(block: np.ndarray, offset: int, rate: int) -> None:
-    finite = np.isfinite(block)
-    if not finite.all():
-        first = offset + int(np.argmin(finite.all(axis=1)))
+    """Reject a block of frames (frames x channels) holding NaN or inf, naming the first frame's time."""
+    bad = first_non_finite_row(block)
+    if bad is not None:
+        first = offset + bad
         raise Rejected("non_finite_samples", f"NaN or infinite sample at frame {first} ({first / rate:.3f} s)")
 
 
