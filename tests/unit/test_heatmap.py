@@ -104,7 +104,9 @@ def test_gradcam_finds_the_nested_backbone_and_matches_the_model(explained: tupl
     np.testing.assert_allclose(keras.ops.softmax(logits).numpy(), model.predict(images, verbose=0), atol=1e-5)
     assert features.shape == (3, 4, 4, 128)
     maps = gradcam.gradcam_maps(model, images, np.array([0, 1, 2]))
-    assert maps.shape == (3, 32, 32) and maps.min() >= 0 and maps.max() <= 1
+    peaks = maps.max(axis=(1, 2))
+    # each map is scaled to its own peak (an all-zero map stays zero)
+    assert maps.shape == (3, 32, 32) and maps.min() >= 0 and np.all(np.isclose(peaks, 1) | (peaks == 0))
     assert gradcam.find_target_layer(model, "block3_relu2")[1].name == "block3_relu2"
     with pytest.raises(ConfigError, match="block4_relu2"):
         gradcam.find_target_layer(model, "no_such_layer")
@@ -142,8 +144,8 @@ def test_stage_writes_overlays_grid_maps_and_evidence(explained: tuple[Workspace
     metrics = json.loads((workspace.root / "data/shapes/metrics/heatmap.json").read_text())
     assert metrics == result.metrics and metrics["pointing_images"] == 4
     assert metrics["occluded_copies_per_image"] == 49
-    for key in ("occlusion", "gradcam", "random"):
-        assert 0 <= metrics[f"{key}_deletion_auc"] <= 1 and 0 <= metrics[f"{key}_pointing_game"] <= 1
+    # (tests/unit/test_demo_quality.py holds the maps to real thresholds on the demo model)
+    assert {f"{key}_{score}" for key in ("occlusion", "gradcam", "random") for score in ("deletion_auc", "pointing_game")} <= set(metrics)
     sidecar = json.loads((folder / "heatmap.json").read_text())
     assert sidecar["maps"] == {"occlusion": "maps/occlusion.npy", "gradcam": "maps/gradcam.npy"}
 

@@ -59,10 +59,12 @@ def test_finetune_writes_model_sidecar_plots_and_metrics(trained: Workspace) -> 
     for name in ("confusion.png", "confusion.csv", "history.png", "top_losses.png", "live/plots/metrics/train/loss.tsv"):
         assert (data / "plots/finetune" / name).is_file(), name
     metrics = json.loads((data / "metrics/finetune.json").read_text())
-    assert metrics["epochs"] == 3 and 0 <= metrics["test_accuracy"] <= 1
-    assert set(metrics["test_per_class"]) == set(sidecar["classes"])
+    assert metrics["epochs"] == 3 and set(metrics["test_per_class"]) == set(sidecar["classes"])
     confusion = (data / "plots/finetune/confusion.csv").read_text().splitlines()
     assert confusion[0] == "actual,predicted" and len(confusion) - 1 == metrics["test_count"]
+    # (three epochs on 40 images are chance level; tests/unit/test_demo_quality.py sets the accuracy bar)
+    right = sum(actual == predicted for actual, predicted in (line.split(",") for line in confusion[1:]))
+    assert metrics["test_accuracy"] == pytest.approx(right / metrics["test_count"], abs=1e-6)
     assert not (data / ".finetune-resume").exists() or not any((data / ".finetune-resume").iterdir())
 
 

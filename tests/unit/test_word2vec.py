@@ -132,7 +132,11 @@ def test_evaluate_on_own_files(trained: Workspace, tmp_path: Path) -> None:
     scores = evaluate(kv, 1000, analogies, pairs)
     assert (scores["analogy_questions"], scores["analogy_answered"]) == (3, 2)
     assert scores["analogy_oov_rate"] == pytest.approx(1 / 3) and scores["wordsim_oov_rate"] == pytest.approx(0.2)
-    assert -1 <= scores["wordsim_spearman"] <= 1
+    from scipy.stats import spearmanr
+
+    judged = [("king", "queen", 9), ("king", "rain", 1), ("match", "goal", 8), ("rain", "snow", 8)]  # zebra is unknown
+    expected = spearmanr([score for *_, score in judged], [kv.similarity(a, b) for a, b, _ in judged]).statistic
+    assert scores["wordsim_spearman"] == pytest.approx(expected, abs=1e-6)
     # restrict_vocab: only the most frequent word counts as known, so nothing can be answered.
     narrow = evaluate(kv, 1, analogies, pairs)
     assert narrow["analogy_answered"] == 0 and narrow["analogy_accuracy"] is None and narrow["analogy_oov_rate"] == 1
