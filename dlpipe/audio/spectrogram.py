@@ -133,9 +133,3 @@ def db_to_pixels(db: np.ndarray, db_min: float, db_max: float, bit_depth: int) -
     top = (1 << bit_depth) - 1
     scaled = np.clip((db - db_min) / (db_max - db_min), 0.0, 1.0) * top
     return np.round(scaled[::-1]).astype(np.uint8 if bit_depth == 8 else np.uint16)
-
-
-def pixels_to_db(pixels: np.ndarray, db_min: float, db_max: float, bit_depth: int) -> np.ndarray:
-    """Inverse of :func:`db_to_pixels` (up to quantisation and clipping), back in mel-band order."""
-    top = (1 << bit_depth) - 1
-    return (pixels[::-1].astype(np.float32) / top) * (db_max - db_min) + db_min

@@ -18,7 +18,6 @@ from dlpipe.core.config import Project
 from dlpipe.core.errors import ArtifactError, ConfigError
 from dlpipe.core.layout import MANIFEST_FILE, MANIFEST_SIDECAR, SPECTROGRAM_SIDECAR
 
-SPLITS = ("train", "val", "test")
 # The columns image stages read; an audio dataset's spectrogram manifest has them too (plus its own).
 IMAGE_MANIFEST_COLUMNS = ("path", "label", "split", "sha256", "size_bytes", "width", "height", "format", "mode", "conversion")
 # rejected.csv of ingest and spectrogram: every item not taken, with a stable reason code.

@@ -40,8 +40,6 @@ MODALITY_COLUMNS = {
     "text": ("lines", "tokens", "chars", "encoding"),
 }
 UNITS = {"image": "images", "audio": "clips", "text": "files"}
-# Not data at all (OS litter, metadata beside the class folders): listed, but not counted as bad items.
-IGNORED_REASONS = frozenset({"hidden_file", "outside_class_folder"})
 # Dropped on purpose, not because the file is bad: not counted against max_reject_fraction.
 DEDUPLICATION_REASONS = frozenset({"duplicate", "label_conflict"})
 
