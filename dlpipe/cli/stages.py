@@ -7,6 +7,7 @@ dataset or on every dataset it applies to, and prints a line per dataset (or ``-
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -109,25 +110,6 @@ def _print_summary(results: list[Any]) -> None:
         console.print(f"{result.dataset}: {result.out_dir / 'manifest.csv'} (rejections in rejected.csv)")
 
 
-def spectrogram(
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", "-d", help="Run on this audio dataset (default: every audio dataset in params).")
-    ] = None,
-    params: ParamsOption = DEFAULT_PARAMS,
-    set_: SetOption = None,
-    verbose: VerboseOption = False,
-    as_json: JsonOption = False,
-) -> None:
-    """Turn an ingested audio dataset into log-mel spectrogram images (fixed-length windows).
-
-    Writes data/<dataset>/spectrogram: images/<label>/*.png, an image-style manifest.csv that
-    finetune, embed, cluster, search and heatmap read for this dataset, class_means.png
-    (each class's mean spectrogram), rejected.csv and the sidecar spectrogram.json.
-    Example: dlpipe spectrogram --dataset sounds --set spectrogram.n_mels=128
-    """
-    report(run_per_dataset("spectrogram", params, set_, verbose, dataset, modalities=("audio",)), as_json, _spectrogram_line)
-
-
 def _spectrogram_line(result: Any) -> str:
     m = result.metrics
     return (
@@ -137,39 +119,8 @@ def _spectrogram_line(result: Any) -> str:
     )
 
 
-def finetune(
-    dataset: DatasetOption = None,
-    params: ParamsOption = DEFAULT_PARAMS,
-    set_: SetOption = None,
-    verbose: VerboseOption = False,
-    as_json: JsonOption = False,
-) -> None:
-    """Fine-tune a pretrained ConvNet (or train small_cnn) on an ingested image dataset and evaluate it.
-
-    Writes data/<dataset>/model (model.keras + model.json), plots/finetune and metrics/finetune.json.
-    Example: dlpipe finetune --dataset shapes --set finetune.head_epochs=10
-    """
-    results = run_per_dataset("finetune", params, set_, verbose, dataset, modalities=IMAGE_LIKE)
-    report(results, as_json, _finetune_line, "model_dir")
-
-
 def _finetune_line(result: Any) -> str:
     return f"finetune {result.dataset}: {result.summary} -> {result.model_dir / 'model.keras'}"
-
-
-def embed(
-    dataset: DatasetOption = None,
-    params: ParamsOption = DEFAULT_PARAMS,
-    set_: SetOption = None,
-    verbose: VerboseOption = False,
-    as_json: JsonOption = False,
-) -> None:
-    """Embed every image (penultimate-layer features) of the fine-tuned model or a pretrained backbone.
-
-    Writes data/<dataset>/embed/embeddings.npy (float32, manifest order) and embeddings.json.
-    Example: dlpipe embed --dataset shapes --set embed.source=backbone
-    """
-    report(run_per_dataset("embed", params, set_, verbose, dataset, modalities=IMAGE_LIKE), as_json, _embed_line)
 
 
 def _embed_line(result: Any) -> str:
@@ -179,26 +130,81 @@ def _embed_line(result: Any) -> str:
     )
 
 
-def cluster(
-    dataset: DatasetOption = None,
-    params: ParamsOption = DEFAULT_PARAMS,
-    set_: SetOption = None,
-    verbose: VerboseOption = False,
-    as_json: JsonOption = False,
-) -> None:
+def _cluster_line(result: Any) -> str:
+    m = result.metrics
+    versus = f", NMI {m['nmi']:.3f} (raw pixels {m['raw_pixels_nmi']:.3f})" if "nmi" in m else ""
+    return f"cluster {result.dataset}: k={result.k} ({m['k_source']}), silhouette {m['silhouette']:.3f}{versus} -> {result.out_dir}"
+
+
+def _stage_command(
+    stage: str,
+    line: Callable[[Any], str],
+    help_text: str,
+    folder: str = "out_dir",
+    modalities: tuple[str, ...] = IMAGE_LIKE,
+    dataset_help: str = "Run on this dataset (default: every image dataset in params).",
+) -> Callable[..., None]:
+    """The command that runs ``stage`` on one or every dataset of ``modalities`` and prints ``line`` per result."""
+
+    def command(
+        dataset: DatasetOption = None,
+        params: ParamsOption = DEFAULT_PARAMS,
+        set_: SetOption = None,
+        verbose: VerboseOption = False,
+        as_json: JsonOption = False,
+    ) -> None:
+        report(run_per_dataset(stage, params, set_, verbose, dataset, modalities=modalities), as_json, line, folder)
+
+    command.__name__ = command.__qualname__ = stage  # Typer names the command after the function
+    command.__doc__ = help_text
+    command.__annotations__ = command.__annotations__ | {
+        "dataset": Annotated[str | None, typer.Option("--dataset", "-d", help=dataset_help)]
+    }
+    return command
+
+
+spectrogram = _stage_command(
+    "spectrogram",
+    _spectrogram_line,
+    """Turn an ingested audio dataset into log-mel spectrogram images (fixed-length windows).
+
+    Writes data/<dataset>/spectrogram: images/<label>/*.png, an image-style manifest.csv that
+    finetune, embed, cluster, search and heatmap read for this dataset, class_means.png
+    (each class's mean spectrogram), rejected.csv and the sidecar spectrogram.json.
+    Example: dlpipe spectrogram --dataset sounds --set spectrogram.n_mels=128
+    """,
+    modalities=("audio",),
+    dataset_help="Run on this audio dataset (default: every audio dataset in params).",
+)
+finetune = _stage_command(
+    "finetune",
+    _finetune_line,
+    """Fine-tune a pretrained ConvNet (or train small_cnn) on an ingested image dataset and evaluate it.
+
+    Writes data/<dataset>/model (model.keras + model.json), plots/finetune and metrics/finetune.json.
+    Example: dlpipe finetune --dataset shapes --set finetune.head_epochs=10
+    """,
+    "model_dir",
+)
+embed = _stage_command(
+    "embed",
+    _embed_line,
+    """Embed every image (penultimate-layer features) of the fine-tuned model or a pretrained backbone.
+
+    Writes data/<dataset>/embed/embeddings.npy (float32, manifest order) and embeddings.json.
+    Example: dlpipe embed --dataset shapes --set embed.source=backbone
+    """,
+)
+cluster = _stage_command(
+    "cluster",
+    _cluster_line,
     """Cluster the embeddings with k-means (k fixed or chosen by silhouette) and compare with raw pixels.
 
     Writes data/<dataset>/cluster (assignments.csv, umap.csv/png, the UMAP reducer, one contact sheet
     per cluster) and metrics/cluster.json (NMI, ARI, purity of deep features vs raw pixels).
     Example: dlpipe cluster --dataset shapes --set cluster.k=4
-    """
-    report(run_per_dataset("cluster", params, set_, verbose, dataset, modalities=IMAGE_LIKE), as_json, _cluster_line)
-
-
-def _cluster_line(result: Any) -> str:
-    m = result.metrics
-    versus = f", NMI {m['nmi']:.3f} (raw pixels {m['raw_pixels_nmi']:.3f})" if "nmi" in m else ""
-    return f"cluster {result.dataset}: k={result.k} ({m['k_source']}), silhouette {m['silhouette']:.3f}{versus} -> {result.out_dir}"
+    """,
+)
 
 
 def heatmap(

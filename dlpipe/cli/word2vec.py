@@ -72,6 +72,17 @@ def _project_and_dataset(params: Path, overrides: list[str] | None, dataset: str
     return project, dataset or only_built(project, lambda layout: layout.vectors_file, "word2vec vectors")
 
 
+def _ask(question: str, params: Path, overrides: list[str] | None, dataset: str | None, verbose: bool, *arguments: Any) -> Any:
+    """The answer of ``dlpipe.queries.word2vec.<question>`` on the chosen dataset's vectors (errors become exit codes)."""
+
+    def action() -> Any:
+        from dlpipe.queries import word2vec as query
+
+        return getattr(query, question)(*_project_and_dataset(params, overrides, dataset), *arguments)
+
+    return guarded(verbose, action)
+
+
 def _print_neighbours(title: str, neighbours: list[Any]) -> None:
     from rich.table import Table
 
@@ -100,12 +111,7 @@ def similar(
     Example: dlpipe word2vec similar police -n 5
     """
 
-    def action() -> Any:
-        from dlpipe.queries import word2vec as query
-
-        return query.similar(*_project_and_dataset(params, set_, dataset), word, n)
-
-    neighbours = guarded(verbose, action)
+    neighbours = _ask("similar", params, set_, dataset, verbose, word, n)
     if as_json:
         print_json({"word": word, "neighbours": [vars(item) for item in neighbours]})
         return
@@ -128,12 +134,7 @@ def analogy(
     Example: dlpipe word2vec analogy --positive king --positive woman --negative man   (king - man + woman)
     """
 
-    def action() -> Any:
-        from dlpipe.queries import word2vec as query
-
-        return query.analogy(*_project_and_dataset(params, set_, dataset), positive, negative or [], n)
-
-    neighbours = guarded(verbose, action)
+    neighbours = _ask("analogy", params, set_, dataset, verbose, positive, negative or [], n)
     if as_json:
         print_json({"positive": positive, "negative": negative or [], "answers": [vars(item) for item in neighbours]})
         return
@@ -155,12 +156,7 @@ def doesnt_match(
     Example: dlpipe word2vec doesnt-match breakfast lunch dinner police
     """
 
-    def action() -> Any:
-        from dlpipe.queries import word2vec as query
-
-        return query.doesnt_match(*_project_and_dataset(params, set_, dataset), words)
-
-    odd = guarded(verbose, action)
+    odd = _ask("doesnt_match", params, set_, dataset, verbose, words)
     if as_json:
         print_json({"words": words, "doesnt_match": odd})
         return
@@ -189,12 +185,7 @@ def evaluate(
     Example: dlpipe word2vec evaluate --set word2vec.evaluate.restrict_vocab=10000
     """
 
-    def action() -> Any:
-        from dlpipe.queries import word2vec as query
-
-        return query.evaluate(*_project_and_dataset(params, set_, dataset), analogies, pairs)
-
-    scores = guarded(verbose, action)
+    scores = _ask("evaluate", params, set_, dataset, verbose, analogies, pairs)
     if as_json:
         print_json(scores)
         return

@@ -73,14 +73,10 @@ def load_manifest(project: Project, dataset: str) -> Manifest:
     path = folder / MANIFEST_FILE
     if not path.is_file():
         raise ArtifactError(f"manifest not found: {path}", f"run `dlpipe ingest --dataset {dataset}` first")
-    digest = sha256_file(path)
-    if digest != sidecar.get("manifest_sha256"):
-        raise ArtifactError(
-            f"{path} changed after ingest wrote it (sha256 differs from manifest.json)",
-            f"rerun `dlpipe ingest --dataset {dataset}` instead of editing the manifest",
-        )
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    rows, digest = _rows_matching(
+        path, sidecar, "changed after ingest wrote it (sha256 differs from manifest.json)",
+        f"rerun `dlpipe ingest --dataset {dataset}` instead of editing the manifest",
+    )
     source = project.resolve(spec.source)
     source_root = source.parent if source.is_file() else source
     return Manifest(dataset, sidecar["modality"], source_root, rows, digest)
@@ -113,14 +109,20 @@ def load_image_manifest(project: Project, dataset: str) -> Manifest:
             f"{folder} was made from an earlier ingest of dataset '{dataset}'",
             f"rerun `dlpipe spectrogram --dataset {dataset}`",
         )
-    path = folder / MANIFEST_FILE
-    digest = sha256_file(path) if path.is_file() else ""
-    if digest != sidecar.get("manifest_sha256"):
-        raise ArtifactError(
-            f"{path} is missing or changed after spectrogram wrote it",
-            f"rerun `dlpipe spectrogram --dataset {dataset}`",
-        )
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    rows, digest = _rows_matching(
+        folder / MANIFEST_FILE,
+        sidecar,
+        "is missing or changed after spectrogram wrote it",
+        f"rerun `dlpipe spectrogram --dataset {dataset}`",
+    )
     spectrogram = {key: sidecar.get(key) for key in ("params", "db_min", "db_max", "image")}
     return Manifest(dataset, "image", folder, rows, digest, spectrogram)
+
+
+def _rows_matching(path: Path, sidecar: dict[str, Any], problem: str, hint: str) -> tuple[list[dict[str, str]], str]:
+    """A manifest CSV's rows and sha256, refused (ArtifactError: ``path`` + ``problem``) unless the sidecar recorded that hash."""
+    digest = sha256_file(path) if path.is_file() else ""
+    if digest != sidecar.get("manifest_sha256"):
+        raise ArtifactError(f"{path} {problem}", hint)
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle)), digest

@@ -23,7 +23,7 @@ from dlpipe.data.manifest import Manifest
 from dlpipe.models.backbones import get_spec
 from dlpipe.models.inputs import image_dataset, needs_pillow
 from dlpipe.models.network import backbone_embedding_model, embedding_model
-from dlpipe.models.store import load_trained_model
+from dlpipe.models.store import load_model_trained_on, load_trained_model
 
 
 @dataclass(frozen=True)
@@ -41,19 +41,12 @@ def configured_extractor(cfg: EmbedConfig, model_dir: Path, manifest: Manifest) 
     Raises:
         ArtifactError: (``source: finetuned``) no model, an inconsistent one, or one trained on another manifest.
     """
-    dataset = manifest.dataset
     if cfg.source == "backbone":
         spec = get_spec(cfg.backbone.name, key="embed.backbone.name")
         model = backbone_embedding_model(cfg.backbone, key="embed.backbone")
         description = {"source": "backbone", "backbone": cfg.backbone.model_dump(), "preprocessing": spec.preprocessing}
         return Extractor(model, cfg.backbone.image_size, description)
-    trained = load_trained_model(model_dir)
-    if trained.sidecar["manifest_sha256"] != manifest.sha256:
-        raise ArtifactError(
-            f"dataset '{dataset}' was re-ingested after the model in {trained.path.parent} was trained "
-            "(the manifest's sha256 differs from the one in model.json)",
-            f"retrain with `dlpipe finetune --dataset {dataset}` (or `dvc repro`), or set embed.source: backbone",
-        )
+    trained = load_model_trained_on(model_dir, manifest, "or set embed.source: backbone")
     description = {
         "source": "finetuned",
         "model": str(trained.path),

@@ -15,6 +15,7 @@ from dlpipe.audio.transform import RecordedTransform, from_record
 from dlpipe.core.artifacts import read_json, sha256_file
 from dlpipe.core.errors import ArtifactError
 from dlpipe.core.layout import MODEL_FILE, MODEL_SIDECAR
+from dlpipe.data.manifest import Manifest
 from dlpipe.models.heads import HEADS, Head
 
 _REQUIRED_KEYS = ("classes", "image_size", "embedding_layer", "model_sha256", "manifest_sha256", "backbone", "spectrogram")
@@ -87,6 +88,24 @@ def load_trained_model(location: Path) -> TrainedModel:
     transform = None if record is None else from_record(record, path.with_name(MODEL_SIDECAR))
     trained = TrainedModel(model, sidecar, path, HEADS[task](), transform)
     _check_shapes(trained)
+    return trained
+
+
+def load_model_trained_on(location: Path, manifest: Manifest, hint: str = "") -> TrainedModel:
+    """:func:`load_trained_model`, refused when the model was trained on another version of ``manifest``.
+
+    Raises:
+        ArtifactError: as load_trained_model, or the manifest's sha256 differs from the one in model.json
+            (``hint`` adds another way out to the retraining advice).
+    """
+    trained = load_trained_model(location)
+    if trained.sidecar["manifest_sha256"] != manifest.sha256:
+        dataset = manifest.dataset
+        raise ArtifactError(
+            f"dataset '{dataset}' was re-ingested after the model in {trained.path.parent} was trained "
+            "(the manifest's sha256 differs from the one in model.json)",
+            f"retrain with `dlpipe finetune --dataset {dataset}` (or `dvc repro`)" + (f", {hint}" if hint else ""),
+        )
     return trained
 
 

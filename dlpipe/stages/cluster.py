@@ -21,6 +21,7 @@ from dlpipe.core.artifacts import atomic_dir, atomic_write_bytes, atomic_write_j
 from dlpipe.core.config import ClusterConfig, Project
 from dlpipe.core.console import info
 from dlpipe.core.errors import InputDataError
+from dlpipe.core.results import StageResult
 from dlpipe.reports.cluster_plots import write_silhouette_plot, write_umap_png
 from dlpipe.reports.sheets import RIGHT, WRONG, Tile, contact_sheet
 from dlpipe.retrieval import clustering
@@ -31,14 +32,10 @@ REDUCER_FILE = "umap_reducer.pkl"
 
 
 @dataclass(frozen=True)
-class Result:
+class Result(StageResult):
     """What a cluster run produced."""
 
-    dataset: str
-    out_dir: Path
-    metrics_path: Path
     k: int
-    metrics: dict[str, Any]
 
 
 def run(project: Project, dataset: str) -> Result:
@@ -99,7 +96,7 @@ def run(project: Project, dataset: str) -> Result:
             ),
         )
     atomic_write_json(metrics_path, metrics)
-    return Result(dataset, out_dir, metrics_path, k, metrics)
+    return Result(dataset, out_dir, metrics_path, metrics, k=k)
 
 
 def _choose_k(vectors: np.ndarray, cfg: ClusterConfig, seed: int) -> tuple[int, dict[int, float]]:

@@ -9,12 +9,11 @@ large the dataset, with a sidecar that says exactly how they were made.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sidecar, stage_lock
 from dlpipe.core.config import Project
 from dlpipe.core.layout import EMBEDDINGS_FILE, EMBEDDINGS_SIDECAR
+from dlpipe.core.results import StageResult
 from dlpipe.data.manifest import load_image_manifest
 from dlpipe.models.extractor import configured_extractor, write_embeddings
 from dlpipe.models.network import EMBEDDING_LAYER
@@ -23,15 +22,11 @@ STAGE = "embed"
 
 
 @dataclass(frozen=True)
-class Result:
+class Result(StageResult):
     """What an embed run produced."""
 
-    dataset: str
-    out_dir: Path
-    metrics_path: Path
     count: int
     dimension: int
-    metrics: dict[str, Any]
 
 
 def run(project: Project, dataset: str) -> Result:
@@ -79,4 +74,4 @@ def run(project: Project, dataset: str) -> Result:
             "images_per_second": round(len(manifest.rows) / max(seconds, 1e-9), 1),
         }
         atomic_write_json(metrics_path, metrics)
-    return Result(dataset, out_dir, metrics_path, len(manifest.rows), dimension, metrics)
+    return Result(dataset, out_dir, metrics_path, metrics, count=len(manifest.rows), dimension=dimension)

@@ -25,13 +25,14 @@ import tensorflow as tf
 from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sidecar, stage_lock, write_csv
 from dlpipe.core.config import HeatmapConfig, Project
 from dlpipe.core.console import progress
-from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
+from dlpipe.core.errors import ConfigError, InputDataError
 from dlpipe.core.layout import BOXES_COLUMNS, BOXES_FILE
+from dlpipe.core.results import StageResult
 from dlpipe.data.manifest import Manifest, load_image_manifest
 from dlpipe.data.media import Rejected
 from dlpipe.explain import evidence, gradcam, occlusion
 from dlpipe.models.inputs import image_dataset, load_image_array, needs_pillow
-from dlpipe.models.store import TrainedModel, load_trained_model
+from dlpipe.models.store import TrainedModel, load_model_trained_on
 from dlpipe.reports.heatmap_plots import Explained, write_grid, write_overlay
 
 STAGE = "heatmap"
@@ -40,14 +41,10 @@ _MEAN_SAMPLE = 1000  # training images averaged for the mean fill colour
 
 
 @dataclass(frozen=True)
-class Result:
+class Result(StageResult):
     """What a heatmap run produced."""
 
-    dataset: str
-    out_dir: Path
-    metrics_path: Path
     images: int
-    metrics: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,7 @@ def run(project: Project, dataset: str, images: Sequence[Path] | None = None, ta
     out_dir = layout.stage_dir(STAGE)
     metrics_path = layout.metrics(STAGE)
     with stage_lock(layout.root, STAGE):
-        trained = _trained(project, dataset, manifest)
+        trained = load_model_trained_on(layout.model_dir, manifest)
         size = trained.image_size
         target_index = _check_request(cfg, trained, target_class)
         chosen = _choose_from_paths(images, manifest) if images else _choose_from_test(cfg, trained, manifest)
@@ -130,17 +127,7 @@ def run(project: Project, dataset: str, images: Sequence[Path] | None = None, ta
             )
         metrics = _metrics(dataset, cfg, size, target_class, len(chosen), scores, seconds)
         atomic_write_json(metrics_path, metrics)
-    return Result(dataset, out_dir, metrics_path, len(chosen), metrics)
-
-
-def _trained(project: Project, dataset: str, manifest: Manifest) -> TrainedModel:
-    trained = load_trained_model(project.layout(dataset).model_dir)
-    if trained.sidecar["manifest_sha256"] != manifest.sha256:
-        raise ArtifactError(
-            f"dataset '{dataset}' was re-ingested after the model in {trained.path.parent} was trained",
-            f"retrain with `dlpipe finetune --dataset {dataset}` (or `dvc repro`)",
-        )
-    return trained
+    return Result(dataset, out_dir, metrics_path, metrics, images=len(chosen))
 
 
 def _check_request(cfg: HeatmapConfig, trained: TrainedModel, target_class: str | None) -> int | None:

@@ -25,6 +25,7 @@ from dlpipe.core.artifacts import atomic_dir, atomic_write_json, stage_lock
 from dlpipe.core.config import Project, SearchConfig
 from dlpipe.core.console import info, warn
 from dlpipe.core.errors import InputDataError
+from dlpipe.core.results import StageResult
 from dlpipe.reports.sheets import RIGHT, WRONG, Tile, contact_sheet
 from dlpipe.retrieval import index as faiss_index
 from dlpipe.retrieval.embeddings import Embeddings, load_embeddings
@@ -35,14 +36,10 @@ RECORDED_FIELDS = ("source", "model_sha256", "backbone", "preprocessing", "image
 
 
 @dataclass(frozen=True)
-class Result:
+class Result(StageResult):
     """What a search build produced."""
 
-    dataset: str
-    out_dir: Path
-    metrics_path: Path
     factory: str
-    metrics: dict[str, Any]
 
 
 def run(project: Project, dataset: str) -> Result:
@@ -108,7 +105,7 @@ def run(project: Project, dataset: str) -> Result:
             **evaluation,
         }
     atomic_write_json(metrics_path, metrics)
-    return Result(dataset, out_dir, metrics_path, choice.factory, metrics)
+    return Result(dataset, out_dir, metrics_path, metrics, factory=choice.factory)
 
 
 def _choose(cfg: SearchConfig, count: int, dimension: int) -> faiss_index.IndexChoice:

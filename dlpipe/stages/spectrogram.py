@@ -33,6 +33,7 @@ from dlpipe.core.config import Project, SpectrogramConfig
 from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.core.layout import MANIFEST_FILE, REJECTED_FILE, SPECTROGRAM_SIDECAR
 from dlpipe.core.parallel import parallel_map, resolve_workers
+from dlpipe.core.results import StageResult
 from dlpipe.data.manifest import IMAGE_MANIFEST_COLUMNS, Manifest, load_manifest, write_rejected
 from dlpipe.data.media import Rejected
 
@@ -49,16 +50,12 @@ MONTAGE_CLIPS = 256
 
 
 @dataclass(frozen=True)
-class Result:
+class Result(StageResult):
     """What a spectrogram run produced."""
 
-    dataset: str
-    out_dir: Path
-    metrics_path: Path
     clips: int
     windows: int
     rejected: int
-    metrics: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -144,7 +141,7 @@ def run(project: Project, dataset: str) -> Result:
         seconds = time.perf_counter() - started
         metrics = _metrics(dataset, cfg, kept, rejected, rows, db_range, seconds)
         atomic_write_json(metrics_path, metrics)
-    return Result(dataset, out_dir, metrics_path, len(kept), len(rows), len(rejected), metrics)
+    return Result(dataset, out_dir, metrics_path, metrics, clips=len(kept), windows=len(rows), rejected=len(rejected))
 
 
 def montage_sample(rows: list[dict[str, str]]) -> set[int]:

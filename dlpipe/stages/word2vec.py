@@ -24,6 +24,7 @@ from dlpipe.core.console import info, warn
 from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.core.layout import VECTORS_FILE, WORD2VEC_SIDECAR
 from dlpipe.core.parallel import resolve_workers
+from dlpipe.core.results import StageResult
 from dlpipe.data.manifest import load_manifest
 from dlpipe.reports.live import write_live_history
 from dlpipe.text import export as export
@@ -37,15 +38,11 @@ MODEL_FILE = "model.w2v"
 
 
 @dataclass(frozen=True)
-class Result:
+class Result(StageResult):
     """What a word2vec run produced."""
 
-    dataset: str
-    out_dir: Path
-    metrics_path: Path
     plots_dir: Path
     vocabulary: int
-    metrics: dict[str, Any]
 
 
 def run(project: Project, dataset: str) -> Result:
@@ -109,7 +106,7 @@ def run(project: Project, dataset: str) -> Result:
         with atomic_dir(plots_dir) as staging:
             _write_plots(staging, trained)
         atomic_write_json(metrics_path, metrics)
-    return Result(dataset, out_dir, metrics_path, plots_dir, len(kv), metrics)
+    return Result(dataset, out_dir, metrics_path, metrics, plots_dir=plots_dir, vocabulary=len(kv))
 
 
 def gensim_params(cfg: Word2vecConfig) -> dict[str, Any]:
