@@ -66,26 +66,6 @@ def sample(
     info(f"sample {result.kind}: {result.files} files in {result.out}" + (f" ({classes})" if classes else ""))
 
 
-def ingest(
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", "-d", help="Ingest only this dataset (default: every one in params).")
-    ] = None,
-    params: ParamsOption = DEFAULT_PARAMS,
-    set_: SetOption = None,
-    verbose: VerboseOption = False,
-    as_json: JsonOption = False,
-) -> None:
-    """Validate datasets, write manifest.csv / rejected.csv and split train/val/test.
-
-    Example: dlpipe ingest --dataset shapes
-    """
-    results = run_per_dataset("ingest", params, set_, verbose, dataset)
-    if as_json:
-        print_results_json(results)
-        return
-    _print_summary(results)
-
-
 def _print_summary(results: list[Any]) -> None:
     from rich.table import Table
 
@@ -138,13 +118,17 @@ def _cluster_line(result: Any) -> str:
 
 def _stage_command(
     stage: str,
-    line: Callable[[Any], str],
+    line: Callable[[Any], str] | None,
     help_text: str,
     folder: str = "out_dir",
-    modalities: tuple[str, ...] = IMAGE_LIKE,
+    modalities: tuple[str, ...] | None = IMAGE_LIKE,
     dataset_help: str = "Run on this dataset (default: every image dataset in params).",
+    summary: Callable[[list[Any]], None] | None = None,
 ) -> Callable[..., None]:
-    """The command that runs ``stage`` on one or every dataset of ``modalities`` and prints ``line`` per result."""
+    """The command that runs ``stage`` on one or every dataset of ``modalities`` (None: all).
+
+    Without ``--json`` it prints ``line(result)`` per dataset, or ``summary(results)`` when given.
+    """
 
     def command(
         dataset: DatasetOption = None,
@@ -153,7 +137,13 @@ def _stage_command(
         verbose: VerboseOption = False,
         as_json: JsonOption = False,
     ) -> None:
-        report(run_per_dataset(stage, params, set_, verbose, dataset, modalities=modalities), as_json, line, folder)
+        results = run_per_dataset(stage, params, set_, verbose, dataset, modalities=modalities)
+        if summary is not None and not as_json:
+            summary(results)
+        elif line is not None:
+            report(results, as_json, line, folder)
+        else:
+            print_results_json(results, folder)
 
     command.__name__ = command.__qualname__ = stage  # Typer names the command after the function
     command.__doc__ = help_text
@@ -163,6 +153,17 @@ def _stage_command(
     return command
 
 
+ingest = _stage_command(
+    "ingest",
+    None,
+    """Validate datasets, write manifest.csv / rejected.csv and split train/val/test.
+
+    Example: dlpipe ingest --dataset shapes
+    """,
+    modalities=None,
+    dataset_help="Ingest only this dataset (default: every one in params).",
+    summary=_print_summary,
+)
 spectrogram = _stage_command(
     "spectrogram",
     _spectrogram_line,
