@@ -72,7 +72,7 @@ from dlpipe.data.manifest import load_manifest
 from dlpipe.data.sample import generate_images
 from dlpipe.models.backbones import OFFLINE_ENV, get_spec, imagenet_weights_file
 from dlpipe.models.extractor import write_embeddings
-from dlpipe.models.heads import get_head
+from dlpipe.models.heads.registry import get_head
 from dlpipe.models.inputs import image_dataset, needs_pillow
 from dlpipe.models.network import backbone_embedding_model, build_network
 from dlpipe.stages import embed, ingest

@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from dlpipe.core.config import load_project
 from dlpipe.explain import gradcam, occlusion
-from dlpipe.models.heads import get_head
+from dlpipe.models.heads.registry import get_head
 from dlpipe.models.network import build_network
 
 HERE = Path(__file__).resolve().parent

@@ -21,7 +21,7 @@ import tensorflow as tf
 from dlpipe.core.config import FinetuneConfig
 from dlpipe.data.manifest import Manifest
 from dlpipe.data.media.images import inspect_image, load_rgb
-from dlpipe.models.heads import Head
+from dlpipe.models.heads.base import Head
 from dlpipe.models.training import Splits
 
 # Formats tf.io.decode_image reads exactly as Pillow does once no conversion is needed.

@@ -13,7 +13,7 @@ import keras
 
 from dlpipe.core.config import AugmentConfig, BackboneConfig, FinetuneConfig
 from dlpipe.models.backbones import build_base, get_spec
-from dlpipe.models.heads import Head
+from dlpipe.models.heads.base import Head
 from dlpipe.models.layers import Preprocess
 
 EMBEDDING_LAYER = "embedding"

@@ -16,7 +16,8 @@ from dlpipe.core.artifacts import read_json, sha256_file
 from dlpipe.core.errors import ArtifactError
 from dlpipe.core.layout import MODEL_FILE, MODEL_SIDECAR
 from dlpipe.data.manifest import Manifest
-from dlpipe.models.heads import HEADS, Head
+from dlpipe.models.heads.base import Head
+from dlpipe.models.heads.registry import HEADS
 
 _REQUIRED_KEYS = ("classes", "image_size", "embedding_layer", "model_sha256", "manifest_sha256", "backbone", "spectrogram")
 

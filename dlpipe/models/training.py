@@ -28,7 +28,7 @@ from dlpipe.core.artifacts import write_csv
 from dlpipe.core.config import FinetuneConfig
 from dlpipe.core.console import info
 from dlpipe.core.layout import TRAINING_LOG
-from dlpipe.models.heads import Head
+from dlpipe.models.heads.base import Head
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dlpipe.core.errors import InputDataError
 from dlpipe.data.files import visible_files
 from dlpipe.data.media import Rejected
 from dlpipe.models.file_inputs import accepted_files, file_model_inputs
-from dlpipe.models.heads import Answer
+from dlpipe.models.heads.base import Answer
 from dlpipe.models.store import load_trained_model
 
 _BATCH = 64

@@ -31,7 +31,8 @@ from dlpipe.core.layout import MODEL_FILE, MODEL_SIDECAR, TRAINING_LOG
 from dlpipe.data.manifest import Manifest, load_image_manifest
 from dlpipe.data.media.images import load_rgb
 from dlpipe.models.backbones import get_spec
-from dlpipe.models.heads import Evaluation, Head, get_head
+from dlpipe.models.heads.base import Evaluation, Head
+from dlpipe.models.heads.registry import get_head
 from dlpipe.models.inputs import image_splits
 from dlpipe.models.network import EMBEDDING_LAYER, build_network
 from dlpipe.models.training import History, precision_policy, resume_folder, train, write_log

@@ -114,7 +114,7 @@ def test_gradcam_finds_the_nested_backbone_and_matches_the_model(explained: tupl
 
 def test_gradcam_on_a_keras_applications_backbone() -> None:
     from dlpipe.core.config import load_project
-    from dlpipe.models.heads import get_head
+    from dlpipe.models.heads.registry import get_head
     from dlpipe.models.network import build_network
 
     mobilenet = ("finetune.backbone.name=mobilenet", "finetune.backbone.alpha=0.25", "finetune.backbone.image_size=32")

@@ -4,7 +4,7 @@ A head owns the task-specific half of dlpipe: the output layer and its activatio
 and Keras metrics, the targets read from a manifest, per-item losses (for top-loss sheets and
 heatmap choices), test metrics, the report figures, and how ``predict`` states an answer.
 finetune, predict, heatmap and the model store call only this interface, so a regression or
-localisation task is one new module implementing it plus one entry in ``heads.HEADS``.
+localisation task is one new module implementing it plus one entry in ``heads.registry.HEADS``.
 """
 
 from __future__ import annotations
