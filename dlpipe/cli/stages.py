@@ -35,10 +35,11 @@ class SampleKind(StrEnum):
     images = "images"
     audio = "audio"
     text = "text"
+    reviews = "reviews"
 
 
 def sample(
-    kind: Annotated[SampleKind, typer.Argument(help="images (shapes), audio (tones, chirps, ...) or text (news corpus).")],
+    kind: Annotated[SampleKind, typer.Argument(help="images (shapes), audio (tones, chirps, ...), text (news corpus) or reviews (labelled sentences).")],
     out: Annotated[Path, typer.Argument(help="Folder to write; replaced only when generation succeeds.")],
     params: ParamsOption = DEFAULT_PARAMS,
     set_: SetOption = None,

@@ -44,11 +44,30 @@ class DatasetConfig(Section):
         description="image/audio: a folder with one sub-folder per class, or a CSV of path,label; "
         "text: a file or a folder of text files (relative paths are relative to params.yaml)",
     )
+    # Optional, like overrides below: only a labelled text dataset writes it.
+    labels: Literal["none", "folders", "csv", "fasttext"] = Field(
+        default="none",
+        description="text only: none (an unlabelled corpus for word2vec), folders (one sub-folder of .txt documents "
+        "per class), csv (ingest.text.text_column and label_column) or fasttext (lines like '__label__pos some text')",
+    )
     # Optional (the one exception to "every key is written"): most datasets need none.
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="stage params for this dataset only, as section.key: value (e.g. finetune.augment.flip: false)",
     )
+
+    @model_validator(mode="after")
+    def _labels_only_for_text(self) -> DatasetConfig:
+        if self.labels != "none" and self.modality != "text":
+            raise ValueError(
+                f"labels: {self.labels} is for text datasets; {self.modality} datasets are labelled by class folders or a path,label CSV"
+            )
+        return self
+
+    @property
+    def labelled(self) -> bool:
+        """True for every dataset a classifier can train on (all but an unlabelled text corpus)."""
+        return self.modality != "text" or self.labels != "none"
 
 
 class SampleImagesConfig(Section):
@@ -99,6 +118,8 @@ class TextIngestConfig(Section):
     """``ingest.text``: how the corpus is decoded."""
 
     encoding: str = Field(description="encoding of the source files (utf-8, latin-1, cp1252, ...)")
+    text_column: str = Field(min_length=1, description="labels: csv: the column holding each document's text")
+    label_column: str = Field(min_length=1, description="labels: csv: the column holding each document's label")
 
     @field_validator("encoding")
     @classmethod

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from dlpipe.core.artifacts import read_json, sha256_file, write_csv
 from dlpipe.core.config import Project
 from dlpipe.core.errors import ArtifactError, ConfigError
-from dlpipe.core.layout import MANIFEST_FILE, MANIFEST_SIDECAR, SPECTROGRAM_SIDECAR
+from dlpipe.core.layout import CORPUS_FILE, MANIFEST_FILE, MANIFEST_SIDECAR, SPECTROGRAM_SIDECAR
 
 # The columns image stages read; an audio dataset's spectrogram manifest has them too (plus its own).
 IMAGE_MANIFEST_COLUMNS = ("path", "label", "split", "sha256", "size_bytes", "width", "height", "format", "mode", "conversion")
@@ -36,6 +36,8 @@ class Manifest:
     # For an audio dataset's spectrogram manifest: how its clips became these images
     # (the record :mod:`dlpipe.audio.transform` reads); None for photos.
     spectrogram: dict[str, Any] | None = None
+    # For a labelled text dataset: each row's document (normal form), in manifest order.
+    documents: list[str] | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -82,6 +84,34 @@ def load_manifest(project: Project, dataset: str) -> Manifest:
     return Manifest(dataset, sidecar["modality"], source_root, rows, digest)
 
 
+def load_text_manifest(project: Project, dataset: str) -> Manifest:
+    """A labelled text dataset's manifest with its documents (ingest's corpus.txt, one per row), both checked.
+
+    Raises:
+        ConfigError: the dataset is not labelled text.
+        ArtifactError: ingest has not run, or the manifest or corpus changed since.
+    """
+    spec = project.dataset(dataset)
+    if spec.modality != "text" or not spec.labelled:
+        raise ConfigError(
+            f"dataset '{dataset}' is not labelled text (modality {spec.modality}, labels {spec.labels})",
+            "set datasets.<name>.labels to folders, csv or fasttext for a text classifier",
+        )
+    manifest = load_manifest(project, dataset)
+    folder = project.layout(dataset).ingest_dir
+    sidecar = read_json(folder / MANIFEST_SIDECAR, f"the ingest sidecar of dataset '{dataset}'")
+    corpus = folder / CORPUS_FILE
+    rerun = f"rerun `dlpipe ingest --dataset {dataset}`"
+    if sidecar.get("labels", "none") == "none":
+        raise ArtifactError(f"{folder} was ingested as an unlabelled corpus", rerun)
+    if not corpus.is_file() or sha256_file(corpus) != sidecar.get("corpus_sha256"):
+        raise ArtifactError(f"{corpus} is missing or changed after ingest wrote it", rerun)
+    documents = corpus.read_text(encoding="utf-8").split("\n")[:-1]
+    if len(documents) != len(manifest.rows):
+        raise ArtifactError(f"{corpus} holds {len(documents)} documents, the manifest {len(manifest.rows)}", rerun)
+    return replace(manifest, documents=documents)
+
+
 def load_image_manifest(project: Project, dataset: str) -> Manifest:
     """The images an image stage (finetune, embed, cluster, search, heatmap) runs on.
 
@@ -99,7 +129,7 @@ def load_image_manifest(project: Project, dataset: str) -> Manifest:
     if spec.modality != "audio":
         raise ConfigError(
             f"dataset '{dataset}' is {spec.modality}; this stage needs images (or audio, through spectrogram)",
-            "text datasets go to `dlpipe word2vec`",
+            "unlabelled text goes to `dlpipe word2vec`",
         )
     ingested = load_manifest(project, dataset)
     folder = project.layout(dataset).spectrogram_dir

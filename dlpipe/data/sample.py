@@ -1,11 +1,13 @@
-"""Deterministic demo datasets: coloured shapes, short sounds and a news corpus.
+"""Deterministic demo datasets: coloured shapes, short sounds, a news corpus and labelled movie reviews.
 
 The demo pipeline and the tests need labelled data that ships with the code and
 is the same on every machine, so nothing here downloads anything. Images and
 audio are synthesised from ``seed``; every file draws from its own generator,
 seeded with ``(seed, kind, class, item)``, so a file's content does not depend on
 the order of generation or on how many other files are made, and the same seed
-gives byte-identical files. Text is copied from the corpus bundled with gensim.
+gives byte-identical files. Text is copied from the corpora bundled with gensim: the Lee news
+corpus (unlabelled, for word2vec) and Pang & Lee's sentence polarity sample (labelled, for text
+classification).
 
 Each generator builds its whole output folder with
 :func:`~dlpipe.core.artifacts.atomic_dir`: an existing folder is replaced only when the
@@ -35,6 +37,7 @@ from dlpipe.core.layout import BOXES_COLUMNS, BOXES_FILE
 IMAGE_CLASSES = ("circle", "square", "triangle", "star")
 AUDIO_CLASSES = ("tone", "chirp", "noise_burst", "click_train")
 TEXT_FILE = "lee_background.cor"
+REVIEWS_FILE = "pang_lee_polarity.cor"
 
 _SUPERSAMPLE = 4
 _MARGIN = 2  # pixels of background kept between a shape and the image border
@@ -45,14 +48,14 @@ _SUBTYPE_SHARES = (0.6, 0.2, 0.2)
 _STEREO_SHARE = 1 / 3
 _SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile command; see _encode_wav
 _KIND_IMAGES, _KIND_AUDIO = 0, 1
-_GENSIM_CORPUS = ("test", "test_data", TEXT_FILE)
+_GENSIM_DATA = ("test", "test_data")
 
 
 @dataclass(frozen=True)
 class SampleResult:
     """What a generator wrote."""
 
-    kind: str  # "images" | "audio" | "text"
+    kind: str  # "images" | "audio" | "text" | "reviews"
     out: Path  # folder written
     files: int  # data files written (not counting boxes.csv / ORIGIN.txt)
     classes: dict[str, int]  # class name -> file count ({} for text)
@@ -118,11 +121,31 @@ def generate_text(out: Path) -> SampleResult:
         DependencyError: gensim is not installed or lacks the corpus file.
     """
     out = Path(out)
-    source, version = _gensim_corpus()
+    source, version = _gensim_corpus(TEXT_FILE)
     with atomic_dir(out) as staging:
         shutil.copyfile(source, staging / TEXT_FILE)
-        (staging / "ORIGIN.txt").write_text(_origin_note(staging / TEXT_FILE, version), encoding="utf-8")
+        (staging / "ORIGIN.txt").write_text(_origin_note(staging / TEXT_FILE, version, _LEE_ORIGIN), encoding="utf-8")
     return SampleResult("text", out, 1, {})
+
+
+def generate_reviews(out: Path) -> SampleResult:
+    """Copy gensim's bundled sentence-polarity sample (200 fastText lines) to ``out/pang_lee_polarity.cor``.
+
+    Also writes ``out/ORIGIN.txt``. Use it with ``labels: fasttext`` and ``ingest.text.encoding: cp1252``
+    (the file is not UTF-8).
+
+    Raises:
+        DependencyError: gensim is not installed or lacks the file.
+    """
+    out = Path(out)
+    source, version = _gensim_corpus(REVIEWS_FILE)
+    with atomic_dir(out) as staging:
+        shutil.copyfile(source, staging / REVIEWS_FILE)
+        (staging / "ORIGIN.txt").write_text(_origin_note(staging / REVIEWS_FILE, version, _POLARITY_ORIGIN), encoding="utf-8")
+    # The file is cp1252 (an em dash and accented letters): only its ASCII label prefixes are read here.
+    lines = source.read_bytes().splitlines()
+    labels = [line.split(maxsplit=1)[0].decode("ascii").removeprefix("__label__") for line in lines if line.strip()]
+    return SampleResult("reviews", out, 1, {label: labels.count(label) for label in sorted(set(labels))})
 
 
 def _index_width(per_class: int) -> int:
@@ -348,46 +371,60 @@ def _encode_wav(samples: np.ndarray, rate: int, subtype: str) -> bytes:
 # ---------------------------------------------------------------- text
 
 
-def _gensim_corpus() -> tuple[Path, str]:
-    """Locate gensim's ``lee_background.cor`` without importing gensim; return it and gensim's version."""
+def _gensim_corpus(name: str) -> tuple[Path, str]:
+    """Locate a file of gensim's test data without importing gensim; return it and gensim's version."""
     spec = importlib.util.find_spec("gensim")
     if spec is None or not spec.submodule_search_locations:
         raise DependencyError(
-            "the sample text corpus comes from gensim, which is not installed", "pip install gensim"
+            "the sample text corpora come from gensim, which is not installed", "pip install gensim"
         )
     for location in spec.submodule_search_locations:
-        path = Path(location).joinpath(*_GENSIM_CORPUS)
+        path = Path(location).joinpath(*_GENSIM_DATA, name)
         if path.is_file():
             try:
                 return path, metadata.version("gensim")
             except metadata.PackageNotFoundError:
                 return path, "unknown"
     raise DependencyError(
-        f"gensim is installed but lacks its test corpus {'/'.join(_GENSIM_CORPUS)} "
+        f"gensim is installed but lacks its test file {'/'.join(_GENSIM_DATA)}/{name} "
         f"(looked in {', '.join(spec.submodule_search_locations)})",
         "reinstall it in full: pip install --force-reinstall gensim",
     )
 
 
-def _origin_note(copy: Path, version: str) -> str:
-    """The text of ORIGIN.txt for the copied corpus."""
+_LEE_ORIGIN = """This is the Lee background corpus, English news stories from the Australian
+Broadcasting Corporation's news mail service, which gensim uses in its tests
+and tutorials. It comes from
+
+    Lee, M. D., Pincombe, B., & Welsh, M. (2005). An empirical evaluation of
+    models of text document similarity. Proceedings of the 27th Annual
+    Conference of the Cognitive Science Society.
+"""
+
+_POLARITY_ORIGIN = """These are 200 sentences (100 negative, 100 positive) of the sentence polarity
+dataset v1.0 of movie-review snippets from rottentomatoes.com, in fastText format
+(__label__neg / __label__pos, lower-cased, punctuation split off), as gensim ships
+them for its fastText tests. The file is encoded in cp1252, not UTF-8. The full
+set (10,662 sentences) comes from
+
+    Pang, B., & Lee, L. (2005). Seeing stars: Exploiting class relationships for
+    sentiment categorization with respect to rating scales. Proceedings of ACL 2005.
+"""
+
+
+def _origin_note(copy: Path, version: str, about: str) -> str:
+    """The text of ORIGIN.txt for a copied gensim test file."""
     data = copy.read_bytes()
     return (
-        f"{TEXT_FILE}: the sample text corpus of the dlpipe demo\n"
+        f"{copy.name}: a sample text dataset of the dlpipe demo\n"
         f"\n"
-        f"Source: gensim/{'/'.join(_GENSIM_CORPUS)} inside the installed gensim package\n"
+        f"Source: gensim/{'/'.join(_GENSIM_DATA)}/{copy.name} inside the installed gensim package\n"
         f"        (gensim {version}), copied byte for byte.\n"
         f"sha256: {hashlib.sha256(data).hexdigest()}\n"
         f"Size:   {len(data)} bytes, {len(data.splitlines())} documents (one per line), "
         f"{len(data.split())} words\n"
         f"\n"
-        f"This is the Lee background corpus, English news stories from the Australian\n"
-        f"Broadcasting Corporation's news mail service, which gensim uses in its tests\n"
-        f"and tutorials. It comes from\n"
-        f"\n"
-        f"    Lee, M. D., Pincombe, B., & Welsh, M. (2005). An empirical evaluation of\n"
-        f"    models of text document similarity. Proceedings of the 27th Annual\n"
-        f"    Conference of the Cognitive Science Society.\n"
+        f"{about}"
         f"\n"
         f"License: distributed as part of gensim under the GNU LGPL v2.1\n"
         f"(https://github.com/piskvorky/gensim/blob/develop/COPYING).\n"

@@ -1,6 +1,9 @@
 """``ingest``: validate a dataset, record it in a manifest and split it.
 
-Every file is decoded fully (in parallel across cores). Accepted items go to
+Every file is decoded fully (in parallel across cores). A labelled text dataset's items are
+documents (a file in a class folder, or a line of a fastText or CSV file, see
+:mod:`dlpipe.data.documents`); ingest writes them in manifest order, one per line, to
+``corpus.txt``, which is also what word2vec reads. Accepted items go to
 ``manifest.csv`` with their hash, size and per-modality facts; everything not
 taken goes to ``rejected.csv`` with a reason. Exact duplicates are kept once, so
 copies of one content can never straddle the train/val/test split. The user's
@@ -28,6 +31,7 @@ from dlpipe.core.console import warn
 from dlpipe.core.errors import InputDataError
 from dlpipe.core.layout import CORPUS_FILE, MANIFEST_FILE, MANIFEST_SIDECAR, REJECTED_FILE
 from dlpipe.core.parallel import parallel_map
+from dlpipe.data.documents import normalize_document, read_csv_documents, read_fasttext
 from dlpipe.data.files import is_hidden
 from dlpipe.data.manifest import write_rejected
 from dlpipe.data.media import Rejected
@@ -46,11 +50,22 @@ DEDUPLICATION_REASONS = frozenset({"duplicate", "label_conflict"})
 
 @dataclass(frozen=True)
 class Candidate:
-    """One file to inspect: its absolute path, its path as recorded, and its label."""
+    """One item to inspect: its absolute path, its path as recorded, and its label.
+
+    A document read from a fastText or CSV file also has its line there (``relpath`` is then
+    ``file:line``) and its text.
+    """
 
     source: Path
     relpath: str
     label: str
+    line: int = 0
+    document: str = ""
+
+    @property
+    def sort_key(self) -> tuple[str, int]:
+        """Manifest order: by path, then by line number (so line 10 follows line 9)."""
+        return (self.relpath.rsplit(":", 1)[0], self.line) if self.line else (self.relpath, 0)
 
 
 @dataclass
@@ -63,6 +78,7 @@ class Outcome:
     facts: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
     detail: str = ""
+    document: str = ""  # a labelled text document's normal form (written to corpus.txt, not the manifest)
 
     @property
     def accepted(self) -> bool:
@@ -107,17 +123,21 @@ def run(project: Project, dataset: str) -> Result:
     metrics_path = layout.metrics(STAGE)
 
     with stage_lock(layout.root, STAGE):
-        candidates, ignored = enumerate_candidates(source, spec, dataset)
-        if not candidates:
-            raise InputDataError(f"dataset '{dataset}': no files found in {source}", _layout_hint(spec.modality))
-        inspect = inspector(spec, cfg)
-        outcomes = parallel_map(inspect, candidates, cfg.workers, f"ingest {dataset}", UNITS[spec.modality])
-        if spec.modality != "text":
+        if spec.labels in ("csv", "fasttext"):
+            outcomes, ignored = document_rows(source, spec, cfg, dataset), []
+            candidates = [o.candidate for o in outcomes]
+        else:
+            candidates, ignored = enumerate_candidates(source, spec, dataset)
+            if not candidates:
+                raise InputDataError(f"dataset '{dataset}': no files found in {source}", _layout_hint(spec))
+            inspect = inspector(spec, cfg)
+            outcomes = parallel_map(inspect, candidates, cfg.workers, f"ingest {dataset}", _units(spec))
+        if spec.labelled:
             _deduplicate(outcomes)
         accepted = [o for o in outcomes if o.accepted]
         rejected = [o for o in outcomes if not o.accepted]
         _check_usable(dataset, spec, cfg, source, candidates, outcomes, accepted)
-        splits = _assign_splits(accepted, cfg, project.params.base.seed) if spec.modality != "text" else {}
+        splits = _assign_splits(accepted, cfg, project.params.base.seed) if spec.labelled else {}
         metrics = _metrics(dataset, spec, outcomes, accepted, rejected, ignored, splits)
         if metrics["label_conflicts"]:
             warn(f"{metrics['label_conflicts']} files share content under different labels; none was kept (rejected.csv)")
@@ -125,7 +145,9 @@ def run(project: Project, dataset: str) -> Result:
         with atomic_dir(out_dir) as staging:
             _write_manifest(staging / MANIFEST_FILE, spec, accepted, splits)
             write_rejected(staging / REJECTED_FILE, _rejected_items(rejected + ignored))
-            if spec.modality == "text":
+            if spec.labelled and spec.modality == "text":
+                _write_documents(staging / CORPUS_FILE, accepted)
+            elif spec.modality == "text":
                 _write_corpus(staging / CORPUS_FILE, accepted, cfg.text.encoding)
             atomic_write_json(
                 staging / MANIFEST_SIDECAR,
@@ -133,6 +155,7 @@ def run(project: Project, dataset: str) -> Result:
                     STAGE,
                     dataset=dataset,
                     modality=spec.modality,
+                    labels=spec.labels,
                     source=spec.source,
                     manifest_sha256=sha256_file(staging / MANIFEST_FILE),
                     # what word2vec checks the corpus against before it reads it
@@ -160,10 +183,18 @@ def run(project: Project, dataset: str) -> Result:
 # --- finding the candidates -------------------------------------------------------------------
 
 
-def _layout_hint(modality: str) -> str:
-    if modality == "text":
+def _layout_hint(spec: DatasetConfig) -> str:
+    if spec.labels == "folders":
+        return "point datasets.<name>.source at a folder with one sub-folder of .txt documents per class"
+    if spec.labels in ("csv", "fasttext"):
+        return f"point datasets.<name>.source at a {spec.labels} file (see datasets.<name>.labels)"
+    if spec.modality == "text":
         return "point datasets.<name>.source at a text file or a folder of text files"
     return "point datasets.<name>.source at a folder with one sub-folder per class, or a CSV with columns path,label"
+
+
+def _units(spec: DatasetConfig) -> str:
+    return "documents" if spec.labelled and spec.modality == "text" else UNITS[spec.modality]
 
 
 def _walk(root: Path) -> list[tuple[str, bool]]:
@@ -183,10 +214,11 @@ def _walk(root: Path) -> list[tuple[str, bool]]:
 def enumerate_candidates(source: Path, spec: DatasetConfig, dataset: str) -> tuple[list[Candidate], list[Outcome]]:
     """List the files to inspect and those ignored outright (hidden files, stray top-level files)."""
     if not source.exists():
-        raise InputDataError(f"dataset '{dataset}': source not found: {source}", _layout_hint(spec.modality))
-    if spec.modality != "text" and source.is_file():
-        if source.suffix.lower() != ".csv":
-            raise InputDataError(f"dataset '{dataset}': source {source} is a file but not a CSV", _layout_hint(spec.modality))
+        raise InputDataError(f"dataset '{dataset}': source not found: {source}", _layout_hint(spec))
+    by_folder = spec.labelled  # images, audio and text with labels: folders have one sub-folder per class
+    if by_folder and source.is_file():
+        if spec.modality == "text" or source.suffix.lower() != ".csv":
+            raise InputDataError(f"dataset '{dataset}': source {source} is a file, not a folder of class folders", _layout_hint(spec))
         return _from_csv(source), []
     if source.is_file():
         return [Candidate(source, source.name, "")], []
@@ -201,18 +233,49 @@ def enumerate_candidates(source: Path, spec: DatasetConfig, dataset: str) -> tup
                 class_dirs.append(relpath)
             continue
         path = source / relpath
-        label = parts[0] if spec.modality != "text" and len(parts) > 1 else ""
+        label = parts[0] if by_folder and len(parts) > 1 else ""
         if hidden:
             ignored.append(Outcome(Candidate(path, relpath, label), reason="hidden_file", detail="hidden file or folder"))
-        elif spec.modality != "text" and len(parts) == 1:
+        elif by_folder and len(parts) == 1:
             ignored.append(
                 Outcome(Candidate(path, relpath, ""), reason="outside_class_folder", detail="not inside a class folder")
             )
         else:
             candidates.append(Candidate(path, relpath, label))
-    if spec.modality != "text":
+    if by_folder:
         _check_classes(dataset, source, class_dirs, candidates)
     return candidates, ignored
+
+
+def document_rows(source: Path, spec: DatasetConfig, cfg: IngestConfig, dataset: str) -> list[Outcome]:
+    """The documents of a fastText or CSV source as outcomes: accepted, or rejected with the reason found.
+
+    Raises:
+        InputDataError: the source is missing or a folder, cannot be decoded, or (CSV) lacks a named column.
+    """
+    if not source.is_file():
+        raise InputDataError(f"dataset '{dataset}': source {source} is not a file", _layout_hint(spec))
+    if spec.labels == "fasttext":
+        rows = read_fasttext(source, cfg.text.encoding)
+    else:
+        rows = read_csv_documents(source, cfg.text.encoding, cfg.text.text_column, cfg.text.label_column)
+    if not rows:
+        raise InputDataError(f"dataset '{dataset}': no document in {source}", _layout_hint(spec))
+    outcomes = []
+    for row in rows:
+        candidate = Candidate(source, f"{source.name}:{row.line}", row.label, row.line, row.text)
+        if row.reason:
+            outcomes.append(Outcome(candidate, reason=row.reason, detail=row.detail))
+        else:
+            outcomes.append(_document_outcome(candidate, row.text, lines=1, encoding=cfg.text.encoding))
+    return outcomes
+
+
+def _document_outcome(candidate: Candidate, document: str, lines: int, encoding: str) -> Outcome:
+    """An accepted document, identified by the sha256 of its normal form (so duplicates are found by content)."""
+    data = document.encode("utf-8")
+    facts = {"lines": lines, "tokens": len(document.split()), "chars": len(document), "encoding": encoding}
+    return Outcome(candidate, hashlib.sha256(data).hexdigest(), len(data), facts, document=document)
 
 
 def _check_classes(dataset: str, source: Path, class_dirs: list[str], candidates: list[Candidate]) -> None:
@@ -254,6 +317,8 @@ def inspector(spec: DatasetConfig, cfg: IngestConfig) -> Callable[[Candidate], O
         return functools.partial(_inspect_image, min_side=cfg.image.min_side, max_pixels=cfg.image.max_pixels)
     if spec.modality == "audio":
         return functools.partial(_inspect_audio, min_duration=cfg.audio.min_duration)
+    if spec.labelled:
+        return functools.partial(_inspect_document, encoding=cfg.text.encoding)
     return functools.partial(_inspect_text, encoding=cfg.text.encoding)
 
 
@@ -310,6 +375,21 @@ def _inspect_text(candidate: Candidate, encoding: str) -> Outcome:
     return outcome
 
 
+def _inspect_document(candidate: Candidate, encoding: str) -> Outcome:
+    from dlpipe.data.media.text import iter_text_chunks
+
+    try:
+        text = "".join(iter_text_chunks(candidate.source, encoding))
+    except Rejected as rejection:
+        return Outcome(candidate, reason=rejection.reason, detail=rejection.detail)
+    except OSError as exc:
+        return Outcome(candidate, reason="unreadable", detail=str(exc))
+    document = normalize_document(text)
+    if not document:
+        return Outcome(candidate, reason="empty_document", detail="the file holds no text")
+    return _document_outcome(candidate, document, lines=text.count("\n") + (not text.endswith("\n")), encoding=encoding)
+
+
 # --- deduplication, checks, splits -------------------------------------------------------------
 
 
@@ -322,7 +402,7 @@ def _deduplicate(outcomes: list[Outcome]) -> None:
     for copies in by_hash.values():
         if len(copies) < 2:
             continue
-        copies.sort(key=lambda o: o.candidate.relpath)
+        copies.sort(key=lambda o: o.candidate.sort_key)
         labels = sorted({o.candidate.label for o in copies})
         if len(labels) > 1:
             # The true label is unknowable, so no copy is trusted.
@@ -355,24 +435,43 @@ def _check_usable(
             f"[{', '.join(f'{r}: {n}' for r, n in reasons.most_common())}]; e.g. {examples}",
             "fix or remove the bad files, or raise ingest.max_reject_fraction",
         )
-    if spec.modality == "text":
+    if not spec.labelled:
         if sum(o.facts["tokens"] for o in accepted) == 0:
-            raise InputDataError(f"dataset '{dataset}': the corpus in {source} is empty (no words)", _layout_hint("text"))
+            raise InputDataError(f"dataset '{dataset}': the corpus in {source} is empty (no words)", _layout_hint(spec))
         return
     if not accepted:
-        raise InputDataError(f"dataset '{dataset}': no usable item in {source}", _layout_hint(spec.modality))
+        raise InputDataError(f"dataset '{dataset}': no usable item in {source}", _layout_hint(spec))
     labels = sorted({c.label for c in candidates})
     usable = {o.candidate.label for o in accepted}
     if len(labels) < 2:
         raise InputDataError(
             f"dataset '{dataset}': only one class ({labels[0]!r}) in {source}; classification needs at least two",
-            _layout_hint(spec.modality),
+            _layout_hint(spec),
         )
     unusable = [label for label in labels if label not in usable]
     if unusable:
         raise InputDataError(
             f"dataset '{dataset}': class(es) with no usable file: {', '.join(unusable)}",
             "see the rejection reasons above; add valid files for these classes",
+        )
+    if spec.modality == "text":
+        _check_class_sizes(dataset, cfg, accepted)
+
+
+def _check_class_sizes(dataset: str, cfg: IngestConfig, accepted: list[Outcome]) -> None:
+    """Each label of a text dataset needs a document in every split (rare labels are common in label columns)."""
+    needed = 1 + (cfg.val_fraction > 0) + (cfg.test_fraction > 0)
+    by_label: dict[str, list[Outcome]] = defaultdict(list)
+    for outcome in accepted:
+        by_label[outcome.candidate.label].append(outcome)
+    small = {label: items for label, items in sorted(by_label.items()) if len(items) < needed}
+    if small:
+        listed = "; ".join(
+            f"'{label}': {len(items)} ({', '.join(o.candidate.relpath for o in items[:3])})" for label, items in small.items()
+        )
+        raise InputDataError(
+            f"dataset '{dataset}': label(s) with fewer than {needed} documents, one for each split: {listed}",
+            "add documents with these labels, or remove or merge them",
         )
 
 
@@ -425,13 +524,20 @@ def _write_manifest(path: Path, spec: DatasetConfig, accepted: list[Outcome], sp
             "size_bytes": o.size_bytes,
             **{key: o.facts[key] for key in MODALITY_COLUMNS[spec.modality]},
         }
-        for o in sorted(accepted, key=lambda o: o.candidate.relpath)
+        for o in sorted(accepted, key=lambda o: o.candidate.sort_key)
     )
     write_csv(path, columns, rows)
 
 
 def _rejected_items(outcomes: list[Outcome]) -> list[tuple[str, str, str, str]]:
-    return [(o.candidate.relpath, o.candidate.label, o.reason, o.detail) for o in sorted(outcomes, key=lambda o: o.candidate.relpath)]
+    return [(o.candidate.relpath, o.candidate.label, o.reason, o.detail) for o in sorted(outcomes, key=lambda o: o.candidate.sort_key)]
+
+
+def _write_documents(path: Path, accepted: list[Outcome]) -> None:
+    """A labelled text dataset's documents, one per line in manifest order (line i is manifest row i)."""
+    with open(path, "w", encoding="utf-8", newline="\n") as out:
+        for outcome in sorted(accepted, key=lambda o: o.candidate.sort_key):
+            out.write(outcome.document + "\n")
 
 
 def _write_corpus(path: Path, accepted: list[Outcome], encoding: str) -> None:
@@ -475,6 +581,8 @@ def _metrics(
         "bytes": sum(o.size_bytes for o in accepted),
     }
     if spec.modality == "text":
+        if spec.labelled:
+            metrics["documents"] = len(accepted)
         metrics["lines"] = sum(o.facts["lines"] for o in accepted)
         metrics["tokens"] = sum(o.facts["tokens"] for o in accepted)
     if spec.modality == "audio":

@@ -8,11 +8,11 @@ from dlpipe.core.config import Project
 from dlpipe.data import sample as generators
 from dlpipe.data.sample import SampleResult
 
-KINDS = ("images", "audio", "text")
+KINDS = ("images", "audio", "text", "reviews")
 
 
 def run(project: Project, kind: str, out: Path) -> SampleResult:
-    """Generate the ``kind`` sample (images, audio or text) into ``out`` with ``base.seed`` and the ``sample`` params.
+    """Generate the ``kind`` sample (images, audio, text or reviews) into ``out`` with ``base.seed`` and the ``sample`` params.
 
     Raises:
         ConfigError: ``kind`` is not one of :data:`KINDS`.
@@ -25,6 +25,8 @@ def run(project: Project, kind: str, out: Path) -> SampleResult:
         return generators.generate_audio(out, project.params.sample.audio, seed)
     if kind == "text":
         return generators.generate_text(out)
+    if kind == "reviews":
+        return generators.generate_reviews(out)
     from dlpipe.core.errors import ConfigError
 
     raise ConfigError(f"unknown sample kind {kind!r}", f"choose one of {', '.join(KINDS)}")
