@@ -47,7 +47,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_repro_ingests_every_sample_dataset(project: Path) -> None:
-    for name, expected in (("shapes", 32), ("sounds", 20), ("news", 1)):
+    for name, expected in (("shapes", 32), ("sounds", 20), ("news", 1), ("reviews", 200)):
         metrics = json.loads((project / f"data/{name}/metrics/ingest.json").read_text())
         assert metrics["accepted"] == expected and metrics["rejected"] == 0
     news = json.loads((project / "data/news/metrics/ingest.json").read_text())

@@ -11,7 +11,7 @@ from tests.conftest import REPO, Workspace
 
 def test_shipped_params_are_valid() -> None:
     project = load_project(REPO / "params.yaml")
-    assert set(project.params.datasets) == {"shapes", "sounds", "news"}
+    assert set(project.params.datasets) == {"shapes", "sounds", "news", "reviews"}
     assert project.data_dir == REPO / "data"
 
 

@@ -196,7 +196,7 @@ def _placeholder_outputs(project: Path) -> None:
             paths.append(f"data/{name}/{stage}")
             paths.append(f"data/{name}/metrics/{stage}.json")
         paths += [f"data/{name}/plots/finetune", f"data/{name}/plots/word2vec"]
-    paths += [f"data/sample/{folder}" for folder in ("shapes", "sounds", "news")]
+    paths += [f"data/sample/{folder}" for folder in ("shapes", "sounds", "news", "reviews")]
     for relative in paths:
         path = project / relative
         if path.suffix in (".json", ".cor"):
