@@ -441,7 +441,7 @@ def _check_usable(
         return
     if not accepted:
         raise InputDataError(f"dataset '{dataset}': no usable item in {source}", _layout_hint(spec))
-    labels = sorted({c.label for c in candidates})
+    labels = sorted({c.label for c in candidates if c.label})  # a fastText/CSV row without a label is rejected, not a class
     usable = {o.candidate.label for o in accepted}
     if len(labels) < 2:
         raise InputDataError(
