@@ -213,6 +213,52 @@ class AugmentConfig(Section):
     contrast: float = Field(ge=0, lt=1, description="max contrast change factor")
 
 
+class TextCnnConfig(Section):
+    """``finetune.text.cnn``: the Kim / Zhang & Wallace sentence ConvNet."""
+
+    widths: list[int] = Field(min_length=1, description="window widths in words of the parallel Conv1D filters")
+    filters: int = Field(ge=1, le=4096, description="feature maps per width (1-max pooled over time)")
+
+    @field_validator("widths")
+    @classmethod
+    def _positive_widths(cls, widths: list[int]) -> list[int]:
+        if any(width < 1 or width > 64 for width in widths):
+            raise ValueError(f"every width must be between 1 and 64 words, got {widths}")
+        return widths
+
+
+class RnnConfig(Section):
+    """``finetune.text.rnn``: stacked recurrent layers (GRU or LSTM)."""
+
+    units: int = Field(ge=1, le=4096, description="units per recurrent layer (per direction when bidirectional)")
+    layers: int = Field(ge=1, le=8, description="stacked recurrent layers")
+
+
+class TextModelConfig(Section):
+    """``finetune.text``: a classifier over word sequences, for labelled text datasets."""
+
+    architecture: Literal["cnn", "gru", "lstm", "bigru", "bilstm"] = Field(
+        description="cnn (parallel Conv1D widths, 1-max pooling), gru, lstm, or their bidirectional forms"
+    )
+    word2vec: str = Field(
+        min_length=1, description="none (embeddings learnt from scratch) or a word2vec stage folder whose vectors start them"
+    )
+    freeze_embeddings: bool = Field(description="keep the word2vec vectors fixed (the embedding layer does not train)")
+    embedding_dim: int = Field(ge=1, le=4096, description="word vector size when word2vec: none (else the vectors' own size)")
+    max_length: int = Field(ge=1, le=100_000, description="tokens per document; longer ones are truncated (and counted)")
+    max_vocabulary: int = Field(ge=1, description="most frequent training-split words kept; the rest map to <oov>")
+    min_count: int = Field(
+        ge=1, description="training-split words seen fewer times map to <oov> (at least 2 lets <oov> itself be learnt)"
+    )
+    batch_size: int = Field(ge=1, le=4096)
+    epochs: int = Field(ge=1, description="most epochs; early stopping (finetune.early_stopping_patience) may end sooner")
+    lr: float = Field(gt=0, lt=1, description="Adam learning rate")
+    dropout: float = Field(ge=0, lt=1, description="dropout before the output layer")
+    clipnorm: float = Field(ge=0, description="gradient clipping by norm, against exploding RNN gradients; 0 turns it off")
+    cnn: TextCnnConfig
+    rnn: RnnConfig
+
+
 class FinetuneConfig(Section):
     """``finetune``: transfer learning in two phases (head on a frozen base, then the top of the base)."""
 
@@ -232,8 +278,9 @@ class FinetuneConfig(Section):
     clipnorm: float = Field(ge=0, description="gradient clipping by norm; 0 turns it off")
     mixed_precision: bool = Field(description="float16 compute (for GPUs; slow on CPUs)")
     cache_max_mb: int = Field(ge=0, description="cache decoded images in memory when they fit in this many MiB")
-    top_losses: int = Field(ge=0, le=100, description="test images on the top-losses sheet")
+    top_losses: int = Field(ge=0, le=100, description="test items (images, documents) on the top-losses sheet")
     augment: AugmentConfig
+    text: TextModelConfig
 
 
 class EmbedConfig(Section):
