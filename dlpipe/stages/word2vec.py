@@ -98,6 +98,7 @@ def run(project: Project, dataset: str) -> Result:
                     trained_in_child_process=trained.in_child_process,
                     vocabulary=vocabulary,
                     vector_files={path.name: sha256_file(path) for path in vector_files(staging)},
+                    text_format_sha256=sha256_file(staging / export.TEXT_FILE),
                     files={"model": MODEL_FILE, "vectors": VECTORS_FILE, "tokens": TOKENS_FILE, **exported},
                     versions=library_versions("gensim", "numpy", "faiss-cpu", "umap-learn"),
                 ),

@@ -1,4 +1,8 @@
-"""Tokenisation for word2vec: ingested UTF-8 text in, gensim's ``corpus_file`` format out.
+"""Tokenisation for word2vec and the text classifier: ingested UTF-8 text in, tokens out.
+
+:func:`iter_tokens` is the one tokeniser; the classifier (``finetune`` on labelled text)
+uses it per document, so its vocabulary agrees with word vectors trained by ``word2vec``.
+For word2vec, :func:`tokenize_file` writes gensim's ``corpus_file`` format.
 
 The output has one sentence per line, tokens separated by single spaces. A line
 of the input is a sentence; a line longer than :data:`MAX_SENTENCE_TOKENS`
@@ -90,6 +94,15 @@ def _sentences(chunks: Iterator[str], cfg: TokenizeConfig) -> Iterator[list[str]
 
 def _fill(sentence: list[str], text: str, cfg: TokenizeConfig) -> Iterator[list[str]]:
     """Append the tokens of ``text`` to ``sentence``, yielding (and emptying) it whenever it is full."""
+    for token in iter_tokens(text, cfg):
+        sentence.append(token)
+        if len(sentence) == MAX_SENTENCE_TOKENS:
+            yield sentence
+            sentence.clear()
+
+
+def iter_tokens(text: str, cfg: TokenizeConfig) -> Iterator[str]:
+    """The tokens of ``text`` in order, as word2vec's corpus gets them (bigrams are not joined here)."""
     for match in _TOKEN.finditer(text):
         kind, token = match.lastgroup, match.group()
         if kind == "mark":
@@ -102,12 +115,8 @@ def _fill(sentence: list[str], text: str, cfg: TokenizeConfig) -> Iterator[list[
                 token = NUMBER_TOKEN
         elif cfg.lowercase:
             token = token.lower()
-        if len(token) > cfg.max_token_chars:
-            continue
-        sentence.append(token)
-        if len(sentence) == MAX_SENTENCE_TOKENS:
-            yield sentence
-            sentence.clear()
+        if len(token) <= cfg.max_token_chars:
+            yield token
 
 
 def _join_phrases(path: Path, cfg: TokenizeConfig) -> tuple[Counter[str], int]:
