@@ -45,3 +45,33 @@ class Preprocess(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="dlpipe")
+class PaddingMask(keras.layers.Layer):
+    """1.0 at every real token and 0.0 at padding (id 0), shape (batch, steps, 1), for a ConvNet over words."""
+
+    def call(self, tokens: Any) -> Any:
+        return ops.expand_dims(ops.cast(ops.not_equal(tokens, 0), self.compute_dtype), -1)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return (*input_shape, 1)
+
+
+@keras.saving.register_keras_serializable(package="dlpipe")
+class MaskedGlobalMaxPooling1D(keras.layers.Layer):
+    """1-max pooling over time that only looks at real tokens: inputs ``[features, padding mask]``.
+
+    A document shorter than the padded length gets the same features as it would alone, and a
+    document with no token at all (possible at predict time) gets zeros instead of -inf.
+    """
+
+    def call(self, inputs: Any) -> Any:
+        features, mask = inputs
+        lowest = ops.convert_to_tensor(-3.0e38 if features.dtype == "float32" else -6.0e4, dtype=features.dtype)
+        pooled = ops.max(ops.where(ops.cast(mask, "bool"), features, lowest), axis=1)
+        return ops.where(ops.any(ops.cast(mask, "bool"), axis=1), pooled, ops.zeros_like(pooled))
+
+    def compute_output_shape(self, input_shape: list[tuple[int | None, ...]]) -> tuple[int | None, ...]:
+        batch, _, channels = input_shape[0]
+        return (batch, channels)

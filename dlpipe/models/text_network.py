@@ -1,0 +1,93 @@
+"""The text classifier: word ids in, the task head's output out.
+
+    token ids (max_length,) -> Embedding "word_embedding" (word2vec start, frozen or not)
+      cnn: zero the padding -> Conv1D per width (ReLU) -> 1-max pooling over real tokens -> Concatenate "embedding"
+      gru / lstm / bigru / bilstm: padding masked -> stacked recurrent layers, the last one "embedding"
+    -> Dropout -> head output "predictions"
+
+The ConvNet is the Kim (2014) sentence classifier in the Zhang & Wallace (2015) baseline
+setting; the recurrent networks read the words in order and skip the padding through the
+Embedding's mask. The layer named "embedding" is the document embedding that embed, cluster
+and search use, as for images. Gradient clipping (``finetune.text.clipnorm``) is applied by
+the optimiser in the training harness.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from dlpipe.core.config import TextModelConfig
+from dlpipe.models.heads.base import Head
+from dlpipe.models.layers import MaskedGlobalMaxPooling1D, PaddingMask
+from dlpipe.models.network import EMBEDDING_LAYER
+
+WORD_EMBEDDING_LAYER = "word_embedding"
+RECURRENT = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM, "bigru": keras.layers.GRU, "bilstm": keras.layers.LSTM}
+
+
+def build_text_network(
+    cfg: TextModelConfig, head: Head, vocabulary_size: int, n_outputs: int, seed: int, vectors: np.ndarray | None = None
+) -> keras.Model:
+    """The classifier for ``cfg.architecture``; ``vectors`` (vocabulary_size x dimension) start the embedding.
+
+    With ``vectors`` and ``cfg.freeze_embeddings`` the embedding layer has no trainable weight.
+    """
+    dimension = cfg.embedding_dim if vectors is None else int(vectors.shape[1])
+    recurrent = cfg.architecture in RECURRENT
+    tokens = keras.Input((cfg.max_length,), dtype="int32", name="tokens")
+    embedding = keras.layers.Embedding(
+        vocabulary_size,
+        dimension,
+        mask_zero=recurrent,
+        trainable=not (vectors is not None and cfg.freeze_embeddings),
+        embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed),
+        name=WORD_EMBEDDING_LAYER,
+    )
+    x = embedding(tokens)
+    x = _recurrent(cfg, x, seed) if recurrent else _convolutions(cfg, x, tokens, seed)
+    x = keras.layers.Dropout(cfg.dropout, seed=seed + 1)(x)
+    outputs = head.output_layer(n_outputs, seed)(x)
+    model = keras.Model(tokens, outputs, name=f"text_{cfg.architecture}_{head.name}")
+    if vectors is not None:
+        embedding.set_weights([vectors])
+    return model
+
+
+def _convolutions(cfg: TextModelConfig, words, tokens, seed: int):
+    mask = PaddingMask(name="padding_mask")(tokens)
+    # Zero vectors at the padding, so windows that reach past a document's end see what 'same' padding adds.
+    words = keras.layers.Multiply(name="masked_words")([words, mask])
+    pooled = []
+    for offset, width in enumerate(cfg.cnn.widths):
+        features = keras.layers.Conv1D(
+            cfg.cnn.filters,
+            width,
+            padding="same",
+            activation="relu",
+            kernel_initializer=keras.initializers.HeUniform(seed=seed + 10 + offset),
+            name=f"conv_{width}_{offset}",
+        )(words)
+        pooled.append(MaskedGlobalMaxPooling1D(name=f"max_over_time_{width}_{offset}")([features, mask]))
+    if len(pooled) == 1:
+        return keras.layers.Identity(name=EMBEDDING_LAYER)(pooled[0])
+    return keras.layers.Concatenate(name=EMBEDDING_LAYER)(pooled)
+
+
+def _recurrent(cfg: TextModelConfig, x, seed: int):
+    kind = RECURRENT[cfg.architecture]
+    for layer in range(cfg.rnn.layers):
+        last = layer == cfg.rnn.layers - 1
+        options = {"unit_forget_bias": True} if kind is keras.layers.LSTM else {}  # forget-gate bias 1 (Jozefowicz et al.)
+        cell = kind(
+            cfg.rnn.units,
+            return_sequences=not last,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 20 + layer),
+            recurrent_initializer=keras.initializers.Orthogonal(seed=seed + 40 + layer),
+            name=EMBEDDING_LAYER if last and not cfg.architecture.startswith("bi") else f"{cfg.architecture}_{layer}",
+            **options,
+        )
+        if cfg.architecture.startswith("bi"):
+            cell = keras.layers.Bidirectional(cell, name=EMBEDDING_LAYER if last else f"bidirectional_{layer}")
+        x = cell(x)
+    return x
