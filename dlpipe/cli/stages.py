@@ -39,7 +39,10 @@ class SampleKind(StrEnum):
 
 
 def sample(
-    kind: Annotated[SampleKind, typer.Argument(help="images (shapes), audio (tones, chirps, ...), text (news corpus) or reviews (labelled sentences).")],
+    kind: Annotated[
+        SampleKind,
+        typer.Argument(help="images (shapes), audio (tones, chirps, ...), text (news corpus) or reviews (labelled sentences)."),
+    ],
     out: Annotated[Path, typer.Argument(help="Folder to write; replaced only when generation succeeds.")],
     params: ParamsOption = DEFAULT_PARAMS,
     set_: SetOption = None,

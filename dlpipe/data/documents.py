@@ -69,7 +69,8 @@ def read_fasttext(path: Path, encoding: str) -> list[DocumentRow]:
             rows.append(DocumentRow(number, "", text, "no_label", f"line {number} does not start with {FASTTEXT_PREFIX}<label>"))
         elif leading > 1:
             names = ", ".join(word.removeprefix(FASTTEXT_PREFIX) for word in words[:leading])
-            rows.append(DocumentRow(number, "", text, "several_labels", f"line {number} has labels {names}; dlpipe trains one label per document"))
+            detail = f"line {number} has labels {names}; dlpipe trains one label per document"
+            rows.append(DocumentRow(number, "", text, "several_labels", detail))
         else:
             rows.append(_checked(number, words[0].removeprefix(FASTTEXT_PREFIX), text))
     return rows

@@ -1,4 +1,4 @@
-"""tf.data input pipelines over manifest rows.
+"""tf.data input pipelines over manifest rows: images decoded from files, or features held in memory.
 
 Images are decoded in parallel by TensorFlow when the manifest says they need no
 conversion (plain RGB JPEG/PNG/GIF/BMP); anything ingest had to normalise (EXIF
@@ -173,3 +173,20 @@ def load_image_array(path: Path, image_size: int) -> np.ndarray:
     use_pillow = needs_pillow({"conversion": info.conversion, "format": info.format})
     image = _load_resized(tf.constant(str(path)), tf.constant(use_pillow), image_size)
     return image.numpy().astype(np.float32)
+
+
+def array_splits(features: np.ndarray, targets: np.ndarray, manifest: Manifest, batch_size: int, seed: int) -> Splits:
+    """The train/val/test pipelines over in-memory features (a text model's token ids), row i being manifest row i.
+
+    Train is shuffled every epoch from ``seed``; val and test keep manifest order.
+    """
+
+    def split(name: str, shuffle: bool) -> tuple[tf.data.Dataset, np.ndarray]:
+        rows = np.array(manifest.split(name), dtype=np.int64)
+        dataset = tf.data.Dataset.from_tensor_slices((features[rows], targets[rows]))
+        if shuffle:
+            dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+        return dataset.batch(batch_size).prefetch(_PREFETCH_BATCHES), targets[rows]
+
+    (train, train_targets), (val, _), (test, test_targets) = split("train", True), split("val", False), split("test", False)
+    return Splits(train, val, test, train_targets, test_targets)

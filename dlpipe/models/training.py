@@ -6,6 +6,8 @@ inference mode. With ``weights: none`` the whole network trains from the start i
 Early stopping restores the best weights. The task head supplies loss and metrics, so the
 harness is the same for every task.
 
+The text classifier trains in one phase (:func:`train_single_phase`): it has no pretrained base.
+
 Progress is kept in a resume folder: Keras' BackupAndRestore checkpoints per phase, the
 CSVLogger history, and the head-phase weights once that phase has finished.
 """
@@ -27,7 +29,9 @@ import numpy as np
 from dlpipe.core.artifacts import write_csv
 from dlpipe.core.config import FinetuneConfig
 from dlpipe.core.console import info
+from dlpipe.core.errors import InputDataError
 from dlpipe.core.layout import TRAINING_LOG
+from dlpipe.data.manifest import Manifest
 from dlpipe.models.heads.base import Head
 
 
@@ -48,12 +52,35 @@ class Splits:
 
 
 @dataclass(frozen=True)
+class FinetuneResult:
+    """What a finetune run produced (for images and for text)."""
+
+    dataset: str
+    model_dir: Path
+    plots_dir: Path
+    metrics_path: Path
+    metrics: dict[str, Any]
+    resumed_from_epoch: int
+    summary: str  # the headline figures in one line, as the head states them
+
+
+@dataclass(frozen=True)
 class History:
     """What training did: per-epoch figures, where a resumed run picked up, where phase (b) began."""
 
     epochs: dict[str, list[float]]  # Keras' history: loss, accuracy, val_loss, ...
     resumed_from: int
     phase_boundary: int
+
+
+def check_evaluation_splits(manifest: Manifest) -> None:
+    """Raise InputDataError when the validation or test split is empty (early stopping and evaluation need them)."""
+    for split in ("val", "test"):
+        if not manifest.split(split):
+            raise InputDataError(
+                f"dataset '{manifest.dataset}': the {split} split is empty",
+                f"set ingest.{split}_fraction above 0 (early stopping needs val, evaluation needs test)",
+            )
 
 
 def resume_folder(root: Path, key: str) -> Path:
@@ -102,44 +129,72 @@ def train(
         extra_callbacks: added to every ``fit`` (tests use one to interrupt training).
     """
     log_path = resume_dir / TRAINING_LOG
-    resumed_from = len(read_log(log_path)["loss"])
-    if resumed_from:
-        info(f"finetune: resuming after epoch {resumed_from} from {resume_dir}")
+    resumed_from = _announce_resume(log_path, resume_dir)
     pretrained = cfg.backbone.weights != "none"
-
-    def fit(phase: str, lr: float, initial_epoch: int, epochs: int) -> None:
-        model.compile(optimizer=keras.optimizers.Adam(lr, clipnorm=cfg.clipnorm or None), **head.compile_arguments())
-        callbacks = [
-            keras.callbacks.BackupAndRestore(str(resume_dir / phase)),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True),
-            keras.callbacks.CSVLogger(str(log_path), append=True),
-            EpochLine(phase, epochs, splits.train_count),
-            *extra_callbacks,
-        ]
-        model.fit(
-            splits.train,
-            validation_data=splits.val,
-            initial_epoch=initial_epoch,
-            epochs=epochs,
-            class_weight=class_weight,
-            callbacks=callbacks,
-            shuffle=False,  # the tf.data pipeline already shuffles, from the seed
-            verbose=0,
-        )
-
+    phase = Phase(model, head, splits, resume_dir, cfg.clipnorm, cfg.early_stopping_patience, class_weight, extra_callbacks)
     head_done = resume_dir / "head.weights.h5"
     base.trainable = not pretrained
     if head_done.is_file():
         model.load_weights(head_done)
     else:
-        fit("head", cfg.head_lr, 0, cfg.head_epochs)
+        phase.fit("head", cfg.head_lr, 0, cfg.head_epochs)
         model.save_weights(resume_dir / "head.partial.weights.h5")
         (resume_dir / "head.partial.weights.h5").replace(head_done)
     phase_boundary = len(read_log(log_path)["loss"])
     if pretrained and cfg.fine_tune_epochs and cfg.unfreeze_top:
         unfreeze_top(base, cfg.unfreeze_top)
-        fit("fine_tune", cfg.fine_tune_lr, phase_boundary, phase_boundary + cfg.fine_tune_epochs)
+        phase.fit("fine_tune", cfg.fine_tune_lr, phase_boundary, phase_boundary + cfg.fine_tune_epochs)
     return History(read_log(log_path), resumed_from, phase_boundary)
+
+
+def train_single_phase(phase: Phase, lr: float, epochs: int) -> History:
+    """Train every layer that is trainable for at most ``epochs`` epochs in one phase (the text classifier's recipe)."""
+    log_path = phase.resume_dir / TRAINING_LOG
+    resumed_from = _announce_resume(log_path, phase.resume_dir)
+    phase.fit("train", lr, 0, epochs)
+    return History(read_log(log_path), resumed_from, 0)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """What every ``fit`` of one run shares: the model, its data, the resume folder, clipping and early stopping."""
+
+    model: keras.Model
+    head: Head
+    splits: Splits
+    resume_dir: Path
+    clipnorm: float  # 0 turns clipping off
+    patience: int
+    class_weight: dict[int, float] | None = None
+    extra_callbacks: Sequence[Any] = ()
+
+    def fit(self, name: str, lr: float, initial_epoch: int, epochs: int) -> None:
+        """Compile with Adam at ``lr`` and train from ``initial_epoch`` to ``epochs``, checkpointed under ``name``."""
+        self.model.compile(optimizer=keras.optimizers.Adam(lr, clipnorm=self.clipnorm or None), **self.head.compile_arguments())
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(self.resume_dir / name)),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True),
+            keras.callbacks.CSVLogger(str(self.resume_dir / TRAINING_LOG), append=True),
+            EpochLine(name, epochs, self.splits.train_count),
+            *self.extra_callbacks,
+        ]
+        self.model.fit(
+            self.splits.train,
+            validation_data=self.splits.val,
+            initial_epoch=initial_epoch,
+            epochs=epochs,
+            class_weight=self.class_weight,
+            callbacks=callbacks,
+            shuffle=False,  # the tf.data pipeline already shuffles, from the seed
+            verbose=0,
+        )
+
+
+def _announce_resume(log_path: Path, resume_dir: Path) -> int:
+    resumed_from = len(read_log(log_path)["loss"])
+    if resumed_from:
+        info(f"finetune: resuming after epoch {resumed_from} from {resume_dir}")
+    return resumed_from
 
 
 def unfreeze_top(base: keras.Model, count: int) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ import tensorflow as tf
 
 from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sha256_json, sidecar, stage_lock
 from dlpipe.core.config import FinetuneConfig, Project
-from dlpipe.core.errors import InputDataError
 from dlpipe.core.layout import MODEL_FILE, MODEL_SIDECAR, TRAINING_LOG
 from dlpipe.data.manifest import Manifest, load_image_manifest
 from dlpipe.data.media.images import load_rgb
@@ -35,7 +33,15 @@ from dlpipe.models.heads.base import Evaluation, Head
 from dlpipe.models.heads.registry import get_head
 from dlpipe.models.inputs import image_splits
 from dlpipe.models.network import EMBEDDING_LAYER, build_network
-from dlpipe.models.training import History, precision_policy, resume_folder, train, write_log
+from dlpipe.models.training import (
+    FinetuneResult,
+    History,
+    check_evaluation_splits,
+    precision_policy,
+    resume_folder,
+    train,
+    write_log,
+)
 from dlpipe.reports.figures import write_history_plot
 from dlpipe.reports.live import write_live_history
 from dlpipe.reports.sheets import contact_sheet, top_losses_tiles
@@ -43,20 +49,7 @@ from dlpipe.reports.sheets import contact_sheet, top_losses_tiles
 STAGE = "finetune"
 
 
-@dataclass(frozen=True)
-class Result:
-    """What a finetune run produced."""
-
-    dataset: str
-    model_dir: Path
-    plots_dir: Path
-    metrics_path: Path
-    metrics: dict[str, Any]
-    resumed_from_epoch: int
-    summary: str  # the headline figures in one line, as the head states them
-
-
-def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> Result:
+def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> FinetuneResult:
     """Fine-tune ``finetune.backbone`` on ``dataset`` and evaluate it on the test split.
 
     Args:
@@ -75,7 +68,7 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
     head = get_head(cfg.task)
     manifest = load_image_manifest(project, dataset)
     head.check_training_data(manifest)
-    _check_splits(manifest)
+    check_evaluation_splits(manifest)
     layout = project.layout(dataset)
     names = head.output_names(manifest)
     params_hash = sha256_json({"finetune": cfg.model_dump(), "seed": seed})
@@ -118,18 +111,9 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
             _write_plots(staging, head, history, evaluation, names, _test_paths(manifest), cfg.top_losses)
         atomic_write_json(layout.metrics(STAGE), metrics)
         shutil.rmtree(resume_dir, ignore_errors=True)
-    return Result(
+    return FinetuneResult(
         dataset, layout.model_dir, layout.plots(STAGE), layout.metrics(STAGE), metrics, history.resumed_from, head.summary(metrics)
     )
-
-
-def _check_splits(manifest: Manifest) -> None:
-    for split in ("val", "test"):
-        if not manifest.split(split):
-            raise InputDataError(
-                f"dataset '{manifest.dataset}': the {split} split is empty",
-                f"set ingest.{split}_fraction above 0 (early stopping needs val, evaluation needs test)",
-            )
 
 
 def _test_paths(manifest: Manifest) -> list[Path]:

@@ -93,6 +93,7 @@ def _read_text_format(path: Path, vocabulary: Vocabulary) -> dict[int, np.ndarra
             except ValueError:
                 values = np.zeros(0, np.float32)
             if values.shape != (dimension,) or not np.isfinite(values).all():
-                raise ArtifactError(f"{path}, line {number}: the vector of '{word}' is not {dimension} finite numbers", "retrain the vectors")
+                problem = f"{path}, line {number}: the vector of '{word}' is not {dimension} finite numbers"
+                raise ArtifactError(problem, "retrain the vectors")
             vectors[word_id] = values
     return vectors

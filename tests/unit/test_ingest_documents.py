@@ -94,7 +94,8 @@ def test_csv_without_the_text_column_names_it_and_the_param(workspace: Workspace
     (workspace.root / "table.csv").write_text("body,label\nsome text,a\n", encoding="utf-8")
     workspace.add_dataset("table", "text", "table.csv")
     workspace.params["datasets"]["table"]["labels"] = "csv"
-    with pytest.raises(InputDataError, match=r"table\.csv: no column 'text' \(ingest\.text\.text_column\); the header has body, label") as caught:
+    expected = r"table\.csv: no column 'text' \(ingest\.text\.text_column\); the header has body, label"
+    with pytest.raises(InputDataError, match=expected) as caught:
         ingest.run(workspace.load(), "table")
     assert caught.value.exit_code == 4
 
