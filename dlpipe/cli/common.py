@@ -88,23 +88,35 @@ def run_per_dataset(
     verbose: bool,
     dataset: str | None,
     modalities: tuple[str, ...] | None = None,
+    labelled_only: bool = False,
 ) -> list[Any]:
-    """Validate params, then run ``dlpipe.stages.<stage>.run`` on one dataset or on every one of ``modalities``."""
+    """Validate params, then run the stage on one dataset or on every one of ``modalities`` (labelled ones only if asked).
+
+    The module is ``dlpipe.stages.<stage>``, or its text variant for labelled text (see ``dlpipe.stages.stage_module``).
+    """
 
     def action() -> list[Any]:
         import importlib
 
         from dlpipe.core.config import load_project
+        from dlpipe.stages import stage_module
 
         project = load_project(params, overrides or [])
         if dataset:
             project.dataset(dataset)  # an unknown name is a ConfigError listing the known ones
             names = [dataset]
         else:
-            names = [name for name, spec in project.params.datasets.items() if modalities is None or spec.modality in modalities]
-        # Imported only now: stage modules pull in TensorFlow and friends.
-        module = importlib.import_module(f"dlpipe.stages.{stage}")
-        return [module.run(project.for_dataset(name), name) for name in names]
+            names = [
+                name
+                for name, spec in project.params.datasets.items()
+                if (modalities is None or spec.modality in modalities) and (spec.labelled or not labelled_only)
+            ]
+        results = []
+        for name in names:
+            # Imported only now: stage modules pull in TensorFlow and friends.
+            module = importlib.import_module(stage_module(stage, project.dataset(name).modality))
+            results.append(module.run(project.for_dataset(name), name))
+        return results
 
     return guarded(verbose, action)
 

@@ -128,8 +128,9 @@ def _stage_command(
     modalities: tuple[str, ...] | None = IMAGE_LIKE,
     dataset_help: str = "Run on this dataset (default: every image dataset in params).",
     summary: Callable[[list[Any]], None] | None = None,
+    labelled_only: bool = False,
 ) -> Callable[..., None]:
-    """The command that runs ``stage`` on one or every dataset of ``modalities`` (None: all).
+    """The command that runs ``stage`` on one or every dataset of ``modalities`` (None: all; labelled ones if asked).
 
     Without ``--json`` it prints ``line(result)`` per dataset, or ``summary(results)`` when given.
     """
@@ -141,7 +142,7 @@ def _stage_command(
         verbose: VerboseOption = False,
         as_json: JsonOption = False,
     ) -> None:
-        results = run_per_dataset(stage, params, set_, verbose, dataset, modalities=modalities)
+        results = run_per_dataset(stage, params, set_, verbose, dataset, modalities=modalities, labelled_only=labelled_only)
         if summary is not None and not as_json:
             summary(results)
         elif line is not None:
@@ -184,12 +185,20 @@ spectrogram = _stage_command(
 finetune = _stage_command(
     "finetune",
     _finetune_line,
-    """Fine-tune a pretrained ConvNet (or train small_cnn) on an ingested image dataset and evaluate it.
+    """Fine-tune a pretrained ConvNet (or train small_cnn) on images or spectrograms; train a text classifier on labelled text.
 
-    Writes data/<dataset>/model (model.keras + model.json), plots/finetune and metrics/finetune.json.
-    Example: dlpipe finetune --dataset shapes --set finetune.head_epochs=10
+    Images: finetune.backbone and the two-phase recipe. Labelled text: finetune.text (cnn, gru,
+    lstm, bigru, bilstm over word ids, tokenised as word2vec.tokenize; embeddings learnt or
+    started from a word2vec folder). Writes data/<dataset>/model (model.keras + model.json, and
+    vocabulary.txt for text), plots/finetune (curves, confusion matrix, top losses) and
+    metrics/finetune.json.
+    Examples: dlpipe finetune --dataset shapes --set finetune.head_epochs=10
+              dlpipe finetune --dataset reviews --set finetune.text.architecture=bigru
     """,
     "model_dir",
+    modalities=("image", "audio", "text"),
+    dataset_help="Run on this dataset (default: every image, audio and labelled text dataset in params).",
+    labelled_only=True,
 )
 embed = _stage_command(
     "embed",

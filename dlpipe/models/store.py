@@ -18,8 +18,11 @@ from dlpipe.core.layout import MODEL_FILE, MODEL_SIDECAR
 from dlpipe.data.manifest import Manifest
 from dlpipe.models.heads.base import Head
 from dlpipe.models.heads.registry import HEADS
+from dlpipe.text.vocabulary import Vocabulary, load_vocabulary
 
-_REQUIRED_KEYS = ("classes", "image_size", "embedding_layer", "model_sha256", "manifest_sha256", "backbone", "spectrogram")
+_REQUIRED_KEYS = ("classes", "embedding_layer", "model_sha256", "manifest_sha256")
+# What a model of each input kind records besides (sidecars before text models had no modality: images).
+_MODALITY_KEYS = {"image": ("image_size", "backbone", "spectrogram"), "text": ("vocabulary", "tokenize", "max_length")}
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,13 @@ class TrainedModel:
     head: Head
     # How audio became this model's training images (model.json's record), or None for a photo model.
     transform: RecordedTransform | None
+    # A text model's word ids (vocabulary.txt beside the model), or None for an image model.
+    vocabulary: Vocabulary | None = None
+
+    @property
+    def modality(self) -> str:
+        """``image`` (photos and spectrograms: RGB input) or ``text`` (token ids)."""
+        return str(self.sidecar.get("modality", "image"))
 
     @property
     def classes(self) -> list[str]:
@@ -66,7 +76,10 @@ def load_trained_model(location: Path) -> TrainedModel:
     if not path.is_file():
         raise ArtifactError(f"model not found: {path}", "train one with `dlpipe finetune` (or `dvc repro`)")
     sidecar = read_json(path.with_name(MODEL_SIDECAR), "model sidecar")
-    missing = [key for key in _REQUIRED_KEYS if key not in sidecar]
+    modality = sidecar.get("modality", "image")
+    if modality not in _MODALITY_KEYS:
+        raise ArtifactError(f"model sidecar {path.with_name(MODEL_SIDECAR)} names modality '{modality}'", "retrain the model")
+    missing = [key for key in (*_REQUIRED_KEYS, *_MODALITY_KEYS[modality]) if key not in sidecar]
     if missing:
         raise ArtifactError(f"model sidecar {path.with_name(MODEL_SIDECAR)} lacks {', '.join(missing)}", "retrain the model")
     # Models from before the head seam were all classifiers and do not record their task.
@@ -85,9 +98,10 @@ def load_trained_model(location: Path) -> TrainedModel:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged archive
         raise ArtifactError(f"cannot load model {path}: {exc}", "the file is corrupt: retrain with `dlpipe finetune`") from None
-    record = sidecar["spectrogram"]
+    record = sidecar.get("spectrogram")
     transform = None if record is None else from_record(record, path.with_name(MODEL_SIDECAR))
-    trained = TrainedModel(model, sidecar, path, HEADS[task](), transform)
+    vocabulary = _checked_vocabulary(path, sidecar["vocabulary"]) if modality == "text" else None
+    trained = TrainedModel(model, sidecar, path, HEADS[task](), transform, vocabulary)
     _check_shapes(trained)
     return trained
 
@@ -110,14 +124,28 @@ def load_model_trained_on(location: Path, manifest: Manifest, hint: str = "") ->
     return trained
 
 
-def _check_shapes(trained: TrainedModel) -> None:
-    input_shape = tuple(trained.model.input_shape[1:3])
-    output_units = trained.model.output_shape[-1]
-    if input_shape != (trained.image_size, trained.image_size):
+def _checked_vocabulary(path: Path, record: dict[str, Any]) -> Vocabulary:
+    vocabulary_path = path.with_name(record["file"])
+    if not vocabulary_path.is_file() or sha256_file(vocabulary_path) != record["sha256"]:
         raise ArtifactError(
-            f"{trained.path}: input {input_shape} differs from the sidecar's image_size {trained.image_size}",
-            "retrain the model",
+            f"{vocabulary_path} is missing or does not match {path.with_name(MODEL_SIDECAR)}",
+            "copy the whole model folder, or retrain with `dlpipe finetune`",
         )
+    return load_vocabulary(vocabulary_path)
+
+
+def _check_shapes(trained: TrainedModel) -> None:
+    output_units = trained.model.output_shape[-1]
+    if trained.modality == "text":
+        expected, what = (int(trained.sidecar["max_length"]),), "max_length"
+        input_shape = tuple(trained.model.input_shape[1:])
+    else:
+        expected, what = (trained.image_size, trained.image_size), "image_size"
+        input_shape = tuple(trained.model.input_shape[1:3])
+    if input_shape != expected:
+        raise ArtifactError(f"{trained.path}: input {input_shape} differs from the sidecar's {what} {expected}", "retrain the model")
+    if trained.vocabulary is not None and trained.model.get_layer("word_embedding").input_dim != len(trained.vocabulary):
+        raise ArtifactError(f"{trained.path}: the embedding's rows differ from the vocabulary's words", "retrain the model")
     if output_units != len(trained.classes):
         raise ArtifactError(
             f"{trained.path}: {output_units} output classes, but the sidecar lists {len(trained.classes)}",
