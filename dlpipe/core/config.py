@@ -244,7 +244,7 @@ class TextModelConfig(Section):
         min_length=1, description="none (embeddings learnt from scratch) or a word2vec stage folder whose vectors start them"
     )
     freeze_embeddings: bool = Field(description="keep the word2vec vectors fixed (the embedding layer does not train)")
-    embedding_dim: int = Field(ge=1, le=4096, description="word vector size when word2vec: none (else the vectors' own size)")
+    embedding_dim: int = Field(ge=1, le=4096, description="word vector size; with word2vec it must equal the vectors' size")
     max_length: int = Field(ge=1, le=100_000, description="tokens per document; longer ones are truncated (and counted)")
     max_vocabulary: int = Field(ge=1, description="most frequent training-split words kept; the rest map to <oov>")
     min_count: int = Field(

@@ -33,7 +33,7 @@ def build_text_network(
 
     With ``vectors`` and ``cfg.freeze_embeddings`` the embedding layer has no trainable weight.
     """
-    dimension = cfg.embedding_dim if vectors is None else int(vectors.shape[1])
+    dimension = cfg.embedding_dim
     recurrent = cfg.architecture in RECURRENT
     tokens = keras.Input((cfg.max_length,), dtype="int32", name="tokens")
     embedding = keras.layers.Embedding(

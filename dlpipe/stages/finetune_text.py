@@ -92,7 +92,7 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
     encoded = encode(vocabulary, documents, text.max_length)
     vectors = None
     if text.word2vec != "none":
-        vectors = starting_vectors(project.resolve(text.word2vec), vocabulary, tokenize.model_dump(), seed)
+        vectors = starting_vectors(project.resolve(text.word2vec), vocabulary, tokenize.model_dump(), text.embedding_dim, seed)
         info(f"finetune {dataset}: {vectors.found:,} of {len(vocabulary) - 2:,} words start from word2vec, {vectors.missing:,} at random")
     info(
         f"finetune {dataset}: {len(vocabulary):,} words in the vocabulary, "

@@ -30,7 +30,7 @@ class StartingVectors:
     source: dict[str, Any]  # where the vectors came from, for the model sidecar
 
 
-def starting_vectors(folder: Path, vocabulary: Vocabulary, tokenize: dict[str, Any], seed: int) -> StartingVectors:
+def starting_vectors(folder: Path, vocabulary: Vocabulary, tokenize: dict[str, Any], dimension: int, seed: int) -> StartingVectors:
     """The vocabulary's embedding matrix from the word2vec folder ``folder``.
 
     Words without a vector get random ones with the vectors' own spread, so they start on
@@ -40,11 +40,13 @@ def starting_vectors(folder: Path, vocabulary: Vocabulary, tokenize: dict[str, A
         folder: the output folder of ``dlpipe word2vec train`` (``vectors.txt`` and ``word2vec.json``).
         vocabulary: the classifier's vocabulary.
         tokenize: the classifier's ``word2vec.tokenize`` params, which the vectors must have been made with.
+        dimension: ``finetune.text.embedding_dim``, which must be the vectors' size.
         seed: for the random vectors.
 
     Raises:
         ArtifactError: the folder is not a word2vec output, or ``vectors.txt`` differs from what it recorded.
-        ConfigError: the vectors were tokenised differently (phrases joined, another case or number policy).
+        ConfigError: the vectors were tokenised differently (phrases joined, another case or number policy),
+            or their size is not ``dimension``.
     """
     sidecar = read_json(folder / WORD2VEC_SIDECAR, f"the word2vec sidecar named by finetune.text.word2vec ({folder})")
     text_file = folder / sidecar.get("files", {}).get("text_format", "vectors.txt")
@@ -59,9 +61,13 @@ def starting_vectors(folder: Path, vocabulary: Vocabulary, tokenize: dict[str, A
             f"({', '.join(differing)}), so their words would not match the documents'",
             "use the word2vec.tokenize settings the vectors were trained with, or retrain them with these",
         )
+    if int(sidecar["params"]["vector_size"]) != dimension:
+        raise ConfigError(
+            f"finetune.text.embedding_dim is {dimension}, but the vectors in {folder} have {sidecar['params']['vector_size']} dimensions",
+            f"set finetune.text.embedding_dim: {sidecar['params']['vector_size']}, or use vectors of {dimension} dimensions",
+        )
     vectors = _read_text_format(text_file, vocabulary)
     found_ids = np.array(sorted(vectors), dtype=np.int64)
-    dimension = int(sidecar["params"]["vector_size"])
     rng = np.random.default_rng(seed)
     known = np.stack([vectors[i] for i in found_ids]) if len(found_ids) else np.zeros((0, dimension), np.float32)
     spread = float(known.std()) if len(found_ids) else 0.1
