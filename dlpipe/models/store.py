@@ -18,7 +18,7 @@ from dlpipe.core.layout import MODEL_FILE, MODEL_SIDECAR
 from dlpipe.data.manifest import Manifest
 from dlpipe.models.heads.base import Head
 from dlpipe.models.heads.registry import HEADS
-from dlpipe.text.vocabulary import Vocabulary, load_vocabulary
+from dlpipe.models.vocabulary import Vocabulary, load_vocabulary
 
 _REQUIRED_KEYS = ("classes", "embedding_layer", "model_sha256", "manifest_sha256")
 # What a model of each input kind records besides (sidecars before text models had no modality: images).

@@ -44,11 +44,11 @@ from dlpipe.models.training import (
     train_single_phase,
     write_log,
 )
+from dlpipe.models.vocabulary import VOCABULARY_FILE, Encoded, Vocabulary, build_vocabulary, encode, save_vocabulary
 from dlpipe.reports.figures import write_history_plot
 from dlpipe.reports.live import write_live_history
 from dlpipe.reports.tables import write_table
 from dlpipe.text.tokens import iter_tokens
-from dlpipe.text.vocabulary import VOCABULARY_FILE, Encoded, Vocabulary, build_vocabulary, encode, save_vocabulary
 from dlpipe.text.word_vectors import StartingVectors, starting_vectors
 
 STAGE = "finetune"

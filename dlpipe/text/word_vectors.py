@@ -17,7 +17,7 @@ import numpy as np
 from dlpipe.core.artifacts import read_json, sha256_file
 from dlpipe.core.errors import ArtifactError, ConfigError
 from dlpipe.core.layout import WORD2VEC_SIDECAR
-from dlpipe.text.vocabulary import OOV_ID, PAD_ID, Vocabulary
+from dlpipe.models.vocabulary import OOV_ID, PAD_ID, Vocabulary
 
 
 @dataclass(frozen=True)

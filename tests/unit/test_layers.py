@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dlpipe.stages import stage_module
 from tests.conftest import REPO
 
 PACKAGE = REPO / "dlpipe"
@@ -73,7 +74,9 @@ def _stage_deps() -> dict[str, tuple[str, list[str]]]:
     for name, stage in stages.items():
         body = stage.get("do", stage)
         command = body["cmd"].split()[1]  # dlpipe <command> ...: each command runs the stage module of its name
-        found[name] = (f"dlpipe.stages.{command}", [dep for dep in body["deps"] if dep.startswith("dlpipe")])
+        # ... or, in a `<command>_text` stage (labelled text datasets), its text variant.
+        modality = "text" if name == f"{command}_text" else "image"
+        found[name] = (stage_module(command, modality), [dep for dep in body["deps"] if dep.startswith("dlpipe")])
     return found
 
 
@@ -85,6 +88,16 @@ def test_stage_deps_cover_its_import_closure(stage: str) -> None:
     module, deps = STAGE_DEPS[stage]
     missing = sorted(p.relative_to(REPO).as_posix() for p in import_closure(module) if not _covered(p, deps))
     assert not missing, f"dvc.yaml stage {stage} runs {module} but its deps miss {missing}"
+
+
+def test_image_and_text_finetune_together_declare_every_finetune_param() -> None:
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    image = {p for p in stages["finetune"]["do"]["params"] if p.startswith("finetune.")}
+    text = {p for p in stages["finetune_text"]["do"]["params"] if p.startswith("finetune.")}
+    every = {f"finetune.{key}" for key in params["finetune"]}
+    assert image == every - {"finetune.text"}, sorted(every - image)
+    assert "finetune.text" in text and text <= every
 
 
 def test_closure_check_fails_when_a_folder_is_removed_from_deps() -> None:

@@ -153,3 +153,33 @@ def test_image_stage_refuses_a_text_dataset(workspace: Workspace) -> None:
     two_corpora(workspace, per_class=40)
     with pytest.raises(ConfigError, match=r"dataset 'corpora' is text; this stage needs images"):
         finetune.run(workspace.load(*SMALL), "corpora")
+
+
+@pytest.mark.parametrize("architecture", ["cnn", "bigru"])
+def test_padding_never_changes_a_prediction(workspace: Workspace, architecture: str) -> None:
+    from dlpipe.models.heads.registry import get_head
+    from dlpipe.models.text_network import build_text_network
+
+    workspace.add_dataset("any", "text", "any.txt")
+    cfg = workspace.load(*SMALL, f"finetune.text.architecture={architecture}").params.finetune.text
+    model = build_text_network(cfg, get_head("classification"), 50, 3, seed=0)
+    tokens = np.zeros((3, cfg.max_length), dtype=np.int32)
+    tokens[0, :5], tokens[1, :1], tokens[2, :] = [5, 9, 2, 7, 7], [3], np.arange(cfg.max_length) % 48 + 2
+    before = model.predict(tokens, verbose=0)
+    layer = model.get_layer("word_embedding")
+    weights = layer.get_weights()[0]
+    weights[0] = np.random.default_rng(1).normal(0, 5, size=weights.shape[1])  # whatever the padding's vector holds
+    layer.set_weights([weights])
+    np.testing.assert_allclose(model.predict(tokens, verbose=0), before, atol=1e-6)
+    assert not np.allclose(before[0], before[1])
+
+
+def test_vocabulary_comes_from_the_training_split_with_pad_and_oov() -> None:
+    from dlpipe.models.vocabulary import OOV_ID, build_vocabulary, encode
+
+    vocabulary = build_vocabulary([["b", "a", "a"], ["c", "b", "a"], ["d"]], min_count=2, max_size=10)
+    assert vocabulary.words == ["<pad>", "<oov>", "a", "b"]
+    encoded = encode(vocabulary, [["a", "z", "b", "a"], ["b"]], max_length=3)
+    assert encoded.ids.tolist() == [[2, OOV_ID, 3], [3, 0, 0]]
+    assert (encoded.truncated, encoded.oov_tokens, encoded.tokens) == (1, 1, 4)
+    assert build_vocabulary([["x", "y", "y"]], min_count=1, max_size=1).words == ["<pad>", "<oov>", "y"]
