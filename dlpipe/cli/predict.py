@@ -12,8 +12,12 @@ from dlpipe.cli.common import DEFAULT_PARAMS, JsonOption, ParamsOption, SetOptio
 
 def predict(
     inputs: Annotated[
-        list[Path], typer.Argument(help="Image files and/or folders (searched recursively); audio clips for a spectrogram model.")
-    ],
+        list[str] | None,
+        typer.Argument(
+            help="Image files and/or folders (searched recursively); audio clips for a spectrogram model; "
+            "documents for a text model ('-' reads one per line from stdin)."
+        ),
+    ] = None,
     model: Annotated[
         Path | None, typer.Option("--model", "-m", help="Model folder or model.keras (default: the dataset's model).")
     ] = None,
@@ -22,27 +26,33 @@ def predict(
     ] = None,
     k: Annotated[int, typer.Option("-k", min=1, help="How many classes to show per image.")] = 3,
     out: Annotated[
-        Path | None, typer.Option("--out", help="CSV to write (default for folders: predictions.csv here).")
+        Path | None, typer.Option("--out", help="CSV to write (default for folders and --file: predictions.csv here).")
+    ] = None,
+    documents_file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Text models: a UTF-8 file with one document per line.")
     ] = None,
     params: ParamsOption = DEFAULT_PARAMS,
     set_: SetOption = None,
     verbose: VerboseOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Top-k classes with probabilities for images, using a model trained by finetune.
+    """Top-k classes with probabilities for images, audio clips or documents, using a model trained by finetune.
 
     A model trained on an audio dataset's spectrograms also takes audio clips: each is cut into
     windows as `dlpipe spectrogram` did (the settings are recorded in model.json, so a model folder
-    copied anywhere works), and the windows' probabilities are averaged.
-    Example: dlpipe predict photo.jpg -k 3      dlpipe predict clip.wav --dataset sounds
+    copied anywhere works), and the windows' probabilities are averaged. A text model takes the
+    documents themselves: arguments, --file (one per line) or '-' for stdin, tokenised as in training.
+    Examples: dlpipe predict photo.jpg -k 3      dlpipe predict clip.wav --dataset sounds
+              dlpipe predict "a gorgeous, witty film" --dataset reviews      cat lines.txt | dlpipe predict - -d reviews
     """
 
     def action() -> Any:
         from dlpipe.queries import predict as query
 
         location = model or _default_model(params, set_ or [], dataset)
-        csv_path = out if out is not None else (Path("predictions.csv") if any(p.is_dir() for p in inputs) else None)
-        return query.run(location, inputs, k, csv_path)
+        many = documents_file is not None or any(Path(item).is_dir() for item in inputs or [])
+        csv_path = out if out is not None else (Path("predictions.csv") if many else None)
+        return query.run(location, inputs or [], k, csv_path, documents_file)
 
     result = guarded(verbose, action)
     if as_json:
@@ -68,13 +78,18 @@ def _print_predictions(result: Any) -> None:
     from dlpipe.core.console import info, stdout
 
     table = Table(title=f"predictions ({result.model})", title_justify="left")
-    for column in ("image", result.answer_title):
+    text = result.modality == "text"
+    for column in ("document" if text else "image", result.answer_title):
         table.add_column(column)
     shown = result.predictions[:50]
     for p in shown:
-        table.add_row(p.path, p.error or p.text)
+        table.add_row(_shortened(p.document) if text else p.path, p.error or p.text)
     stdout.print(table)
     if len(result.predictions) > len(shown):
         info(f"... {len(result.predictions) - len(shown)} more")
     if result.csv_path:
         info(f"predictions written to {result.csv_path}")
+
+
+def _shortened(document: str, limit: int = 80) -> str:
+    return document if len(document) <= limit else document[: limit - 1] + "…"

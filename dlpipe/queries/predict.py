@@ -1,10 +1,11 @@
-"""``predict``: the trained model's answer (top-k classes) for image files or folders.
+"""``predict``: the trained model's answer (top-k classes) for image files or folders, or for documents.
 
-Not a pipeline stage (it answers questions about new images), but built like
+Not a pipeline stage (it answers questions about new inputs), but built like
 one: ``run`` takes typed arguments and returns a Result; the CLI prints it.
 A model trained on an audio dataset's spectrograms also takes audio clips: each
 is cut into windows exactly as the spectrogram stage did, and the windows'
-probabilities are averaged.
+probabilities are averaged. A text model takes documents: the arguments themselves,
+the lines of a file, or the lines of standard input (``-``).
 """
 
 from __future__ import annotations
@@ -21,19 +22,22 @@ from dlpipe.data.files import visible_files
 from dlpipe.data.media import Rejected
 from dlpipe.models.file_inputs import accepted_files, file_model_inputs
 from dlpipe.models.heads.base import Answer
-from dlpipe.models.store import load_trained_model
+from dlpipe.models.store import TrainedModel, load_trained_model
 
 _BATCH = 64
+# Documents encoded and predicted at once (token ids are small; this bounds memory for a huge stdin).
+_TEXT_BATCH = 256
 
 
 @dataclass(frozen=True)
 class Prediction:
     """The model's answer for one image (or audio clip), or why it could not be read."""
 
-    path: str
-    answer: Answer  # the head's empty answer when the file could not be read
+    path: str  # the file, or for a document where it came from: argument 2, reviews.txt:7, stdin:3
+    answer: Answer  # the head's empty answer when the input could not be read
     error: str = ""
     windows: int = 1  # spectrogram windows averaged (audio clips)
+    document: str | None = None  # a text model's input
 
     @property
     def text(self) -> str:
@@ -43,7 +47,8 @@ class Prediction:
     def as_json(self) -> dict[str, object]:
         """The prediction for ``--json`` output."""
         extra = ({"windows": self.windows} if self.windows > 1 else {}) | ({"error": self.error} if self.error else {})
-        return {"path": self.path} | self.answer.as_json() | extra
+        source = {"path": self.path} if self.document is None else {"source": self.path, "document": self.document}
+        return source | self.answer.as_json() | extra
 
 
 @dataclass(frozen=True)
@@ -54,22 +59,100 @@ class Result:
     predictions: list[Prediction]
     csv_path: Path | None
     answer_title: str  # what Prediction.text holds, for table headers
+    modality: str = "image"  # the model's: image (files) or text (documents)
 
 
-def run(model_location: Path, inputs: list[Path], k: int, csv_path: Path | None = None) -> Result:
-    """The model's answer (the top ``k`` classes) for each image in ``inputs`` (files, or folders searched recursively).
+def run(model_location: Path, inputs: list[str], k: int, csv_path: Path | None = None, documents_file: Path | None = None) -> Result:
+    """The model's answer (the top ``k`` classes) for each input.
 
     Args:
         model_location: a model folder (``data/<dataset>/model``) or its ``model.keras``.
-        inputs: image files and/or folders (and audio clips, for a model trained on spectrograms).
-        k: how many classes per image (capped at the model's class count).
+        inputs: for an image model, image files and/or folders searched recursively (and audio clips, for a
+            model trained on spectrograms); for a text model, documents (``-`` reads one per line from stdin).
+        k: how many classes per input (capped at the model's class count).
         csv_path: where to write a CSV of the predictions; None writes none.
+        documents_file: a text model only: a UTF-8 file with one document per line (blank lines skipped).
 
     Raises:
         ArtifactError: the model or its sidecar is missing or inconsistent.
-        InputDataError: an input does not exist, a named file is not a decodable image, or a folder holds no image.
+        InputDataError: an input does not exist, a named file is not a decodable image, a folder holds no
+            image, a document has no token, a text model is given a file as a document (or an image model
+            a documents file), or the documents file is not UTF-8.
     """
     trained = load_trained_model(model_location)
+    if trained.modality == "text":
+        return _predict_documents(trained, read_documents(inputs, documents_file, trained.path), k, csv_path)
+    if documents_file is not None:
+        raise InputDataError(
+            f"--file {documents_file}: {trained.path} is an image model, it takes image files and folders",
+            "pass the images as arguments, or use a model trained on a labelled text dataset",
+        )
+    return _predict_files(trained, [Path(item) for item in inputs], k, csv_path)
+
+
+def read_documents(inputs: list[str], documents_file: Path | None, model: Path) -> list[tuple[str, str]]:
+    """``(source, document)`` pairs from arguments, ``-`` (stdin lines) and a documents file, in that order.
+
+    Raises:
+        InputDataError: no document at all, an argument that names an existing file, or a file that is not UTF-8.
+    """
+    import sys
+
+    documents: list[tuple[str, str]] = []
+    for number, item in enumerate(inputs, start=1):
+        if item == "-":
+            documents += [(f"stdin:{n}", line) for n, line in enumerate(sys.stdin.read().split("\n"), start=1) if line.strip()]
+        elif Path(item).is_file():
+            raise InputDataError(
+                f"'{item}' is a file, and {model} is a text model: it reads documents, not files",
+                f"pass --file {item} to classify its lines (one document each), or the text itself in quotes",
+            )
+        else:
+            documents.append((f"argument {number}", item))
+    if documents_file is not None:
+        documents += _file_documents(documents_file)
+    if not documents:
+        raise InputDataError("no document to predict", "pass documents as arguments, --file FILE (one per line) or - for stdin")
+    return documents
+
+
+def _file_documents(path: Path) -> list[tuple[str, str]]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise InputDataError(f"no such file: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise InputDataError(
+            f"{path} is not UTF-8 (byte {exc.start} cannot be decoded)", "convert it to UTF-8, e.g. iconv -f cp1252 -t utf-8"
+        ) from None
+    return [(f"{path}:{number}", line) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
+
+
+def _predict_documents(trained: TrainedModel, documents: list[tuple[str, str]], k: int, csv_path: Path | None) -> Result:
+    from dlpipe.text.encoding import encode_documents
+
+    k = min(k, len(trained.classes))
+    predictions: list[Prediction] = []
+    with progress(len(documents), "predict", "documents") as advance:
+        for start in range(0, len(documents), _TEXT_BATCH):
+            chunk = documents[start : start + _TEXT_BATCH]
+            encoded = encode_documents(trained, [document for _, document in chunk])
+            outputs = trained.model.predict(encoded.ids, verbose=0, batch_size=_TEXT_BATCH)
+            for (source, document), length, output in zip(chunk, encoded.lengths, outputs, strict=True):
+                if length == 0:
+                    answer, error = trained.head.no_answer(), "empty_document: no token after tokenisation"
+                else:
+                    answer, error = trained.head.answer(output[None], trained.classes, k), ""
+                predictions.append(Prediction(source, answer, error, document=document))
+            advance(len(chunk))
+    if len(documents) == 1 and predictions[0].error:
+        raise InputDataError(f"{predictions[0].path} has no token after tokenisation", "pass a document with words in it")
+    if csv_path is not None:
+        _write(csv_path, predictions, trained.head.csv_columns(k), with_documents=True)
+    return Result(trained.path, predictions, csv_path, trained.head.answer_title, modality="text")
+
+
+def _predict_files(trained: TrainedModel, inputs: list[Path], k: int, csv_path: Path | None) -> Result:
     transform = trained.transform
     files, from_folders = _expand(inputs)
     k = min(k, len(trained.classes))
@@ -120,10 +203,16 @@ def _expand(inputs: list[Path]) -> tuple[list[Path], set[Path]]:
         elif item.is_file():
             files.append(item)
         else:
-            raise InputDataError(f"no such file or folder: {item}")
+            raise InputDataError(
+                f"no such file or folder: {item}", "this model takes images; documents go to a model trained on a labelled text dataset"
+            )
     return files, from_folders
 
 
-def _write(path: Path, predictions: list[Prediction], answer_columns: list[str]) -> None:
+def _write(path: Path, predictions: list[Prediction], answer_columns: list[str], with_documents: bool = False) -> None:
+    if with_documents:
+        rows = [{"source": p.path, "document": p.document, "error": p.error} | p.answer.csv_row() for p in predictions]
+        write_csv(path, ["source", "document", *answer_columns, "error"], rows)
+        return
     rows = [{"path": p.path, "error": p.error} | p.answer.csv_row() for p in predictions]
     write_csv(path, ["path", *answer_columns, "error"], rows)
