@@ -108,10 +108,9 @@ def _finetune_line(result: Any) -> str:
 
 
 def _embed_line(result: Any) -> str:
-    return (
-        f"embed {result.dataset}: {result.count} x {result.dimension} embeddings "
-        f"({result.metrics['images_per_second']:,.0f} img/s) -> {result.out_dir / 'embeddings.npy'}"
-    )
+    m = result.metrics
+    rate = f"{m['images_per_second']:,.0f} img/s" if "images_per_second" in m else f"{m['documents_per_second']:,.0f} documents/s"
+    return f"embed {result.dataset}: {result.count} x {result.dimension} embeddings ({rate}) -> {result.out_dir / 'embeddings.npy'}"
 
 
 def _cluster_line(result: Any) -> str:
@@ -203,11 +202,15 @@ finetune = _stage_command(
 embed = _stage_command(
     "embed",
     _embed_line,
-    """Embed every image (penultimate-layer features) of the fine-tuned model or a pretrained backbone.
+    """Embed every image (penultimate-layer features) of the fine-tuned model or a pretrained backbone; every document of a text model.
 
     Writes data/<dataset>/embed/embeddings.npy (float32, manifest order) and embeddings.json.
-    Example: dlpipe embed --dataset shapes --set embed.source=backbone
+    A labelled text dataset is embedded by its own text model (embed.source: finetuned).
+    Example: dlpipe embed --dataset shapes --set embed.source=backbone      dlpipe embed --dataset reviews
     """,
+    modalities=("image", "audio", "text"),
+    dataset_help="Run on this dataset (default: every image, audio and labelled text dataset in params).",
+    labelled_only=True,
 )
 cluster = _stage_command(
     "cluster",

@@ -149,6 +149,19 @@ def load_image_manifest(project: Project, dataset: str) -> Manifest:
     return Manifest(dataset, "image", folder, rows, digest, spectrogram)
 
 
+def load_model_manifest(project: Project, dataset: str) -> Manifest:
+    """The items a model stage reads: a labelled text dataset's documents, otherwise its images (see load_image_manifest).
+
+    Raises:
+        ConfigError: an unlabelled text corpus (it has no model; word2vec trains on it).
+        ArtifactError: as load_text_manifest / load_image_manifest.
+    """
+    spec = project.dataset(dataset)
+    if spec.modality == "text" and spec.labelled:
+        return load_text_manifest(project, dataset)
+    return load_image_manifest(project, dataset)
+
+
 def _rows_matching(path: Path, sidecar: dict[str, Any], problem: str, hint: str) -> tuple[list[dict[str, str]], str]:
     """A manifest CSV's rows and sha256, refused (ArtifactError: ``path`` + ``problem``) unless the sidecar recorded that hash."""
     digest = sha256_file(path) if path.is_file() else ""

@@ -8,6 +8,7 @@ images go through exactly the model and preprocessing that made the stored vecto
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,21 +110,32 @@ def write_embeddings(path: Path, extractor: Extractor, manifest: Manifest, batch
         input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)],
     )
     forward.get_concrete_function()
-    output = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(manifest.rows), dimension))
     start = time.perf_counter()
+    write_vectors(path, (forward(images).numpy() for images in batches), manifest, dimension, normalize, "images")
+    return time.perf_counter() - start, dimension
+
+
+def write_vectors(
+    path: Path, batches: Iterable[np.ndarray], manifest: Manifest, dimension: int, normalize: bool, unit: str
+) -> None:
+    """Write batches of vectors (manifest order, ``len(manifest.rows)`` in all) into a memory-mapped float32 .npy.
+
+    Raises:
+        InputDataError: a vector holds NaN or inf (named by its manifest path).
+    """
+    output = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(manifest.rows), dimension))
     row = 0
-    with progress(len(manifest.rows), f"embed {manifest.dataset}", "images") as advance:
-        for images in batches:
-            vectors = forward(images).numpy().astype(np.float32, copy=False)
+    with progress(len(manifest.rows), f"embed {manifest.dataset}", unit) as advance:
+        for batch in batches:
+            vectors = np.asarray(batch, dtype=np.float32)
             if normalize:
                 vectors = normalize_rows(vectors)
             bad = first_non_finite_row(vectors)
             if bad is not None:
-                path = manifest.rows[row + bad]["path"]
-                raise InputDataError(f"non-finite embedding for {path}", "check the image and the model's weights")
+                item = manifest.rows[row + bad]["path"]
+                raise InputDataError(f"non-finite embedding for {item}", "check the input and the model's weights")
             output[row : row + len(vectors)] = vectors
             row += len(vectors)
             advance(len(vectors))
     output.flush()
     del output
-    return time.perf_counter() - start, dimension

@@ -17,7 +17,7 @@ from dlpipe.core.artifacts import read_json, sha256_file
 from dlpipe.core.config import Project
 from dlpipe.core.errors import ArtifactError
 from dlpipe.core.layout import EMBEDDINGS_FILE, EMBEDDINGS_SIDECAR
-from dlpipe.data.manifest import Manifest, load_image_manifest
+from dlpipe.data.manifest import Manifest, load_model_manifest
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def load_embeddings(project: Project, dataset: str) -> Embeddings:
         ArtifactError: the file or sidecar is missing or corrupt, its sha256 or shape disagrees with the
             sidecar, the manifest changed since embedding, it holds no rows, or a row is NaN/inf.
     """
-    manifest = load_image_manifest(project, dataset)
+    manifest = load_model_manifest(project, dataset)
     folder = project.layout(dataset).embed_dir
     path = folder / EMBEDDINGS_FILE
     sidecar = read_json(folder / EMBEDDINGS_SIDECAR, "embeddings sidecar")
