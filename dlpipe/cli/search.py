@@ -39,7 +39,8 @@ def build(
     (recall@k against exact search and label precision@k on test-split queries).
     Example: dlpipe search build --dataset shapes --set search.index=HNSW32
     """
-    report(run_per_dataset("search", params, set_, verbose, dataset, modalities=IMAGE_LIKE), as_json, _build_line)
+    results = run_per_dataset("search", params, set_, verbose, dataset, modalities=(*IMAGE_LIKE, "text"), labelled_only=True)
+    report(results, as_json, _build_line)
 
 
 def _build_line(result: Any) -> str:
@@ -52,15 +53,19 @@ def _build_line(result: Any) -> str:
 
 @search_app.command("query")
 def query(
-    images: Annotated[
-        list[Path] | None, typer.Argument(help="Image files (or audio clips, for an audio dataset) to find neighbours of.")
+    queries: Annotated[
+        list[str] | None,
+        typer.Argument(help="Image files (or audio clips, for an audio dataset) to find neighbours of; query strings for a text dataset."),
     ] = None,
     item: Annotated[
         list[str] | None, typer.Option("--item", help="A manifest path (as in manifest.csv) to use as a query (repeatable).")
     ] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Whose index to search (default: the only one built).")] = None,
     k: Annotated[int, typer.Option("-k", min=1, help="Neighbours per query.")] = 10,
-    out: Annotated[Path | None, typer.Option("--out", help="Write a contact sheet PNG: each query, then its neighbours.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write a contact sheet PNG: each query, then its neighbours (a text dataset: a .csv and a .md table)."),
+    ] = None,
     params: ParamsOption = DEFAULT_PARAMS,
     set_: SetOption = None,
     verbose: VerboseOption = False,
@@ -71,7 +76,10 @@ def query(
     An audio clip is cut into spectrogram windows as the spectrogram stage cut the training clips, and the
     mean of their embeddings is the query.
 
+    A text dataset's queries are strings, embedded by its text model.
+
     Example: dlpipe search query photo.jpg -k 5 --out neighbours.png      dlpipe search query --item circle/circle_0001.png
+             dlpipe search query "a funny, touching film" --dataset reviews
     """
 
     def action() -> Any:
@@ -81,7 +89,7 @@ def query(
         project = load_project(params, set_ or [])
         name = dataset or only_built(project, lambda layout: layout.index_file, "index")
         project.dataset(name)
-        return search_query.run(project.for_dataset(name), name, images or [], item or [], k, out)
+        return search_query.run(project.for_dataset(name), name, queries or [], item or [], k, out)
 
     result = guarded(verbose, action)
     if as_json:
@@ -104,10 +112,16 @@ def _print_answers(result: Any) -> None:
     for answer in result.answers:
         averaged = f" ({answer.windows} windows averaged)" if answer.windows > 1 else ""
         table = Table(title=f"neighbours of {answer.query}{averaged}", title_justify="left")
-        for column in ("rank", "path", "label", score):
+        text = any(n.document is not None for n in answer.neighbours)
+        for column in ("rank", "document" if text else "path", "label", score):
             table.add_column(column)
         for n in answer.neighbours:
-            table.add_row(str(n.rank), n.path, n.label, f"{n.score:.4f}")
+            table.add_row(str(n.rank), _shortened(n.document) if text else n.path, n.label, f"{n.score:.4f}")
         stdout.print(table)
     if result.sheet:
         info(f"contact sheet written to {result.sheet}")
+
+
+def _shortened(document: str | None, limit: int = 80) -> str:
+    document = document or ""
+    return document if len(document) <= limit else document[: limit - 1] + "…"

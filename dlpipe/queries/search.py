@@ -5,7 +5,9 @@ index's sidecar (it refuses when they are gone or differ); an item already in th
 manifest is looked up by its manifest path and uses its stored embedding. For an
 audio dataset, whose index holds spectrogram windows, a clip is cut into windows
 as the spectrogram stage cut the training clips; the query is the normalised
-mean of its windows' embeddings, and the neighbours are windows.
+mean of its windows' embeddings, and the neighbours are windows. For a labelled text dataset
+the queries are strings, encoded and embedded by the text model the index records; the answers
+carry each neighbour's document, and the sheet is a table (CSV and Markdown) instead of a picture.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Neighbour:
     path: str
     label: str
     score: float
+    document: str | None = None  # a text dataset's neighbour
 
 
 @dataclass(frozen=True)
@@ -60,28 +63,30 @@ class Result:
 def run(
     project: Project,
     dataset: str,
-    images: list[Path],
+    queries: list[str],
     items: list[str],
     k: int,
     sheet_path: Path | None = None,
 ) -> Result:
-    """Find the ``k`` nearest neighbours of each image (or audio clip) file and each manifest item.
+    """Find the ``k`` nearest neighbours of each query and each manifest item.
 
     Args:
         project: the loaded params.
         dataset: whose index to search.
-        images: image files to embed and search for; audio clips too, for an audio dataset.
+        queries: image files to embed and search for (audio clips too, for an audio dataset); for a
+            labelled text dataset, the query strings themselves.
         items: manifest paths (as in manifest.csv) whose stored embeddings to search for.
         k: neighbours per query (an item's own row is left out of its answer).
-        sheet_path: write a contact sheet there (each row: the query, then its neighbours).
+        sheet_path: write a contact sheet there (each row: the query, then its neighbours); for text, a
+            table as ``sheet_path`` with suffix .csv and .md.
 
     Raises:
         ArtifactError: no index, an index inconsistent with its sidecar, or one built from embeddings
             that have changed since; the recorded model is missing or differs.
         InputDataError: no query, an unknown item, an undecodable file, or k larger than the collection.
     """
-    if not images and not items:
-        raise InputDataError("nothing to search for", "pass image files and/or --item PATH")
+    if not queries and not items:
+        raise InputDataError("nothing to search for", "pass image files (query strings for a text dataset) and/or --item PATH")
     layout = project.layout(dataset)
     folder = layout.search_dir
     loaded = faiss_index.load_index(folder)
@@ -93,7 +98,14 @@ def run(
         )
     manifest = embeddings.manifest
     names, vectors, own_rows, windows, thumbnails = [], [], [], [], {}
-    if images:
+    text = manifest.documents is not None
+    if queries and text:
+        vectors.append(_embed_documents(layout.model_dir, dataset, loaded.info["query_embedding"], queries))
+        names += queries
+        own_rows += [-1] * len(queries)
+        windows += [1] * len(queries)
+    elif queries:
+        images = [Path(query) for query in queries]
         # The images were made from audio: replay the transform the spectrogram stage recorded for them.
         transform = from_record(manifest.spectrogram, manifest.source_root / SPECTROGRAM_SIDECAR) if manifest.spectrogram else None
         embedded = _embed_files(layout.model_dir, dataset, loaded.info["query_embedding"], images, transform)
@@ -113,8 +125,48 @@ def run(
     extra = 1 if items and k < loaded.index.ntotal else 0
     scores, ids = faiss_index.search(loaded.index, queries, k + extra)
     answers = [_answer(*query, manifest, k) for query in zip(names, scores, ids, own_rows, windows, strict=True)]
-    sheet = _write_sheet(sheet_path, answers, thumbnails, manifest) if sheet_path else None
+    if sheet_path is None:
+        sheet = None
+    elif text:
+        sheet = _write_table(sheet_path, answers)
+    else:
+        sheet = _write_sheet(sheet_path, answers, thumbnails, manifest)
     return Result(loaded.path, loaded.info["metric"], answers, sheet)
+
+
+def _embed_documents(model_dir: Path, dataset: str, recorded: dict, documents: list[str]) -> np.ndarray:
+    """Query strings embedded by the text model that embedded the index's documents."""
+    from dlpipe.models.extractor import normalize_rows
+    from dlpipe.models.network import embedding_model
+    from dlpipe.models.store import load_trained_model
+    from dlpipe.text.encoding import encode_documents
+
+    trained = load_trained_model(model_dir)
+    if trained.sidecar["model_sha256"] != recorded.get("model_sha256"):
+        raise ArtifactError(
+            f"the model in {model_dir} changed after the embeddings were computed",
+            f"rerun `dlpipe embed --dataset {dataset}` and `dlpipe search build --dataset {dataset}` (or `dvc repro`)",
+        )
+    encoded = encode_documents(trained, documents)
+    empty = [document for document, length in zip(documents, encoded.lengths, strict=True) if length == 0]
+    if empty:
+        raise InputDataError(f"query '{empty[0]}' has no token after tokenisation", "search with words")
+    vectors = embedding_model(trained.model).predict(encoded.ids, verbose=0, batch_size=_BATCH).astype(np.float32)
+    return normalize_rows(vectors) if recorded.get("normalized") else vectors
+
+
+def _write_table(path: Path, answers: list[Answer]) -> Path:
+    """Each query's neighbours as rows (CSV at ``path``.csv, Markdown at ``path``.md); returns the Markdown file."""
+    from dlpipe.reports.tables import write_table
+
+    rows = [
+        {"query": a.query, "rank": n.rank, "path": n.path, "label": n.label, "score": n.score, "document": n.document}
+        for a in answers
+        for n in a.neighbours
+    ]
+    markdown = path.with_suffix(".md")
+    write_table(rows, ("query", "rank", "path", "label", "score", "document"), path.with_suffix(".csv"), markdown, "nearest neighbours")
+    return markdown
 
 
 @dataclass(frozen=True)
@@ -176,11 +228,12 @@ def _answer(
     name: str, scores: np.ndarray, ids: np.ndarray, own_row: int, windows: int, manifest: Manifest, k: int
 ) -> Answer:
     hits = [(float(s), int(i)) for s, i in zip(scores, ids, strict=True) if i != own_row and i >= 0][:k]
-    return Answer(
-        name,
-        [Neighbour(rank, manifest.rows[i]["path"], manifest.rows[i]["label"], round(s, 6)) for rank, (s, i) in enumerate(hits, start=1)],
-        windows,
-    )
+    documents = manifest.documents
+    neighbours = [
+        Neighbour(rank, manifest.rows[i]["path"], manifest.rows[i]["label"], round(s, 6), None if documents is None else documents[i])
+        for rank, (s, i) in enumerate(hits, start=1)
+    ]
+    return Answer(name, neighbours, windows)
 
 
 def _write_sheet(path: Path, answers: list[Answer], thumbnails: dict[str, Path | np.ndarray], manifest: Manifest) -> Path:

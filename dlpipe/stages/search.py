@@ -27,6 +27,7 @@ from dlpipe.core.console import info, warn
 from dlpipe.core.errors import InputDataError
 from dlpipe.core.results import StageResult
 from dlpipe.reports.sheets import RIGHT, WRONG, Tile, contact_sheet
+from dlpipe.reports.tables import write_table
 from dlpipe.retrieval import index as faiss_index
 from dlpipe.retrieval.embeddings import Embeddings, load_embeddings
 
@@ -89,7 +90,10 @@ def run(project: Project, dataset: str) -> Result:
                 "query_embedding": recorded,
             },
         )
-        _write_examples(staging / "examples.png", index, vectors, embeddings, test_rows[: cfg.examples], cfg.k)
+        if embeddings.manifest.documents is None:
+            _write_examples(staging / "examples.png", index, vectors, embeddings, test_rows[: cfg.examples], cfg.k)
+        else:
+            _write_document_examples(staging / "examples", index, vectors, embeddings, test_rows[: cfg.examples], cfg.k)
         metrics = {
             "dataset": dataset,
             "index": choice.factory,
@@ -157,6 +161,27 @@ def _evaluate(index, vectors: np.ndarray, embeddings: Embeddings, rows: list[int
         "precision_at_k": round(precision, 4),
         "queries_per_second": round(len(rows) / max(seconds, 1e-9), 1),
     }
+
+
+def _write_document_examples(path: Path, index, vectors: np.ndarray, embeddings: Embeddings, rows: list[int], k: int) -> None:
+    """``examples.csv`` and ``examples.md``: per example query document, its k nearest documents (same label or not)."""
+    manifest = embeddings.manifest
+    documents = manifest.documents or []
+    table = []
+    if rows:
+        scores, ids = faiss_index.search(index, vectors[rows], k + 1)
+        for row, row_scores, row_ids in zip(rows, scores, ids, strict=True):
+            query = {"query": manifest.rows[row]["path"], "query_label": manifest.rows[row]["label"], "rank": 0}
+            table.append(query | {"label": query["query_label"], "same_label": True, "score": "", "document": documents[row]})
+            kept = [(s, i) for s, i in zip(row_scores, row_ids, strict=True) if i != row][:k]
+            for rank, (score, neighbour) in enumerate(kept, start=1):
+                label = manifest.rows[neighbour]["label"]
+                same = label == query["query_label"]
+                hit = {"rank": rank, "label": label, "same_label": same, "score": round(float(score), 4), "document": documents[neighbour]}
+                table.append(query | hit)
+    columns = ("query", "query_label", "rank", "label", "same_label", "score", "document")
+    title = f"{manifest.dataset}: test queries (rank 0) and their {k} nearest documents"
+    write_table(table, columns, path.with_suffix(".csv"), path.with_suffix(".md"), title)
 
 
 def _write_examples(path: Path, index, vectors: np.ndarray, embeddings: Embeddings, rows: list[int], k: int) -> None:
