@@ -115,7 +115,8 @@ def _embed_line(result: Any) -> str:
 
 def _cluster_line(result: Any) -> str:
     m = result.metrics
-    versus = f", NMI {m['nmi']:.3f} (raw pixels {m['raw_pixels_nmi']:.3f})" if "nmi" in m else ""
+    baseline = "raw_pixels" if "raw_pixels_nmi" in m else "bag_of_words"
+    versus = f", NMI {m['nmi']:.3f} ({baseline.replace('_', ' ')} {m[f'{baseline}_nmi']:.3f})" if "nmi" in m else ""
     return f"cluster {result.dataset}: k={result.k} ({m['k_source']}), silhouette {m['silhouette']:.3f}{versus} -> {result.out_dir}"
 
 
@@ -219,8 +220,12 @@ cluster = _stage_command(
 
     Writes data/<dataset>/cluster (assignments.csv, umap.csv/png, the UMAP reducer, one contact sheet
     per cluster) and metrics/cluster.json (NMI, ARI, purity of deep features vs raw pixels).
+    A text dataset's baseline is its TF-IDF bag of words, and its clusters are listed in cluster_documents.md.
     Example: dlpipe cluster --dataset shapes --set cluster.k=4
     """,
+    modalities=("image", "audio", "text"),
+    dataset_help="Run on this dataset (default: every image, audio and labelled text dataset in params).",
+    labelled_only=True,
 )
 
 

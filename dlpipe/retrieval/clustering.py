@@ -379,3 +379,24 @@ def _paired(labels_true: Sequence[str] | np.ndarray, clusters: np.ndarray) -> tu
     if len(truth) == 0:
         raise InputDataError("no rows to compare clusters with labels on", "check that the dataset is not empty")
     return truth, groups
+
+
+# Dimensions of the bag-of-words baseline after LSA (Deerwester et al. suggest a few hundred for large corpora).
+BAG_OF_WORDS_DIMENSIONS = 100
+
+
+def bag_of_words_features(documents: Sequence[str], seed: int) -> np.ndarray:
+    """The classic baseline for documents: TF-IDF word counts reduced by LSA (truncated SVD), rows L2-normalised.
+
+    It plays the part raw pixels play for images: what k-means finds without a trained model.
+    """
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import normalize
+
+    counts = TfidfVectorizer(sublinear_tf=True).fit_transform(documents)
+    dimensions = min(BAG_OF_WORDS_DIMENSIONS, counts.shape[1] - 1, counts.shape[0] - 1)
+    if dimensions < 1:
+        return normalize(counts.toarray()).astype(np.float32)
+    reduced = TruncatedSVD(dimensions, random_state=seed).fit_transform(counts)
+    return np.ascontiguousarray(normalize(reduced), dtype=np.float32)

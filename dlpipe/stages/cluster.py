@@ -1,10 +1,11 @@
-"""``cluster``: k-means on the deep embeddings, judged against raw pixels, with UMAP pictures.
+"""``cluster``: k-means on the deep embeddings, judged against a baseline, with UMAP pictures.
 
-The classic comparison: cluster the images by their downscaled raw pixels and by
-the network's embeddings with the same k-means and the same k, and measure how
-well each grouping agrees with the labels (NMI, ARI, purity). Alongside: a seeded
-UMAP map (CSV, PNG by label and by cluster, the fitted reducer for projecting new
-points) and one contact sheet per cluster, so a person can see what it holds.
+The classic comparison: cluster the images by their downscaled raw pixels (documents:
+by their TF-IDF bag of words, reduced by LSA) and by the network's embeddings with the
+same k-means and the same k, and measure how well each grouping agrees with the labels
+(NMI, ARI, purity). Alongside: a seeded UMAP map (CSV, PNG by label and by cluster, the
+fitted reducer for projecting new points) and one contact sheet per cluster (documents: a
+table of each cluster's members nearest its centroid), so a person can see what it holds.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dlpipe.core.errors import InputDataError
 from dlpipe.core.results import StageResult
 from dlpipe.reports.cluster_plots import write_silhouette_plot, write_umap_png
 from dlpipe.reports.sheets import RIGHT, WRONG, Tile, contact_sheet
+from dlpipe.reports.tables import write_table
 from dlpipe.retrieval import clustering
 from dlpipe.retrieval.embeddings import Embeddings, load_embeddings
 
@@ -77,10 +79,13 @@ def run(project: Project, dataset: str) -> Result:
             "cluster_sizes": deep.sizes,
         }
         if len(set(labels)) >= 2:
-            metrics.update(_judge_against_raw_pixels(embeddings, labels, deep.labels, k, cfg, seed))
+            metrics.update(_judge_against_baseline(embeddings, labels, deep.labels, k, cfg, seed))
         _write_tables(staging, embeddings, labels, deep.labels, distances)
         metrics["umap_seconds"] = _write_umap(staging, vectors, labels, deep.labels, cfg, seed, embeddings.normalized, dataset)
-        _write_sheets(staging / "sheets", embeddings, labels, deep.labels, distances, cfg.thumbnails)
+        if embeddings.manifest.documents is None:
+            _write_sheets(staging / "sheets", embeddings, labels, deep.labels, distances, cfg.thumbnails)
+        else:
+            _write_document_table(staging, embeddings, labels, deep.labels, distances, cfg.thumbnails)
         atomic_write_json(
             staging / "cluster.json",
             sidecar(
@@ -119,19 +124,26 @@ def _silhouette_at(vectors: np.ndarray, clusters: np.ndarray, sample: int, seed:
     return round(float(silhouette_score(vectors, clusters, sample_size=size, random_state=seed)), 6)
 
 
-def _judge_against_raw_pixels(
+def _judge_against_baseline(
     embeddings: Embeddings, labels: list[str], deep_clusters: np.ndarray, k: int, cfg: ClusterConfig, seed: int
 ) -> dict[str, Any]:
-    """Agreement with the labels of the deep clustering and of raw pixels clustered the same way."""
-    pixels = clustering.raw_pixel_features(embeddings.manifest.paths(), cfg.raw_pixels_side)
-    raw = clustering.kmeans(pixels, k, niter=cfg.niter, nredo=cfg.nredo, seed=seed)
+    """Agreement with the labels of the deep clustering and of the baseline features clustered the same way.
+
+    The baseline is raw pixels for images, a TF-IDF bag of words (LSA) for documents; the metric names say which.
+    """
+    documents = embeddings.manifest.documents
+    if documents is None:
+        baseline, features = "raw_pixels", clustering.raw_pixel_features(embeddings.manifest.paths(), cfg.raw_pixels_side)
+    else:
+        baseline, features = "bag_of_words", clustering.bag_of_words_features(documents, seed)
+    raw = clustering.kmeans(features, k, niter=cfg.niter, nredo=cfg.nredo, seed=seed)
     deep_scores = clustering.agreement(labels, deep_clusters)
     raw_scores = clustering.agreement(labels, raw.labels)
-    info(f"NMI against the labels: deep features {deep_scores['nmi']:.3f}, raw pixels {raw_scores['nmi']:.3f}")
+    info(f"NMI against the labels: deep features {deep_scores['nmi']:.3f}, {baseline.replace('_', ' ')} {raw_scores['nmi']:.3f}")
     return {
         **deep_scores,
-        **{f"raw_pixels_{key}": value for key, value in raw_scores.items()},
-        "nmi_gain_over_raw_pixels": round(deep_scores["nmi"] - raw_scores["nmi"], 4),
+        **{f"{baseline}_{key}": value for key, value in raw_scores.items()},
+        f"nmi_gain_over_{baseline}": round(deep_scores["nmi"] - raw_scores["nmi"], 4),
     }
 
 
@@ -194,6 +206,32 @@ def _write_umap(
     # The reducer can place new points on this map: pickle.load(...).transform(new_vectors).
     atomic_write_bytes(folder / REDUCER_FILE, pickle.dumps(reducer, protocol=pickle.HIGHEST_PROTOCOL))
     return round(seconds, 3)
+
+
+def _write_document_table(
+    folder: Path, embeddings: Embeddings, labels: list[str], clusters: np.ndarray, distances: np.ndarray, per_cluster: int
+) -> None:
+    """``cluster_documents.csv`` / ``.md``: per cluster, the documents closest to its centroid and whether each has its majority label."""
+    documents = embeddings.manifest.documents or []
+    rows = []
+    for entry in clustering.cluster_label_table(labels, clusters):
+        members = np.flatnonzero(clusters == entry["cluster"])
+        nearest = members[np.argsort(distances[members], kind="stable")][:per_cluster]
+        rows += [
+            {
+                "cluster": entry["cluster"],
+                "size": entry["size"],
+                "majority_label": entry["majority_label"],
+                "rank": rank,
+                "label": labels[i],
+                "distance_to_centroid": round(float(distances[i]), 4),
+                "document": documents[i],
+            }
+            for rank, i in enumerate(nearest, start=1)
+        ]
+    columns = ("cluster", "size", "majority_label", "rank", "label", "distance_to_centroid", "document")
+    title = f"{embeddings.manifest.dataset}: the documents nearest each cluster's centroid"
+    write_table(rows, columns, folder / "cluster_documents.csv", folder / "cluster_documents.md", title)
 
 
 def _write_sheets(
