@@ -230,46 +230,63 @@ cluster = _stage_command(
 
 
 def heatmap(
-    images: Annotated[
-        list[Path] | None, typer.Argument(help="Image files to explain (default: test images chosen by params).")
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(help="Image files to explain, or documents for a text model (default: test items chosen by params)."),
     ] = None,
     dataset: Annotated[
         str | None,
-        typer.Option("--dataset", "-d", help="Whose model to explain (default: every image dataset; with images, the only trained one)."),
+        typer.Option("--dataset", "-d", help="Whose model to explain (default: every one with a model; with inputs, the one trained)."),
     ] = None,
     target_class: Annotated[
-        str | None, typer.Option("--class", help="Explain this class for every image (default: the predicted class).")
+        str | None, typer.Option("--class", help="Explain this class for every input (default: the predicted class).")
     ] = None,
     params: ParamsOption = DEFAULT_PARAMS,
     set_: SetOption = None,
     verbose: VerboseOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Occlusion and Grad-CAM heatmaps of the fine-tuned model, judged by deletion AUC and the pointing game.
+    """Occlusion and Grad-CAM heatmaps of the fine-tuned model, judged by deletion AUC and the pointing game; word occlusion for text.
 
     Writes data/<dataset>/heatmap (an overlay PNG per image, grid.png, maps/*.npy, images.csv) and
-    metrics/heatmap.json. Example: dlpipe heatmap --dataset shapes      dlpipe heatmap photo.jpg --class circle
+    metrics/heatmap.json. For a text model: words.html and words.png (each word shaded by the drop of
+    the class's probability when it is masked), words.csv, documents.csv and the deletion curve.
+    Example: dlpipe heatmap --dataset shapes      dlpipe heatmap photo.jpg --class circle
+             dlpipe heatmap "a dull, lifeless film" --dataset reviews
     """
 
     def action() -> list[Any]:
+        import importlib
+
         from dlpipe.core.config import load_project
-        from dlpipe.stages import heatmap as stage
+        from dlpipe.stages import stage_module
 
         project = load_project(params, set_ or [])
         if dataset:
             project.dataset(dataset)
             names = [dataset]
-        elif images:
+        elif inputs:
             names = [only_built(project, lambda layout: layout.model_file, "trained model")]
         else:
-            names = [name for name, spec in project.params.datasets.items() if spec.modality in IMAGE_LIKE]
-        return [stage.run(project.for_dataset(name), name, images or None, target_class) for name in names]
+            names = [name for name, spec in project.params.datasets.items() if spec.modality in IMAGE_LIKE or spec.labelled]
+        results = []
+        for name in names:
+            text = project.dataset(name).modality == "text"
+            stage = importlib.import_module(stage_module("heatmap", project.dataset(name).modality))
+            given = (inputs if text else [Path(item) for item in inputs]) if inputs else None
+            results.append(stage.run(project.for_dataset(name), name, given, target_class))
+        return results
 
     report(guarded(verbose, action), as_json, _heatmap_line)
 
 
 def _heatmap_line(result: Any) -> str:
     m = result.metrics
+    if "documents" in m:
+        return (
+            f"heatmap {result.dataset}: {m['documents']} documents; word occlusion: deletion AUC {m['occlusion_deletion_auc']:.3f}; "
+            f"random: deletion AUC {m['random_deletion_auc']:.3f} -> {result.out_dir}"
+        )
     figures = [
         f"{method}: deletion AUC {m[f'{method}_deletion_auc']:.3f}"
         + (f", pointing game {m[f'{method}_pointing_game']:.2f}" if m.get(f"{method}_pointing_game") is not None else "")

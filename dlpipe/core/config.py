@@ -353,6 +353,7 @@ class HeatmapConfig(Section):
     per_class: int = Field(ge=0, le=1000, description="test-split images explained per class")
     top_losses: int = Field(ge=0, le=1000, description="test-split images with the highest loss explained as well")
     gradcam_layer: str = Field(min_length=1, description="auto (the backbone's last convolutional feature map) or a layer name")
+    word_span: int = Field(ge=1, le=100, description="text models: words masked together at each position (1: one at a time)")
 
     @field_validator("methods")
     @classmethod

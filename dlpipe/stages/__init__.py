@@ -5,7 +5,7 @@ DVC stage's code deps hold only what it runs (dvc.yaml's ``<stage>_text`` stages
 """
 
 # Stages with a module of their own for labelled text datasets.
-TEXT_VARIANTS = frozenset({"finetune", "embed"})
+TEXT_VARIANTS = frozenset({"finetune", "embed", "heatmap"})
 
 
 def stage_module(stage: str, modality: str) -> str:
