@@ -118,10 +118,13 @@ def write_words_png(items: Sequence[ExplainedDocument], path: Path, title: str) 
             x = 0.0
             for index in line:
                 token = item.tokens[index]
+                shade = _rgba(float(item.importance[index]), scale)
+                # White letters on the darkest shades; grey marks words outside the vocabulary.
+                ink = "white" if shade[3] > 0.55 else ("black" if item.known[index] else "grey")
                 ax.text(
                     x, y, token, fontsize=8, family="monospace", va="center",
-                    color="black" if item.known[index] else "grey", style="normal" if item.known[index] else "italic",
-                    bbox={"facecolor": _rgba(float(item.importance[index]), scale), "edgecolor": "none", "pad": 1.0},
+                    color=ink, style="normal" if item.known[index] else "italic",
+                    bbox={"facecolor": shade, "edgecolor": "none", "pad": 1.0},
                 )
                 x += len(token) + 1
             y += 1.0

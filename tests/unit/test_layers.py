@@ -90,14 +90,15 @@ def test_stage_deps_cover_its_import_closure(stage: str) -> None:
     assert not missing, f"dvc.yaml stage {stage} runs {module} but its deps miss {missing}"
 
 
-def test_image_and_text_finetune_together_declare_every_finetune_param() -> None:
+@pytest.mark.parametrize(("stage", "text_only"), [("finetune", {"text"}), ("heatmap", {"word_span"})])
+def test_image_stages_declare_every_key_of_their_section_but_the_text_ones(stage: str, text_only: set[str]) -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    image = {p for p in stages["finetune"]["do"]["params"] if p.startswith("finetune.")}
-    text = {p for p in stages["finetune_text"]["do"]["params"] if p.startswith("finetune.")}
-    every = {f"finetune.{key}" for key in params["finetune"]}
-    assert image == every - {"finetune.text"}, sorted(every - image)
-    assert "finetune.text" in text and text <= every
+    image = {p for p in stages[stage]["do"]["params"] if p.startswith(f"{stage}.")}
+    text = {p for p in stages[f"{stage}_text"]["do"]["params"] if p.startswith(f"{stage}.")}
+    every = {f"{stage}.{key}" for key in params[stage]}
+    assert image == every - {f"{stage}.{key}" for key in text_only}, sorted(every - image)
+    assert {f"{stage}.{key}" for key in text_only} <= text <= every
 
 
 def test_closure_check_fails_when_a_folder_is_removed_from_deps() -> None:
