@@ -123,7 +123,7 @@ def _file_documents(path: Path) -> list[tuple[str, str]]:
         raise InputDataError(f"no such file: {path}") from None
     except UnicodeDecodeError as exc:
         raise InputDataError(
-            f"{path} is not UTF-8 (byte {exc.start} cannot be decoded)", "convert it to UTF-8, e.g. iconv -f cp1252 -t utf-8"
+            f"{path} is not UTF-8 (cannot decode the byte at offset {exc.start})", "convert it to UTF-8, e.g. iconv -f cp1252 -t utf-8"
         ) from None
     return [(f"{path}:{number}", line) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
 

@@ -201,6 +201,15 @@ def test_predict_undecodable_named_image_is_an_input_error(trained: Workspace, t
     assert caught.value.exit_code == 4
 
 
+def test_predict_text_for_an_image_model_is_an_input_error(trained: Workspace, tmp_path: Path) -> None:
+    with pytest.raises(InputDataError, match="no such file or folder: a film about shapes") as caught:
+        predict.run(trained.root / "data/shapes/model", ["a film about shapes"], k=1)
+    assert caught.value.exit_code == 4 and "documents go to a model trained on a labelled text dataset" in caught.value.hint
+    (tmp_path / "lines.txt").write_text("one document\n", encoding="utf-8")
+    with pytest.raises(InputDataError, match=r"--file .*lines\.txt: .* is an image model"):
+        predict.run(trained.root / "data/shapes/model", [], k=1, documents_file=tmp_path / "lines.txt")
+
+
 def test_missing_corrupt_or_inconsistent_model_is_refused(trained: Workspace, tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
     with pytest.raises(ArtifactError, match="model not found"):
