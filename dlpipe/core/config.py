@@ -228,7 +228,7 @@ class TextCnnConfig(Section):
 
 
 class RnnConfig(Section):
-    """``finetune.text.rnn``: stacked recurrent layers (GRU or LSTM)."""
+    """``finetune.rnn``: stacked recurrent layers (GRU or LSTM), for text and for audio frames."""
 
     units: int = Field(ge=1, le=4096, description="units per recurrent layer (per direction when bidirectional)")
     layers: int = Field(ge=1, le=8, description="stacked recurrent layers")
@@ -256,7 +256,15 @@ class TextModelConfig(Section):
     dropout: float = Field(ge=0, lt=1, description="dropout before the output layer")
     clipnorm: float = Field(ge=0, description="gradient clipping by norm, against exploding RNN gradients; 0 turns it off")
     cnn: TextCnnConfig
-    rnn: RnnConfig
+
+
+class AudioSequenceConfig(Section):
+    """``finetune.audio_sequence``: an audio dataset's spectrogram windows read as sequences of mel frames."""
+
+    architecture: Literal["none", "gru", "lstm", "bigru", "bilstm"] = Field(
+        description="none (the image backbone reads each window) or a recurrent network over its frames (time steps x mel bands)"
+    )
+    clipnorm: float = Field(ge=0, description="gradient clipping by norm for the recurrent network; 0 turns it off")
 
 
 class FinetuneConfig(Section):
@@ -280,6 +288,8 @@ class FinetuneConfig(Section):
     cache_max_mb: int = Field(ge=0, description="cache decoded images in memory when they fit in this many MiB")
     top_losses: int = Field(ge=0, le=100, description="test items (images, documents) on the top-losses sheet")
     augment: AugmentConfig
+    rnn: RnnConfig
+    audio_sequence: AudioSequenceConfig
     text: TextModelConfig
 
 

@@ -75,3 +75,19 @@ class MaskedGlobalMaxPooling1D(keras.layers.Layer):
     def compute_output_shape(self, input_shape: list[tuple[int | None, ...]]) -> tuple[int | None, ...]:
         batch, _, channels = input_shape[0]
         return (batch, channels)
+
+
+@keras.saving.register_keras_serializable(package="dlpipe")
+class MelFrames(keras.layers.Layer):
+    """A spectrogram window image (batch, mel rows, time columns, 3) in [0, 255] as frames (batch, time, mel) in [0, 1].
+
+    Each image column is one time step and its rows the mel bands; the channels (grey copies) are averaged.
+    """
+
+    def call(self, images: Any) -> Any:
+        grey = ops.mean(ops.cast(images, self.compute_dtype), axis=-1) / 255.0
+        return ops.transpose(grey, (0, 2, 1))
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        batch, rows, columns, _ = input_shape
+        return (batch, columns, rows)

@@ -1,5 +1,10 @@
 """``finetune``: transfer learning on an ingested image dataset, for the task head ``finetune.task``.
 
+For an audio dataset with ``finetune.audio_sequence.architecture`` set, a recurrent network
+reads each spectrogram window as a sequence of mel frames instead (``models.sequence_network``),
+trained in one phase at ``head_lr`` for ``head_epochs`` with its own gradient clipping; it takes
+the same images, so everything downstream is unchanged.
+
 The network is ``models.network`` (a backbone, pooling, the head's output layer), trained by
 ``models.training`` (head on a frozen base, then the top of the base; see there). The head
 supplies loss, metrics, evaluation and the report figures, so this module only wires the
@@ -33,13 +38,16 @@ from dlpipe.models.heads.base import Evaluation, Head
 from dlpipe.models.heads.registry import get_head
 from dlpipe.models.inputs import image_splits
 from dlpipe.models.network import EMBEDDING_LAYER, build_network
+from dlpipe.models.sequence_network import build_frame_network
 from dlpipe.models.training import (
     FinetuneResult,
     History,
+    Phase,
     check_evaluation_splits,
     precision_policy,
     resume_folder,
     train,
+    train_single_phase,
     write_log,
 )
 from dlpipe.reports.figures import write_history_plot
@@ -71,6 +79,7 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
     check_evaluation_splits(manifest)
     layout = project.layout(dataset)
     names = head.output_names(manifest)
+    frames = cfg.audio_sequence.architecture if project.dataset(dataset).modality == "audio" else "none"
     params_hash = sha256_json({"finetune": cfg.model_dump(), "seed": seed})
     resume_key = sha256_json([params_hash, manifest.sha256, names])[:16]
 
@@ -79,19 +88,25 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
         resume_dir = resume_folder(layout.resume_dir(STAGE), resume_key)
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
-        model, base = build_network(cfg, head, len(names), seed)
         splits = image_splits(manifest, head, cfg, seed)
         class_weight = head.balanced_weights(splits.train_targets, len(names)) if cfg.class_weight == "balanced" else None
         started = time.perf_counter()
-        history = train(model, base, head, cfg, splits, resume_dir, class_weight, extra_callbacks)
+        if frames == "none":
+            model, base = build_network(cfg, head, len(names), seed)
+            history = train(model, base, head, cfg, splits, resume_dir, class_weight, extra_callbacks)
+        else:
+            model = build_frame_network(cfg, head, len(names), seed)
+            clipnorm = cfg.audio_sequence.clipnorm
+            phase = Phase(model, head, splits, resume_dir, clipnorm, cfg.early_stopping_patience, class_weight, extra_callbacks)
+            history = train_single_phase(phase, cfg.head_lr, cfg.head_epochs)
         train_seconds = time.perf_counter() - started
         evaluation = head.evaluate(model.predict(splits.test, verbose=0), splits.test_targets, names)
 
         epochs = len(history.epochs["loss"])
         metrics = {
             "dataset": dataset,
-            "backbone": cfg.backbone.name,
-            "weights": cfg.backbone.weights,
+            "backbone": cfg.backbone.name if frames == "none" else f"{frames} over mel frames",
+            "weights": cfg.backbone.weights if frames == "none" else "none",
             **evaluation.metrics,
             "epochs": epochs,
             "head_epochs_run": history.phase_boundary,
@@ -105,7 +120,7 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
             write_log(staging / TRAINING_LOG, history.epochs)
             atomic_write_json(
                 staging / MODEL_SIDECAR,
-                _model_sidecar(cfg, head, dataset, names, manifest, model, staging / MODEL_FILE, params_hash, seed),
+                _model_sidecar(cfg, head, dataset, names, manifest, model, staging / MODEL_FILE, params_hash, seed, frames),
             )
         with atomic_dir(layout.plots(STAGE)) as staging:
             _write_plots(staging, head, history, evaluation, names, _test_paths(manifest), cfg.top_losses)
@@ -140,7 +155,13 @@ def _write_plots(
     contact_sheet(tiles, folder / "top_losses.png", columns=8, tile_size=128, title="test images with the highest loss")
 
 
-def _model_sidecar(cfg: FinetuneConfig, head: Head, dataset, names, manifest: Manifest, model, model_path, params_hash, seed):
+def _model_sidecar(cfg: FinetuneConfig, head: Head, dataset, names, manifest: Manifest, model, model_path, params_hash, seed, frames):
+    if frames == "none":
+        preprocessing, backbone = get_spec(cfg.backbone.name).preprocessing, cfg.backbone.model_dump()
+    else:  # no ImageNet base: the network reads the window's columns as frames (models.layers.MelFrames)
+        preprocessing = "mel_frames"
+        size, rnn = cfg.backbone.image_size, cfg.rnn.model_dump()
+        backbone = {"name": f"{frames}_over_mel_frames", "weights": "none", "image_size": size, "rnn": rnn}
     return sidecar(
         STAGE,
         dataset=dataset,
@@ -148,8 +169,9 @@ def _model_sidecar(cfg: FinetuneConfig, head: Head, dataset, names, manifest: Ma
         classes=names,
         image_size=cfg.backbone.image_size,
         input="float32 RGB in [0, 255], resized to image_size x image_size (area averaging when shrinking, bilinear otherwise)",
-        preprocessing=get_spec(cfg.backbone.name).preprocessing,
-        backbone=cfg.backbone.model_dump(),
+        preprocessing=preprocessing,
+        backbone=backbone,
+        architecture="cnn" if frames == "none" else frames,
         embedding_layer=EMBEDDING_LAYER,
         embedding_dim=int(model.get_layer(EMBEDDING_LAYER).output.shape[-1]),
         model_sha256=sha256_file(model_path),

@@ -3,7 +3,7 @@
 The documents are tokenised with word2vec's tokeniser (``word2vec.tokenize``), so a
 vocabulary built here agrees with word vectors trained by ``dlpipe word2vec``. The vocabulary
 comes from the training split only; documents become ``max_length`` token ids (longer ones are
-cut and counted). The network is ``models.text_network`` (a ConvNet over word windows, or a
+cut and counted). The network is ``models.sequence_network`` (a ConvNet over word windows, or a
 GRU / LSTM), its embedding layer optionally started from a word2vec folder. Training is one
 phase with early stopping and gradient clipping, resumable like the image recipe.
 
@@ -34,7 +34,7 @@ from dlpipe.models.heads.base import Evaluation, Head
 from dlpipe.models.heads.registry import get_head
 from dlpipe.models.inputs import array_splits
 from dlpipe.models.network import EMBEDDING_LAYER
-from dlpipe.models.text_network import build_text_network
+from dlpipe.models.sequence_network import build_text_network
 from dlpipe.models.training import (
     FinetuneResult,
     History,
@@ -106,7 +106,7 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
         resume_dir = resume_folder(layout.resume_dir(STAGE), resume_key)
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
-        model = build_text_network(text, head, len(vocabulary), len(names), seed, vectors.matrix if vectors else None)
+        model = build_text_network(text, cfg.rnn, head, len(vocabulary), len(names), seed, vectors.matrix if vectors else None)
         splits = array_splits(encoded.ids, head.targets(manifest.rows, names), manifest, text.batch_size, seed)
         class_weight = head.balanced_weights(splits.train_targets, len(names)) if cfg.class_weight == "balanced" else None
         phase = Phase(model, head, splits, resume_dir, text.clipnorm, cfg.early_stopping_patience, class_weight, extra_callbacks)
@@ -177,6 +177,7 @@ def _params_read(project: Project) -> dict[str, Any]:
         "finetune": {
             "task": cfg.task,
             "text": cfg.text.model_dump(),
+            "rnn": cfg.rnn.model_dump(),
             "early_stopping_patience": cfg.early_stopping_patience,
             "class_weight": cfg.class_weight,
             "top_losses": cfg.top_losses,

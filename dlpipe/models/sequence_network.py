@@ -1,9 +1,12 @@
-"""The text classifier: word ids in, the task head's output out.
+"""Sequence networks: the text classifier over word ids, and recurrent networks over audio frames.
 
     token ids (max_length,) -> Embedding "word_embedding" (word2vec start, frozen or not)
       cnn: zero the padding -> Conv1D per width (ReLU) -> 1-max pooling over real tokens -> Concatenate "embedding"
       gru / lstm / bigru / bilstm: padding masked -> stacked recurrent layers, the last one "embedding"
     -> Dropout -> head output "predictions"
+
+    spectrogram window image [0, 255] -> MelFrames (columns are time steps, rows mel bands, in [0, 1])
+      -> stacked GRU / LSTM, the last one "embedding" -> Dropout -> head output "predictions"
 
 The ConvNet is the Kim (2014) sentence classifier in the Zhang & Wallace (2015) baseline
 setting; the recurrent networks read the words in order and skip the padding through the
@@ -17,9 +20,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from dlpipe.core.config import TextModelConfig
+from dlpipe.core.config import FinetuneConfig, RnnConfig, TextModelConfig
 from dlpipe.models.heads.base import Head
-from dlpipe.models.layers import MaskedGlobalMaxPooling1D, PaddingMask
+from dlpipe.models.layers import MaskedGlobalMaxPooling1D, MelFrames, PaddingMask
 from dlpipe.models.network import EMBEDDING_LAYER
 
 WORD_EMBEDDING_LAYER = "word_embedding"
@@ -27,7 +30,13 @@ RECURRENT = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM, "bigru": keras.
 
 
 def build_text_network(
-    cfg: TextModelConfig, head: Head, vocabulary_size: int, n_outputs: int, seed: int, vectors: np.ndarray | None = None
+    cfg: TextModelConfig,
+    rnn: RnnConfig,
+    head: Head,
+    vocabulary_size: int,
+    n_outputs: int,
+    seed: int,
+    vectors: np.ndarray | None = None,
 ) -> keras.Model:
     """The classifier for ``cfg.architecture``; ``vectors`` (vocabulary_size x dimension) start the embedding.
 
@@ -45,7 +54,7 @@ def build_text_network(
         name=WORD_EMBEDDING_LAYER,
     )
     x = embedding(tokens)
-    x = _recurrent(cfg, x, seed) if recurrent else _convolutions(cfg, x, tokens, seed)
+    x = recurrent_stack(cfg.architecture, rnn, x, seed) if recurrent else _convolutions(cfg, x, tokens, seed)
     x = keras.layers.Dropout(cfg.dropout, seed=seed + 1)(x)
     outputs = head.output_layer(n_outputs, seed)(x)
     model = keras.Model(tokens, outputs, name=f"text_{cfg.architecture}_{head.name}")
@@ -74,20 +83,32 @@ def _convolutions(cfg: TextModelConfig, words, tokens, seed: int):
     return keras.layers.Concatenate(name=EMBEDDING_LAYER)(pooled)
 
 
-def _recurrent(cfg: TextModelConfig, x, seed: int):
-    kind = RECURRENT[cfg.architecture]
-    for layer in range(cfg.rnn.layers):
-        last = layer == cfg.rnn.layers - 1
+def build_frame_network(cfg: FinetuneConfig, head: Head, n_outputs: int, seed: int) -> keras.Model:
+    """A recurrent network (``finetune.audio_sequence.architecture``) over the mel frames of a spectrogram window image."""
+    size = cfg.backbone.image_size
+    inputs = keras.Input((size, size, 3), name="image")
+    frames = MelFrames(name="mel_frames")(inputs)
+    x = recurrent_stack(cfg.audio_sequence.architecture, cfg.rnn, frames, seed)
+    x = keras.layers.Dropout(cfg.dropout, seed=seed + 1)(x)
+    outputs = head.output_layer(n_outputs, seed)(x)
+    return keras.Model(inputs, outputs, name=f"frames_{cfg.audio_sequence.architecture}_{head.name}")
+
+
+def recurrent_stack(architecture: str, rnn: RnnConfig, x, seed: int):
+    """``rnn.layers`` GRU or LSTM layers (bidirectional for bigru / bilstm) over ``x``; the last, named "embedding", returns one vector."""
+    kind = RECURRENT[architecture]
+    for layer in range(rnn.layers):
+        last = layer == rnn.layers - 1
         options = {"unit_forget_bias": True} if kind is keras.layers.LSTM else {}  # forget-gate bias 1 (Jozefowicz et al.)
         cell = kind(
-            cfg.rnn.units,
+            rnn.units,
             return_sequences=not last,
             kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 20 + layer),
             recurrent_initializer=keras.initializers.Orthogonal(seed=seed + 40 + layer),
-            name=EMBEDDING_LAYER if last and not cfg.architecture.startswith("bi") else f"{cfg.architecture}_{layer}",
+            name=EMBEDDING_LAYER if last and not architecture.startswith("bi") else f"{architecture}_{layer}",
             **options,
         )
-        if cfg.architecture.startswith("bi"):
+        if architecture.startswith("bi"):
             cell = keras.layers.Bidirectional(cell, name=EMBEDDING_LAYER if last else f"bidirectional_{layer}")
         x = cell(x)
     return x
