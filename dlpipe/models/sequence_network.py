@@ -88,17 +88,23 @@ def build_frame_network(cfg: FinetuneConfig, head: Head, n_outputs: int, seed: i
     size = cfg.backbone.image_size
     inputs = keras.Input((size, size, 3), name="image")
     frames = MelFrames(name="mel_frames")(inputs)
-    x = recurrent_stack(cfg.audio_sequence.architecture, cfg.rnn, frames, seed)
+    # Each frame's spectrum on a common scale, so loudness does not swamp its shape.
+    frames = keras.layers.LayerNormalization(name="frame_norm")(frames)
+    x = recurrent_stack(cfg.audio_sequence.architecture, cfg.rnn, frames, seed, pool_over_time=True)
     x = keras.layers.Dropout(cfg.dropout, seed=seed + 1)(x)
     outputs = head.output_layer(n_outputs, seed)(x)
     return keras.Model(inputs, outputs, name=f"frames_{cfg.audio_sequence.architecture}_{head.name}")
 
 
-def recurrent_stack(architecture: str, rnn: RnnConfig, x, seed: int):
-    """``rnn.layers`` GRU or LSTM layers (bidirectional for bigru / bilstm) over ``x``; the last, named "embedding", returns one vector."""
+def recurrent_stack(architecture: str, rnn: RnnConfig, x, seed: int, pool_over_time: bool = False):
+    """``rnn.layers`` GRU or LSTM layers (bidirectional for bigru / bilstm) over ``x``, ending in the layer "embedding".
+
+    The last layer's final state is the embedding, or with ``pool_over_time`` the mean of its states over
+    every step (a sound may lie anywhere in a window, where a sentence's meaning builds up to its end).
+    """
     kind = RECURRENT[architecture]
     for layer in range(rnn.layers):
-        last = layer == rnn.layers - 1
+        last = layer == rnn.layers - 1 and not pool_over_time
         options = {"unit_forget_bias": True} if kind is keras.layers.LSTM else {}  # forget-gate bias 1 (Jozefowicz et al.)
         cell = kind(
             rnn.units,
@@ -111,4 +117,4 @@ def recurrent_stack(architecture: str, rnn: RnnConfig, x, seed: int):
         if architecture.startswith("bi"):
             cell = keras.layers.Bidirectional(cell, name=EMBEDDING_LAYER if last else f"bidirectional_{layer}")
         x = cell(x)
-    return x
+    return keras.layers.GlobalAveragePooling1D(name=EMBEDDING_LAYER)(x) if pool_over_time else x
