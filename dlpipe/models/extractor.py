@@ -17,13 +17,14 @@ import numpy as np
 import tensorflow as tf
 
 from dlpipe.core.arrays import first_non_finite_row
+from dlpipe.core.artifacts import library_versions, sha256_file, sidecar
 from dlpipe.core.config import BackboneConfig, EmbedConfig
 from dlpipe.core.console import progress
 from dlpipe.core.errors import ArtifactError, InputDataError
 from dlpipe.data.manifest import Manifest
 from dlpipe.models.backbones import get_spec
 from dlpipe.models.inputs import image_dataset, needs_pillow
-from dlpipe.models.network import backbone_embedding_model, embedding_model
+from dlpipe.models.network import EMBEDDING_LAYER, backbone_embedding_model, embedding_model
 from dlpipe.models.store import load_model_trained_on, load_trained_model
 
 
@@ -139,3 +140,22 @@ def write_vectors(
             advance(len(vectors))
     output.flush()
     del output
+
+
+def embeddings_sidecar(path: Path, manifest: Manifest, dimension: int, normalize: bool, **source: Any) -> dict[str, Any]:
+    """The fields of ``embeddings.json`` every embed run writes (``source``: how the vectors were made)."""
+    return sidecar(
+        "embed",
+        dataset=manifest.dataset,
+        **source,
+        layer=EMBEDDING_LAYER,
+        dimension=dimension,
+        count=len(manifest.rows),
+        dtype="float32",
+        order="manifest",
+        normalized=normalize,
+        metric="inner_product" if normalize else "l2",
+        manifest_sha256=manifest.sha256,
+        embeddings_sha256=sha256_file(path),
+        versions=library_versions("tensorflow", "keras", "numpy"),
+    )

@@ -13,7 +13,7 @@ from typing import Any
 
 from dlpipe.audio.transform import RecordedTransform, from_record
 from dlpipe.core.artifacts import read_json, sha256_file
-from dlpipe.core.errors import ArtifactError
+from dlpipe.core.errors import ArtifactError, ConfigError
 from dlpipe.core.layout import MODEL_FILE, MODEL_SIDECAR
 from dlpipe.data.manifest import Manifest
 from dlpipe.models.heads.base import Head
@@ -47,6 +47,20 @@ class TrainedModel:
     def classes(self) -> list[str]:
         """The names of the output units (the classes, for classification)."""
         return list(self.sidecar["classes"])
+
+    def class_index(self, name: str | None) -> int | None:
+        """The output unit of class ``name`` (None stays None: the predicted class).
+
+        Raises:
+            ConfigError: the model does not know the class (the known ones are listed).
+        """
+        if name is None:
+            return None
+        if name not in self.classes:
+            raise ConfigError(
+                f"--class {name}: the model in {self.path.parent} does not know this class", f"known classes: {', '.join(self.classes)}"
+            )
+        return self.classes.index(name)
 
     @property
     def image_size(self) -> int:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sidecar, stage_lock
+from dlpipe.core.artifacts import atomic_dir, atomic_write_json, stage_lock
 from dlpipe.core.config import Project
 from dlpipe.core.layout import EMBEDDINGS_FILE, EMBEDDINGS_SIDECAR
 from dlpipe.core.results import StageResult
 from dlpipe.data.manifest import load_image_manifest
-from dlpipe.models.extractor import configured_extractor, write_embeddings
-from dlpipe.models.network import EMBEDDING_LAYER
+from dlpipe.models.extractor import configured_extractor, embeddings_sidecar, write_embeddings
 
 STAGE = "embed"
 
@@ -46,25 +45,10 @@ def run(project: Project, dataset: str) -> Result:
         extractor = configured_extractor(cfg, layout.model_dir, manifest)
         with atomic_dir(out_dir) as staging:
             seconds, dimension = write_embeddings(staging / EMBEDDINGS_FILE, extractor, manifest, cfg.batch_size, cfg.normalize)
-            atomic_write_json(
-                staging / EMBEDDINGS_SIDECAR,
-                sidecar(
-                    STAGE,
-                    dataset=dataset,
-                    **extractor.description,
-                    image_size=extractor.image_size,
-                    layer=EMBEDDING_LAYER,
-                    dimension=dimension,
-                    count=len(manifest.rows),
-                    dtype="float32",
-                    order="manifest",
-                    normalized=cfg.normalize,
-                    metric="inner_product" if cfg.normalize else "l2",
-                    manifest_sha256=manifest.sha256,
-                    embeddings_sha256=sha256_file(staging / EMBEDDINGS_FILE),
-                    versions=library_versions("tensorflow", "keras", "numpy"),
-                ),
-            )
+            embeddings = staging / EMBEDDINGS_FILE
+            source = {**extractor.description, "image_size": extractor.image_size}
+            info = embeddings_sidecar(embeddings, manifest, dimension, cfg.normalize, **source)
+            atomic_write_json(staging / EMBEDDINGS_SIDECAR, info)
         metrics = {
             "dataset": dataset,
             "source": extractor.description["source"],

@@ -12,14 +12,14 @@ import time
 
 import numpy as np
 
-from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sidecar, stage_lock
+from dlpipe.core.artifacts import atomic_dir, atomic_write_json, stage_lock
 from dlpipe.core.config import Project
 from dlpipe.core.errors import ConfigError
 from dlpipe.core.layout import EMBEDDINGS_FILE, EMBEDDINGS_SIDECAR
 from dlpipe.core.results import StageResult
 from dlpipe.data.manifest import load_text_manifest
-from dlpipe.models.extractor import write_vectors
-from dlpipe.models.network import EMBEDDING_LAYER, embedding_model
+from dlpipe.models.extractor import embeddings_sidecar, write_vectors
+from dlpipe.models.network import embedding_model
 from dlpipe.models.store import load_model_trained_on
 from dlpipe.text.encoding import encode_documents
 
@@ -67,29 +67,16 @@ def run(project: Project, dataset: str) -> Result:
             started = time.perf_counter()
             write_vectors(staging / EMBEDDINGS_FILE, batches, manifest, dimension, cfg.normalize, "documents")
             seconds = time.perf_counter() - started
-            atomic_write_json(
-                staging / EMBEDDINGS_SIDECAR,
-                sidecar(
-                    STAGE,
-                    dataset=dataset,
-                    source="finetuned",
-                    modality="text",
-                    model=str(trained.path),
-                    model_sha256=trained.sidecar["model_sha256"],
-                    architecture=trained.sidecar["architecture"],
-                    classes=trained.classes,
-                    layer=EMBEDDING_LAYER,
-                    dimension=dimension,
-                    count=len(manifest.rows),
-                    dtype="float32",
-                    order="manifest",
-                    normalized=cfg.normalize,
-                    metric="inner_product" if cfg.normalize else "l2",
-                    manifest_sha256=manifest.sha256,
-                    embeddings_sha256=sha256_file(staging / EMBEDDINGS_FILE),
-                    versions=library_versions("tensorflow", "keras", "numpy"),
-                ),
-            )
+            source = {
+                "source": "finetuned",
+                "modality": "text",
+                "model": str(trained.path),
+                "model_sha256": trained.sidecar["model_sha256"],
+                "architecture": trained.sidecar["architecture"],
+                "classes": trained.classes,
+            }
+            info = embeddings_sidecar(staging / EMBEDDINGS_FILE, manifest, dimension, cfg.normalize, **source)
+            atomic_write_json(staging / EMBEDDINGS_SIDECAR, info)
         metrics = {
             "count": len(manifest.rows),
             "dimension": dimension,

@@ -140,14 +140,7 @@ def _check_request(cfg: HeatmapConfig, trained: TrainedModel, target_class: str 
         )
     if "gradcam" in cfg.methods:
         gradcam.find_target_layer(trained.model, cfg.gradcam_layer)
-    if target_class is None:
-        return None
-    if target_class not in trained.classes:
-        raise ConfigError(
-            f"--class {target_class}: the model in {trained.path.parent} does not know this class",
-            f"known classes: {', '.join(trained.classes)}",
-        )
-    return trained.classes.index(target_class)
+    return trained.class_index(target_class)
 
 
 def _load(path: Path, size: int) -> np.ndarray:

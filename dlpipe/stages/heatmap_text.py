@@ -71,7 +71,7 @@ def run(project: Project, dataset: str, documents: Sequence[str] | None = None, 
     layout = project.layout(dataset)
     with stage_lock(layout.root, STAGE):
         trained = load_model_trained_on(layout.model_dir, manifest)
-        target_index = _target(trained, target_class)
+        target_index = trained.class_index(target_class)
         chosen = _given(documents) if documents else _from_test(cfg.per_class, cfg.top_losses, trained, manifest)
         encoded = encode_documents(trained, [item.text for item in chosen])
         tokens = document_tokens(trained, [item.text for item in chosen])
@@ -141,17 +141,6 @@ def run(project: Project, dataset: str, documents: Sequence[str] | None = None, 
         }
         atomic_write_json(layout.metrics(STAGE), metrics)
     return Result(dataset, out_dir, layout.metrics(STAGE), metrics, images=len(items))
-
-
-def _target(trained: TrainedModel, target_class: str | None) -> int | None:
-    if target_class is None:
-        return None
-    if target_class not in trained.classes:
-        raise ConfigError(
-            f"--class {target_class}: the model in {trained.path.parent} does not know this class",
-            f"known classes: {', '.join(trained.classes)}",
-        )
-    return trained.classes.index(target_class)
 
 
 def _given(documents: Sequence[str]) -> list[_Chosen]:
