@@ -100,7 +100,7 @@ def plain_keras(manifest: Any, cfg: Any, epochs: int, seed: int) -> dict[str, fl
 
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = split("train"), split("val"), split("test")
     vectorize = keras.layers.TextVectorization(max_tokens=cfg.max_vocabulary, output_sequence_length=cfg.max_length)
-    vectorize.adapt(train_x)
+    vectorize.adapt(tf.data.Dataset.from_tensor_slices(train_x).batch(256))
 
     def pipeline(x: list[str], y: np.ndarray, shuffle: bool) -> tf.data.Dataset:
         dataset = tf.data.Dataset.from_tensor_slices((x, y))
@@ -114,7 +114,9 @@ def plain_keras(manifest: Any, cfg: Any, epochs: int, seed: int) -> dict[str, fl
     pooled = [keras.layers.GlobalMaxPooling1D()(c) for c in convolutions]
     x = keras.layers.Dropout(cfg.dropout)(keras.layers.Concatenate()(pooled))
     model = keras.Model(inputs, keras.layers.Dense(len(classes), activation="softmax")(x))
-    model.compile(keras.optimizers.Adam(cfg.lr, clipnorm=cfg.clipnorm or None), "sparse_categorical_crossentropy", ["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.lr, clipnorm=cfg.clipnorm or None), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     train, val, test = pipeline(train_x, train_y, True), pipeline(val_x, val_y, False), pipeline(test_x, test_y, False)
     started = time.perf_counter()
     model.fit(train, validation_data=val, epochs=epochs, verbose=0)

@@ -25,7 +25,8 @@ from dlpipe.models.heads.base import Answer
 from dlpipe.models.store import TrainedModel, load_trained_model
 
 _BATCH = 64
-# Documents encoded and predicted at once (token ids are small; this bounds memory for a huge stdin).
+# Documents encoded per model call (token ids are small; this bounds memory for a huge stdin), and per forward pass.
+_TEXT_CHUNK = 4096
 _TEXT_BATCH = 256
 
 
@@ -102,7 +103,7 @@ def read_documents(inputs: list[str], documents_file: Path | None, model: Path) 
     for number, item in enumerate(inputs, start=1):
         if item == "-":
             documents += [(f"stdin:{n}", line) for n, line in enumerate(sys.stdin.read().split("\n"), start=1) if line.strip()]
-        elif Path(item).is_file():
+        elif _names_a_file(item):
             raise InputDataError(
                 f"'{item}' is a file, and {model} is a text model: it reads documents, not files",
                 f"pass --file {item} to classify its lines (one document each), or the text itself in quotes",
@@ -114,6 +115,14 @@ def read_documents(inputs: list[str], documents_file: Path | None, model: Path) 
     if not documents:
         raise InputDataError("no document to predict", "pass documents as arguments, --file FILE (one per line) or - for stdin")
     return documents
+
+
+def _names_a_file(item: str) -> bool:
+    """True when ``item`` is the path of an existing file (a long sentence or one with NUL is not a path)."""
+    try:
+        return Path(item).is_file()
+    except (OSError, ValueError):  # ENAMETOOLONG, embedded NUL
+        return False
 
 
 def _file_documents(path: Path) -> list[tuple[str, str]]:
@@ -134,8 +143,8 @@ def _predict_documents(trained: TrainedModel, documents: list[tuple[str, str]], 
     k = min(k, len(trained.classes))
     predictions: list[Prediction] = []
     with progress(len(documents), "predict", "documents") as advance:
-        for start in range(0, len(documents), _TEXT_BATCH):
-            chunk = documents[start : start + _TEXT_BATCH]
+        for start in range(0, len(documents), _TEXT_CHUNK):
+            chunk = documents[start : start + _TEXT_CHUNK]
             encoded = encode_documents(trained, [document for _, document in chunk])
             outputs = trained.model.predict(encoded.ids, verbose=0, batch_size=_TEXT_BATCH)
             for (source, document), length, output in zip(chunk, encoded.lengths, outputs, strict=True):

@@ -59,6 +59,10 @@ def test_predict_arguments_file_and_stdin(project: Workspace, tmp_path: Path) ->
     assert [r["label_1"] for r in rows[:10]] == ["news"] * 5 + ["encyclopedia"] * 5
     assert rows[10]["error"].startswith("empty_document") and rows[10]["label_1"] == ""
 
+    # An argument longer than a file name may be (ENAMETOOLONG) is a document, not an error.
+    result = invoke(project, "predict", NEWS * 30, "-d", "corpora", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)[0]["top"][0]["label"] == "news", result.output
+
     result = invoke(project, "predict", "-", "-d", "corpora", "--json", stdin=f"{NEWS}\n\n{ENCYCLOPEDIA}\n")
     assert result.exit_code == 0, result.output
     assert [(a["source"], a["top"][0]["label"]) for a in json.loads(result.stdout)] == [("stdin:1", "news"), ("stdin:3", "encyclopedia")]
