@@ -47,10 +47,11 @@ def predict(
     """
 
     def action() -> Any:
+        from dlpipe.data.files import path_kind
         from dlpipe.queries import predict as query
 
         location = model or _default_model(params, set_ or [], dataset)
-        many = documents_file is not None or any(Path(item).is_dir() for item in inputs or [])
+        many = documents_file is not None or any(path_kind(item) == "folder" for item in inputs or [])
         csv_path = out if out is not None else (Path("predictions.csv") if many else None)
         return query.run(location, inputs or [], k, csv_path, documents_file)
 

@@ -21,3 +21,12 @@ def visible_files(folder: Path) -> list[Path]:
         dirnames[:] = [name for name in dirnames if not is_hidden(name)]
         found.extend(Path(parent) / name for name in filenames if not is_hidden(name))
     return sorted(found)
+
+
+def path_kind(item: str | Path) -> str | None:
+    """``"file"``, ``"folder"`` or None (nothing there, or text that cannot be a path: too long, a NUL byte)."""
+    try:
+        path = Path(item)
+        return "folder" if path.is_dir() else "file" if path.is_file() else None
+    except (OSError, ValueError):  # ENAMETOOLONG, embedded NUL
+        return None

@@ -18,7 +18,7 @@ import numpy as np
 from dlpipe.core.artifacts import write_csv
 from dlpipe.core.console import progress
 from dlpipe.core.errors import InputDataError
-from dlpipe.data.files import visible_files
+from dlpipe.data.files import path_kind, visible_files
 from dlpipe.data.media import Rejected
 from dlpipe.models.file_inputs import accepted_files, file_model_inputs
 from dlpipe.models.heads.base import Answer
@@ -103,7 +103,7 @@ def read_documents(inputs: list[str], documents_file: Path | None, model: Path) 
     for number, item in enumerate(inputs, start=1):
         if item == "-":
             documents += [(f"stdin:{n}", line) for n, line in enumerate(sys.stdin.read().split("\n"), start=1) if line.strip()]
-        elif _names_a_file(item):
+        elif path_kind(item) == "file":
             raise InputDataError(
                 f"'{item}' is a file, and {model} is a text model: it reads documents, not files",
                 f"pass --file {item} to classify its lines (one document each), or the text itself in quotes",
@@ -115,14 +115,6 @@ def read_documents(inputs: list[str], documents_file: Path | None, model: Path) 
     if not documents:
         raise InputDataError("no document to predict", "pass documents as arguments, --file FILE (one per line) or - for stdin")
     return documents
-
-
-def _names_a_file(item: str) -> bool:
-    """True when ``item`` is the path of an existing file (a long sentence or one with NUL is not a path)."""
-    try:
-        return Path(item).is_file()
-    except (OSError, ValueError):  # ENAMETOOLONG, embedded NUL
-        return False
 
 
 def _file_documents(path: Path) -> list[tuple[str, str]]:
@@ -203,13 +195,14 @@ def _expand(inputs: list[Path]) -> tuple[list[Path], set[Path]]:
     files: list[Path] = []
     from_folders: set[Path] = set()
     for item in inputs:
-        if item.is_dir():
+        kind = path_kind(item)
+        if kind == "folder":
             found = visible_files(item)
             if not found:
                 raise InputDataError(f"no files in folder {item}")
             files.extend(found)
             from_folders.update(found)
-        elif item.is_file():
+        elif kind == "file":
             files.append(item)
         else:
             raise InputDataError(
