@@ -12,11 +12,15 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "ingest": ("accepted", "rejected", "ignored", "reject_fraction", "tokens", "seconds_of_audio"),
     "spectrogram": ("clips", "windows", "rejected", "image_height", "image_width", "audio_seconds_per_second"),
     "finetune": ("test_accuracy", "test_macro_f1", "epochs", "best_val_loss", "train_seconds"),
-    "embed": ("count", "dimension", "images_per_second"),
-    "cluster": ("k", "silhouette", "nmi", "raw_pixels_nmi", "ari", "raw_pixels_ari", "purity", "raw_pixels_purity"),
+    "embed": ("count", "dimension", "images_per_second", "documents_per_second"),
+    "cluster": (
+        "k", "silhouette", "nmi", "raw_pixels_nmi", "bag_of_words_nmi", "ari", "raw_pixels_ari", "bag_of_words_ari",
+        "purity", "raw_pixels_purity", "bag_of_words_purity",
+    ),
     "search": ("index", "recall_at_k", "precision_at_k", "queries_per_second"),
     "heatmap": (
         "images",
+        "documents",
         "occlusion_deletion_auc",
         "gradcam_deletion_auc",
         "random_deletion_auc",
