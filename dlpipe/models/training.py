@@ -72,6 +72,17 @@ class History:
     resumed_from: int
     phase_boundary: int
 
+    def figures(self, train_count: int, train_seconds: float, unit: str) -> dict[str, float | int]:
+        """The training figures of a finetune metrics file; throughput counts only the epochs this run trained."""
+        epochs = len(self.epochs["loss"])
+        return {
+            "epochs": epochs,
+            "best_val_loss": round(min(self.epochs["val_loss"]), 6),
+            "train_seconds": round(train_seconds, 2),
+            f"train_{unit}_per_second": round(train_count * (epochs - self.resumed_from) / max(train_seconds, 1e-9), 1),
+            "resumed_from_epoch": self.resumed_from,
+        }
+
 
 def check_evaluation_splits(manifest: Manifest) -> None:
     """Raise InputDataError when the validation or test split is empty (early stopping and evaluation need them)."""

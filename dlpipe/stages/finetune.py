@@ -102,18 +102,13 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
         train_seconds = time.perf_counter() - started
         evaluation = head.evaluate(model.predict(splits.test, verbose=0), splits.test_targets, names)
 
-        epochs = len(history.epochs["loss"])
         metrics = {
             "dataset": dataset,
             "backbone": cfg.backbone.name if frames == "none" else f"{frames} over mel frames",
             "weights": cfg.backbone.weights if frames == "none" else "none",
             **evaluation.metrics,
-            "epochs": epochs,
+            **history.figures(splits.train_count, train_seconds, "images"),
             "head_epochs_run": history.phase_boundary,
-            "best_val_loss": round(min(history.epochs["val_loss"]), 6),
-            "train_seconds": round(train_seconds, 2),
-            "train_images_per_second": round(splits.train_count * (epochs - history.resumed_from) / max(train_seconds, 1e-9), 1),
-            "resumed_from_epoch": history.resumed_from,
         }
         with atomic_dir(layout.model_dir) as staging:
             model.save(staging / MODEL_FILE)

@@ -115,14 +115,9 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
         train_seconds = time.perf_counter() - started
         evaluation = head.evaluate(model.predict(splits.test, verbose=0), splits.test_targets, names)
 
-        epochs = len(history.epochs["loss"])
         metrics = {
             **evaluation.metrics,
-            "epochs": epochs,
-            "best_val_loss": round(min(history.epochs["val_loss"]), 6),
-            "train_seconds": round(train_seconds, 2),
-            "train_documents_per_second": round(splits.train_count * (epochs - history.resumed_from) / max(train_seconds, 1e-9), 1),
-            "resumed_from_epoch": history.resumed_from,
+            **history.figures(splits.train_count, train_seconds, "documents"),
             "vocabulary": len(vocabulary),
             "truncated_documents": encoded.truncated,
             "oov_token_fraction": round(encoded.oov_tokens / max(encoded.tokens, 1), 6),
