@@ -36,12 +36,17 @@ class SampleKind(StrEnum):
     audio = "audio"
     text = "text"
     reviews = "reviews"
+    road = "road"
+    triangles = "triangles"
 
 
 def sample(
     kind: Annotated[
         SampleKind,
-        typer.Argument(help="images (shapes), audio (tones, chirps, ...), text (news corpus) or reviews (labelled sentences)."),
+        typer.Argument(
+            help="images (shapes, with boxes.csv), audio (tones, chirps, ...), text (news corpus), reviews (labelled "
+            "sentences), road (lane scenes with steering.csv) or triangles (with corners.csv)."
+        ),
     ],
     out: Annotated[Path, typer.Argument(help="Folder to write; replaced only when generation succeeds.")],
     params: ParamsOption = DEFAULT_PARAMS,

@@ -20,6 +20,9 @@ from dlpipe.core.errors import ConfigError
 from dlpipe.core.layout import DatasetLayout
 
 Modality = Literal["image", "audio", "text"]
+Task = Literal["classification", "regression", "bbox", "regions", "keypoints"]
+# The box columns of bbox and regions datasets, in this order, when targets.columns does not name them.
+BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
 
 
 class Section(BaseModel):
@@ -35,14 +38,44 @@ class BaseConfig(Section):
     data_dir: str = Field(min_length=1, description="folder (relative to params.yaml) that holds every artifact")
 
 
+class TargetsConfig(Section):
+    """``datasets.<name>.targets``: which columns of the targets CSV a regression or localisation task learns."""
+
+    columns: list[str] = Field(
+        default_factory=list,
+        description="regression: the numeric columns to predict; bbox / regions: the x_min, y_min, x_max, y_max "
+        "columns in that order (default: those names)",
+    )
+    points: list[str] = Field(
+        default_factory=list, description="keypoints: the point names; the CSV holds <name>_x and <name>_y per point"
+    )
+    flip_pairs: list[list[str]] = Field(
+        default_factory=list, description="keypoints: pairs of points that swap under a horizontal flip (left_eye, right_eye)"
+    )
+    flip_negate: list[str] = Field(
+        default_factory=list, description="regression: columns whose sign flips in a mirrored image (a steering angle)"
+    )
+    flip_invariant: list[str] = Field(
+        default_factory=list, description="regression: columns a mirrored image keeps (an age, a count)"
+    )
+
+    def value_columns(self, task: str) -> list[str]:
+        """The CSV columns holding the targets of ``task``, in the order the head reads them."""
+        if task == "keypoints":
+            return [f"{point}_{axis}" for point in self.points for axis in ("x", "y")]
+        if task in ("bbox", "regions"):
+            return list(self.columns or BOX_COLUMNS)
+        return list(self.columns)
+
+
 class DatasetConfig(Section):
     """One entry of ``datasets``: what kind of data and where it lives."""
 
     modality: Modality
     source: str = Field(
         min_length=1,
-        description="image/audio: a folder with one sub-folder per class, or a CSV of path,label; "
-        "text: a file or a folder of text files (relative paths are relative to params.yaml)",
+        description="image/audio: a folder with one sub-folder per class, or a CSV of path,label (for another task: "
+        "a CSV of path plus the target columns); text: a file or a folder of text files (relative to params.yaml)",
     )
     # Optional, like overrides below: only a labelled text dataset writes it.
     labels: Literal["none", "folders", "csv", "fasttext"] = Field(
@@ -50,6 +83,13 @@ class DatasetConfig(Section):
         description="text only: none (an unlabelled corpus for word2vec), folders (one sub-folder of .txt documents "
         "per class), csv (ingest.text.text_column and label_column) or fasttext (lines like '__label__pos some text')",
     )
+    # Optional: classification, the default, needs no targets.
+    task: Task = Field(
+        default="classification",
+        description="what a model of this dataset learns (images only for all but classification): classification, "
+        "regression (numbers), bbox (one box), regions (an S x S grid of 'does the object cover this cell'), keypoints",
+    )
+    targets: TargetsConfig | None = Field(default=None, description="the target columns of a task other than classification")
     # Optional (the one exception to "every key is written"): most datasets need none.
     overrides: dict[str, Any] = Field(
         default_factory=dict,
@@ -64,10 +104,52 @@ class DatasetConfig(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _targets_fit_the_task(self) -> DatasetConfig:
+        if self.task == "classification":
+            if self.targets is not None:
+                raise ValueError("targets: only a task other than classification reads target columns (set task, or remove targets)")
+            return self
+        if self.modality != "image":
+            raise ValueError(f"task: {self.task} needs images; {self.modality} datasets are classified (task: classification)")
+        targets = self.targets or TargetsConfig()
+        columns = targets.value_columns(self.task)
+        if self.task == "regression" and not columns:
+            raise ValueError("task: regression needs targets.columns, the numeric CSV columns to predict")
+        if self.task in ("bbox", "regions") and len(columns) != 4:
+            raise ValueError(f"task: {self.task} needs 4 targets.columns (x_min, y_min, x_max, y_max), got {columns}")
+        if self.task == "keypoints" and not targets.points:
+            raise ValueError("task: keypoints needs targets.points, the names of the points (columns <name>_x, <name>_y)")
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"targets: a column is named twice in {columns}")
+        self._check_flip_rules(targets, columns)
+        return self
+
+    def _check_flip_rules(self, targets: TargetsConfig, columns: list[str]) -> None:
+        if self.task != "keypoints" and targets.flip_pairs:
+            raise ValueError("targets.flip_pairs: only keypoints have points that swap under a flip")
+        if self.task != "regression" and (targets.flip_negate or targets.flip_invariant):
+            raise ValueError("targets.flip_negate / flip_invariant: only regression columns have a sign; boxes and points are mirrored")
+        for pair in targets.flip_pairs:
+            if len(pair) != 2 or not set(pair) <= set(targets.points) or pair[0] == pair[1]:
+                raise ValueError(f"targets.flip_pairs: {pair} must be two different names of targets.points {targets.points}")
+        for key in ("flip_negate", "flip_invariant"):
+            unknown = [c for c in getattr(targets, key) if c not in columns]
+            if unknown:
+                raise ValueError(f"targets.{key}: {unknown} are not in targets.columns {columns}")
+        both = set(targets.flip_negate) & set(targets.flip_invariant)
+        if both:
+            raise ValueError(f"targets: {sorted(both)} are both flip_negate and flip_invariant")
+
     @property
     def labelled(self) -> bool:
-        """True for every dataset a classifier can train on (all but an unlabelled text corpus)."""
+        """True for every dataset a model can train on (all but an unlabelled text corpus)."""
         return self.modality != "text" or self.labels != "none"
+
+    @property
+    def target_columns(self) -> list[str]:
+        """The CSV columns a task other than classification learns ([] for classification)."""
+        return [] if self.targets is None and self.task == "classification" else (self.targets or TargetsConfig()).value_columns(self.task)
 
 
 class SampleImagesConfig(Section):
@@ -94,11 +176,20 @@ class SampleAudioConfig(Section):
         return rates
 
 
+class SampleSceneConfig(Section):
+    """``sample.road`` / ``sample.triangles``: a generated dataset with numeric targets."""
+
+    count: int = Field(ge=1, le=100_000, description="images to draw")
+    size: int = Field(ge=32, le=2048, description="side of the square images in pixels")
+
+
 class SampleConfig(Section):
     """``sample``: parameters of the bundled demo data generators."""
 
     images: SampleImagesConfig
     audio: SampleAudioConfig
+    road: SampleSceneConfig
+    triangles: SampleSceneConfig
 
 
 class ImageIngestConfig(Section):
@@ -267,12 +358,16 @@ class AudioSequenceConfig(Section):
     clipnorm: float = Field(ge=0, description="gradient clipping by norm for the recurrent network; 0 turns it off")
 
 
+class RegionsConfig(Section):
+    """``finetune.regions``: the grid a ``regions`` task predicts (one sigmoid per cell)."""
+
+    grid: int = Field(ge=2, le=32, description="cells per side of the S x S grid over the image")
+    cover: float = Field(gt=0, le=1, description="a cell is positive when the box covers this share of it (and the box centre's cell always)")
+
+
 class FinetuneConfig(Section):
     """``finetune``: transfer learning in two phases (head on a frozen base, then the top of the base)."""
 
-    task: Literal["classification"] = Field(
-        default="classification", description="what the model learns: the task head in dlpipe/models/heads"
-    )
     backbone: BackboneConfig
     batch_size: int = Field(ge=1, le=4096)
     dropout: float = Field(ge=0, lt=1)
@@ -288,6 +383,10 @@ class FinetuneConfig(Section):
     cache_max_mb: int = Field(ge=0, description="cache decoded images in memory when they fit in this many MiB")
     top_losses: int = Field(ge=0, le=100, description="test items (images, documents) on the top-losses sheet")
     augment: AugmentConfig
+    loss: Literal["mse", "mae", "huber"] = Field(
+        description="numeric targets (regression, bbox, keypoints); classification and regions use cross-entropy"
+    )
+    regions: RegionsConfig
     rnn: RnnConfig
     audio_sequence: AudioSequenceConfig
     text: TextModelConfig

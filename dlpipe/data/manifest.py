@@ -38,11 +38,20 @@ class Manifest:
     spectrogram: dict[str, Any] | None = None
     # For a labelled text dataset: each row's document (normal form), in manifest order.
     documents: list[str] | None = None
+    # What a model learns from the rows (datasets.<name>.task when ingested) and, for a task other
+    # than classification, the manifest columns holding its targets (pixels, or the CSV's units).
+    task: str = "classification"
+    target_columns: tuple[str, ...] = ()
+
+    @property
+    def labelled(self) -> bool:
+        """True when the rows carry class labels (a regression or localisation CSV may have none)."""
+        return any(row["label"] for row in self.rows)
 
     @property
     def classes(self) -> list[str]:
         """Sorted class names: index i is the model's output unit i."""
-        return sorted({row["label"] for row in self.rows})
+        return sorted({row["label"] for row in self.rows if row["label"]})
 
     def paths(self) -> list[Path]:
         """Absolute path of every item, in manifest order."""
@@ -81,7 +90,13 @@ def load_manifest(project: Project, dataset: str) -> Manifest:
     )
     source = project.resolve(spec.source)
     source_root = source.parent if source.is_file() else source
-    return Manifest(dataset, sidecar["modality"], source_root, rows, digest)
+    task = sidecar.get("task", "classification")
+    if task != spec.task:
+        raise ArtifactError(
+            f"dataset '{dataset}' was ingested for task {task}, params.yaml now says task {spec.task}",
+            f"rerun `dlpipe ingest --dataset {dataset}`",
+        )
+    return Manifest(dataset, sidecar["modality"], source_root, rows, digest, task=task, target_columns=tuple(sidecar.get("target_columns", ())))
 
 
 def load_text_manifest(project: Project, dataset: str) -> Manifest:

@@ -55,7 +55,7 @@ _GENSIM_DATA = ("test", "test_data")
 class SampleResult:
     """What a generator wrote."""
 
-    kind: str  # "images" | "audio" | "text" | "reviews"
+    kind: str  # "images" | "audio" | "text" | "reviews" | "road" | "triangles"
     out: Path  # folder written
     files: int  # data files written (not counting boxes.csv / ORIGIN.txt)
     classes: dict[str, int]  # class name -> file count ({} for text)
@@ -81,7 +81,7 @@ def generate_images(out: Path, cfg: SampleImagesConfig, seed: int) -> SampleResu
                 pixels, box = _shape_image(rng, label, cfg.size)
                 suffix = "jpg" if rng.random() < cfg.jpeg_fraction else "png"
                 relative = f"{label}/{label}_{item:0{width}d}.{suffix}"
-                _save_image(staging / relative, pixels, suffix)
+                save_image(staging / relative, pixels, suffix)
                 rows.append(dict(zip(BOXES_COLUMNS, (relative, label, *box), strict=True)))
         write_csv(staging / BOXES_FILE, BOXES_COLUMNS, rows)
     return SampleResult("images", out, len(rows), {label: cfg.per_class for label in IMAGE_CLASSES})
@@ -158,20 +158,20 @@ def _index_width(per_class: int) -> int:
 
 def _shape_image(rng: np.random.Generator, label: str, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Render one image; return its uint8 RGB pixels and the shape's box (x0, y0, x1, y1)."""
-    background = _gradient(rng, size)
+    background = gradient_background(rng, size)
     for _ in range(rng.integers(0, 3)):
-        line = _line_mask(rng, size)
+        line = line_coverage(rng, size)
         colour = rng.integers(0, 256, size=3)
-        background = _blend(background, colour, line * rng.uniform(0.12, 0.3))
+        background = blend(background, colour, line * rng.uniform(0.12, 0.3))
     mask, box = _shape_mask(rng, label, size)
     x0, y0, x1, y1 = box
-    colour = _contrasting_colour(rng, background[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0))
-    image = _blend(background, colour, mask)
+    colour = contrasting_colour(rng, background[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0))
+    image = blend(background, colour, mask)
     image += rng.normal(0, rng.uniform(2, 10), size=image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), box
 
 
-def _gradient(rng: np.random.Generator, size: int) -> np.ndarray:
+def gradient_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A linear gradient between two random colours in a random direction, as float RGB."""
     start, end = rng.uniform(20, 235, size=(2, 3))
     angle = rng.uniform(0, 2 * math.pi)
@@ -181,13 +181,13 @@ def _gradient(rng: np.random.Generator, size: int) -> np.ndarray:
     return start + t[..., None] * (end - start)
 
 
-def _line_mask(rng: np.random.Generator, size: int) -> np.ndarray:
+def line_coverage(rng: np.random.Generator, size: int) -> np.ndarray:
     """Antialiased coverage (0..1) of one thin line between two random points."""
     big = size * _SUPERSAMPLE
     canvas = Image.new("L", (big, big), 0)
     points = [tuple(p) for p in rng.uniform(0, big, size=(2, 2))]
     ImageDraw.Draw(canvas).line(points, fill=255, width=int(rng.integers(1, 3)) * _SUPERSAMPLE)
-    return _downsample(canvas, size)
+    return downsample(canvas, size)
 
 
 def _shape_mask(rng: np.random.Generator, label: str, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -214,7 +214,7 @@ def _shape_mask(rng: np.random.Generator, label: str, size: int) -> tuple[np.nda
         int(cols[-1]) // _SUPERSAMPLE + 1,
         int(rows[-1]) // _SUPERSAMPLE + 1,
     )
-    return _downsample(canvas, size), box
+    return downsample(canvas, size), box
 
 
 def _polygon(rng: np.random.Generator, label: str, radius: float) -> np.ndarray:
@@ -230,19 +230,19 @@ def _polygon(rng: np.random.Generator, label: str, radius: float) -> np.ndarray:
     return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
 
 
-def _downsample(canvas: Image.Image, size: int) -> np.ndarray:
+def downsample(canvas: Image.Image, size: int) -> np.ndarray:
     """Shrink a 4x coverage canvas with LANCZOS (antialiased edges) to floats in 0..1."""
     small = canvas.resize((size, size), Image.Resampling.LANCZOS)
     return np.asarray(small, dtype=np.float64) / 255.0
 
 
-def _blend(image: np.ndarray, colour: np.ndarray, coverage: np.ndarray) -> np.ndarray:
+def blend(image: np.ndarray, colour: np.ndarray, coverage: np.ndarray) -> np.ndarray:
     """Paint ``colour`` over ``image`` with per-pixel opacity ``coverage``."""
     alpha = coverage[..., None]
     return image * (1 - alpha) + colour * alpha
 
 
-def _contrasting_colour(rng: np.random.Generator, behind: np.ndarray) -> np.ndarray:
+def contrasting_colour(rng: np.random.Generator, behind: np.ndarray) -> np.ndarray:
     """A random colour far enough from ``behind`` to stand out (the farthest of 16 if none is)."""
     candidates = rng.integers(0, 256, size=(16, 3)).astype(np.float64)
     distance = np.linalg.norm(candidates - behind, axis=1)
@@ -250,7 +250,7 @@ def _contrasting_colour(rng: np.random.Generator, behind: np.ndarray) -> np.ndar
     return candidates[far_enough[0] if far_enough.size else int(distance.argmax())]
 
 
-def _save_image(path: Path, pixels: np.ndarray, suffix: str) -> None:
+def save_image(path: Path, pixels: np.ndarray, suffix: str) -> None:
     """Write PNG or JPEG (by suffix); Pillow adds no timestamps, so bytes depend on pixels only."""
     options = {"quality": _JPEG_QUALITY} if suffix == "jpg" else {}
     Image.fromarray(pixels).save(path, **options)

@@ -12,7 +12,7 @@ preprocessing inside (``dlpipe.models.layers.Preprocess``).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +47,12 @@ def decoded_bytes(count: int, image_size: int) -> int:
 def image_splits(manifest: Manifest, head: Head, cfg: FinetuneConfig, seed: int) -> Splits:
     """The train/val/test pipelines of an image manifest for ``head``; train shuffled from ``seed``.
 
-    Decoded images are cached in memory when the whole manifest fits ``cfg.cache_max_mb``.
+    Decoded images are cached in memory when the whole manifest fits ``cfg.cache_max_mb``. For a
+    head whose targets move with the image, the training split is augmented here, image and targets
+    together (:mod:`dlpipe.models.geometry`), and every split carries the head's encoded targets.
     """
+    from dlpipe.models.geometry import augment_items, encode_items
+
     names = head.output_names(manifest)
     size = cfg.backbone.image_size
     cache = decoded_bytes(len(manifest.rows), size) <= cfg.cache_max_mb * 2**20
@@ -56,14 +60,23 @@ def image_splits(manifest: Manifest, head: Head, cfg: FinetuneConfig, seed: int)
     def pipeline(split: str) -> tuple[tf.data.Dataset, np.ndarray]:
         rows = [manifest.rows[i] for i in manifest.split(split)]
         targets = head.targets(rows, names)
+        prepare = None
+        if head.moves_targets:
+
+            def prepare(items: tf.data.Dataset) -> tf.data.Dataset:
+                if split == "train":
+                    items = augment_items(items, head, cfg.augment, seed)
+                return encode_items(items, head)
+
         dataset = image_dataset(
             [manifest.resolve(row["path"]) for row in rows],
             [needs_pillow(row) for row in rows],
             size,
             cfg.batch_size,
-            targets.tolist(),
+            targets,
             shuffle_seed=seed if split == "train" else None,
             cache=cache,
+            prepare=prepare,
         )
         return dataset, targets
 
@@ -76,11 +89,12 @@ def image_dataset(
     pillow: Sequence[bool],
     image_size: int,
     batch_size: int,
-    labels: Sequence[int] | None = None,
+    labels: Sequence[int] | np.ndarray | None = None,
     *,
     shuffle_seed: int | None = None,
     cache: bool = False,
     dtype: tf.DType = tf.float32,
+    prepare: Callable[[tf.data.Dataset], tf.data.Dataset] | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(images, labels)`` (or just images when ``labels`` is None).
 
@@ -89,15 +103,18 @@ def image_dataset(
         pillow: per path, whether to decode with Pillow (see :func:`needs_pillow`).
         image_size: side of the square output in pixels.
         batch_size: images per batch; the last batch may be smaller.
-        labels: class indices aligned with ``paths``.
+        labels: targets aligned with ``paths``: class indices, or a float array (n, units).
         shuffle_seed: shuffle every epoch from this seed (training); None keeps the order.
         cache: keep decoded, resized images in memory after the first pass.
         dtype: ``tf.float32``, or ``tf.uint8`` to skip the cast when the consumer casts in its own
             graph (a quarter of the bytes through the pipeline, one map fewer).
+        prepare: applied to the unbatched uint8 ``(image, label)`` items after caching and shuffling
+            (augmentation that moves targets, target encoding).
     """
     columns = (tf.constant([str(p) for p in paths]), tf.constant(list(pillow), dtype=tf.bool))
     if labels is not None:
-        columns = columns + (tf.constant(list(labels), dtype=tf.int32),)
+        values = np.asarray(labels)
+        columns = columns + (tf.constant(values, dtype=tf.int32 if values.dtype.kind in "iu" else tf.float32),)
     dataset = tf.data.Dataset.from_tensor_slices(columns)
 
     def load(path: tf.Tensor, use_pillow: tf.Tensor, *label: tf.Tensor):
@@ -109,6 +126,8 @@ def image_dataset(
         dataset = dataset.cache()
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if prepare is not None:
+        dataset = prepare(dataset)
 
     dataset = dataset.batch(batch_size)
     if dtype != tf.uint8:

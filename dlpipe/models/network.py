@@ -3,6 +3,12 @@
     image [0, 255] -> augmentation (training only) -> Preprocess -> backbone
         -> GlobalAveragePooling2D "embedding" -> Dropout -> head output "predictions"
 
+A spatial head (regression, boxes, regions, points: answers about *where*) also reads the
+backbone's feature map, through a 1x1 convolution and a flatten that keep each position apart:
+
+        backbone -> GlobalAveragePooling2D "embedding" ----------------\
+                 -> Conv2D 1x1 "spatial_features" -> Flatten -> Concatenate -> Dropout -> "predictions"
+
 The pooled layer is the embedding the embed, cluster and search stages use, whatever the
 task. The model holds its own preprocessing, so ``model.keras`` takes raw RGB pixels.
 """
@@ -17,18 +23,24 @@ from dlpipe.models.heads.base import Head
 from dlpipe.models.layers import Preprocess
 
 EMBEDDING_LAYER = "embedding"
+# Channels per feature-map position that a spatial head reads (a 1x1 convolution squeezes the backbone's to these).
+SPATIAL_CHANNELS = 32
 
 
-def augmentation(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
-    """Random flip, rotation, zoom, translation and contrast (active only while training)."""
+def augmentation(cfg: AugmentConfig, seed: int, geometric: bool = True) -> keras.Sequential | None:
+    """Random flip, rotation, zoom, translation and contrast (active only while training).
+
+    ``geometric=False`` leaves out all but contrast: a head whose targets move with the image is
+    augmented in its input pipeline instead (:mod:`dlpipe.models.geometry`).
+    """
     layers = []
-    if cfg.flip:
+    if cfg.flip and geometric:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if cfg.rotation:
+    if cfg.rotation and geometric:
         layers.append(keras.layers.RandomRotation(cfg.rotation, seed=seed + 1))
-    if cfg.zoom:
+    if cfg.zoom and geometric:
         layers.append(keras.layers.RandomZoom(cfg.zoom, seed=seed + 2))
-    if cfg.translation:
+    if cfg.translation and geometric:
         layers.append(keras.layers.RandomTranslation(cfg.translation, cfg.translation, seed=seed + 3))
     if cfg.contrast:
         layers.append(keras.layers.RandomContrast(cfg.contrast, seed=seed + 4))
@@ -41,7 +53,7 @@ def build_network(cfg: FinetuneConfig, head: Head, n_outputs: int, seed: int) ->
     size = cfg.backbone.image_size
     inputs = keras.Input((size, size, 3), name="image")
     x = inputs
-    augment = augmentation(cfg.augment, seed)
+    augment = augmentation(cfg.augment, seed, geometric=not head.moves_targets)
     if augment is not None:
         x = augment(x)
     x = Preprocess(spec.preprocessing, name="preprocess")(x)
@@ -49,8 +61,12 @@ def build_network(cfg: FinetuneConfig, head: Head, n_outputs: int, seed: int) ->
     # A pretrained base keeps BatchNorm in inference mode, also once unfrozen (Keras' transfer-learning guide);
     # a base trained from scratch needs BatchNorm to learn its statistics.
     pretrained = cfg.backbone.weights != "none"
-    x = base(x, training=False) if pretrained else base(x)
-    x = keras.layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(x)
+    features = base(x, training=False) if pretrained else base(x)
+    x = keras.layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(features)
+    if head.spatial:
+        where = keras.layers.Conv2D(SPATIAL_CHANNELS, 1, activation="relu", name="spatial_features")(features)
+        where = keras.layers.Flatten(name="spatial_flatten")(where)
+        x = keras.layers.Concatenate(name="what_and_where")([x, where])
     x = keras.layers.Dropout(cfg.dropout, seed=seed + 5)(x)
     outputs = head.output_layer(n_outputs, seed)(x)
     return keras.Model(inputs, outputs, name=f"{cfg.backbone.name}_{head.name}"), base

@@ -17,7 +17,7 @@ from dlpipe.core.errors import ArtifactError, ConfigError
 from dlpipe.core.layout import MODEL_FILE, MODEL_SIDECAR
 from dlpipe.data.manifest import Manifest
 from dlpipe.models.heads.base import Head
-from dlpipe.models.heads.registry import HEADS
+from dlpipe.models.heads.registry import HEADS, head_from_record
 from dlpipe.models.vocabulary import Vocabulary, load_vocabulary
 
 _REQUIRED_KEYS = ("classes", "embedding_layer", "model_sha256", "manifest_sha256")
@@ -101,7 +101,7 @@ def load_trained_model(location: Path) -> TrainedModel:
     if task not in HEADS:
         raise ArtifactError(
             f"model sidecar {path.with_name(MODEL_SIDECAR)} names task '{task}', which this dlpipe has no head for",
-            f"use a dlpipe that knows it, or retrain with finetune.task one of: {', '.join(HEADS)}",
+            f"use a dlpipe that knows it, or retrain with datasets.<name>.task one of: {', '.join(HEADS)}",
         )
     if sha256_file(path) != sidecar["model_sha256"]:
         raise ArtifactError(
@@ -115,7 +115,11 @@ def load_trained_model(location: Path) -> TrainedModel:
     record = sidecar.get("spectrogram")
     transform = None if record is None else from_record(record, path.with_name(MODEL_SIDECAR))
     vocabulary = _checked_vocabulary(path, sidecar["vocabulary"]) if modality == "text" else None
-    trained = TrainedModel(model, sidecar, path, HEADS[task](), transform, vocabulary)
+    try:
+        head = head_from_record(task, sidecar.get("targets") or {})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"model sidecar {path.with_name(MODEL_SIDECAR)}: its targets record is damaged ({exc!r})", "retrain the model") from None
+    trained = TrainedModel(model, sidecar, path, head, transform, vocabulary)
     _check_shapes(trained)
     return trained
 

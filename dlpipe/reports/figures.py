@@ -51,8 +51,9 @@ def write_history_plot(
     title: str,
     *,
     phase_boundaries: Sequence[int] = (),
+    metric: str = "accuracy",
 ) -> None:
-    """Plot loss and accuracy per epoch, train and validation, in two panels side by side.
+    """Plot the loss and ``metric`` (accuracy, or MAE for numeric heads) per epoch, train and validation, side by side.
 
     Args:
         history: Keras-style history, e.g. ``{"loss": [...], "val_loss": [...],
@@ -74,8 +75,8 @@ def write_history_plot(
     fig.suptitle(title, fontsize=13)
     lengths = [len(v) for v in history.values() if v is not None]
     n_epochs = max(lengths, default=0)
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        keys = _curve_keys(history, metric)
+    for ax, panel in zip(axes, ("loss", metric), strict=True):
+        keys = _curve_keys(history, panel)
         drawn = False
         for key in keys:
             values = history.get(key)
@@ -103,12 +104,12 @@ def write_history_plot(
                 linewidth=1.4,
                 label="fine-tune starts" if b_index == 0 else None,
             )
-        ax.set_title(metric)
+        ax.set_title(panel)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(panel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-        if metric == "accuracy" and drawn:
+        if panel == "accuracy" and drawn:
             finite = [v for k in keys for v in (history.get(k) or []) if v is not None and math.isfinite(float(v))]
             if finite and min(finite) >= 0.0 and max(finite) <= 1.0:
                 ax.set_ylim(0.0, 1.02)

@@ -292,8 +292,9 @@ def top_losses_tiles(
 ) -> list[Tile]:
     """Tiles of the ``k`` highest-loss items, highest first (ties: lower index first).
 
-    Captions read ``"true: circle\\npred: star 0.93"``; the border is red when the
-    prediction is wrong and green when it is right. A NaN loss sorts last.
+    Captions read ``"true: circle\\npred: star 0.93"`` (a NaN probability, as a regression gives, is
+    left out); the border is red when the prediction is wrong and green when it is right. A NaN
+    loss sorts last.
     """
     n = len(images)
     for name, seq in (("true_labels", true_labels), ("pred_labels", pred_labels), ("pred_probs", pred_probs), ("losses", losses)):
@@ -310,6 +311,7 @@ def top_losses_tiles(
     tiles = []
     for i in chosen:
         true, pred = str(true_labels[i]), str(pred_labels[i])
-        caption = f"true: {true}\npred: {pred} {float(pred_probs[i]):.2f}"
+        sure = float(pred_probs[i])
+        caption = f"true: {true}\npred: {pred}" + ("" if math.isnan(sure) else f" {sure:.2f}")
         tiles.append(Tile(images[i], caption, RIGHT if true == pred else WRONG))
     return tiles

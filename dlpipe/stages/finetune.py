@@ -1,4 +1,4 @@
-"""``finetune``: transfer learning on an ingested image dataset, for the task head ``finetune.task``.
+"""``finetune``: transfer learning on an ingested image dataset, for the task head of ``datasets.<name>.task``.
 
 For an audio dataset with ``finetune.audio_sequence.architecture`` set, a recurrent network
 reads each spectrogram window as a sequence of mel frames instead (``models.sequence_network``),
@@ -35,7 +35,8 @@ from dlpipe.data.manifest import Manifest, load_image_manifest
 from dlpipe.data.media.images import load_rgb
 from dlpipe.models.backbones import get_spec
 from dlpipe.models.heads.base import Evaluation, Head
-from dlpipe.models.heads.registry import get_head
+from dlpipe.models.heads.numeric import image_sizes
+from dlpipe.models.heads.registry import head_class
 from dlpipe.models.inputs import image_splits
 from dlpipe.models.network import EMBEDDING_LAYER, build_network
 from dlpipe.models.sequence_network import build_frame_network
@@ -73,8 +74,10 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
     """
     cfg = project.params.finetune
     seed = project.params.base.seed
-    head = get_head(cfg.task)
+    spec = project.dataset(dataset)
     manifest = load_image_manifest(project, dataset)
+    head = head_class(spec.task).configure(manifest, cfg, spec)
+    head.check_augmentation(cfg.augment, dataset)
     head.check_training_data(manifest)
     check_evaluation_splits(manifest)
     layout = project.layout(dataset)
@@ -100,7 +103,9 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
             phase = Phase(model, head, splits, resume_dir, clipnorm, cfg.early_stopping_patience, class_weight, extra_callbacks)
             history = train_single_phase(phase, cfg.head_lr, cfg.head_epochs)
         train_seconds = time.perf_counter() - started
-        evaluation = head.evaluate(model.predict(splits.test, verbose=0), splits.test_targets, names)
+        test_rows = [manifest.rows[i] for i in manifest.split("test")]
+        sizes = image_sizes(test_rows) if head.item_sizes_needed() else None
+        evaluation = head.evaluate(model.predict(splits.test, verbose=0), splits.test_targets, names, sizes)
 
         metrics = {
             "dataset": dataset,
@@ -135,8 +140,10 @@ def _write_plots(
 ) -> None:
     """DVCLive curves, the head's reports (a confusion matrix), training curves and the top-losses sheet."""
     write_live_history(folder / "live", history.epochs)
-    head.write_reports(folder, evaluation, names)
-    write_history_plot(history.epochs, folder / "history.png", title="training curves", phase_boundaries=[history.phase_boundary])
+    head.write_reports(folder, evaluation, names, paths)
+    write_history_plot(
+        history.epochs, folder / "history.png", title="training curves", phase_boundaries=[history.phase_boundary], metric=head.curve_metric
+    )
     # Decode only the images that make the sheet (ties broken by index, as top_losses_tiles does).
     worst = np.argsort(-evaluation.losses, kind="stable")[:top_losses]
     tiles = top_losses_tiles(
@@ -161,6 +168,7 @@ def _model_sidecar(cfg: FinetuneConfig, head: Head, dataset, names, manifest: Ma
         STAGE,
         dataset=dataset,
         task=head.name,
+        targets=head.record(),
         classes=names,
         image_size=cfg.backbone.image_size,
         input="float32 RGB in [0, 255], resized to image_size x image_size (area averaging when shrinking, bilinear otherwise)",

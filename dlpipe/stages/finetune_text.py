@@ -31,7 +31,7 @@ from dlpipe.core.errors import ConfigError
 from dlpipe.core.layout import MODEL_FILE, MODEL_SIDECAR, TRAINING_LOG
 from dlpipe.data.manifest import Manifest, load_text_manifest
 from dlpipe.models.heads.base import Evaluation, Head
-from dlpipe.models.heads.registry import get_head
+from dlpipe.models.heads.registry import head_class
 from dlpipe.models.inputs import array_splits
 from dlpipe.models.network import EMBEDDING_LAYER
 from dlpipe.models.sequence_network import build_text_network
@@ -80,7 +80,7 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
             "the text classifier tokenises each document on its own and cannot join them the same way",
             f"set word2vec.tokenize.phrases: false (for this dataset only: datasets.{dataset}.overrides)",
         )
-    head = get_head(cfg.task)
+    head = head_class("classification")()
     manifest = load_text_manifest(project, dataset)
     head.check_training_data(manifest)
     check_evaluation_splits(manifest)
@@ -170,7 +170,6 @@ def _params_read(project: Project) -> dict[str, Any]:
     cfg = project.params.finetune
     return {
         "finetune": {
-            "task": cfg.task,
             "text": cfg.text.model_dump(),
             "rnn": cfg.rnn.model_dump(),
             "early_stopping_patience": cfg.early_stopping_patience,

@@ -61,6 +61,7 @@ class Candidate:
     label: str
     line: int = 0
     document: str = ""
+    targets: tuple[float, ...] = ()  # a regression or localisation row's values, in the CSV's units (pixels)
 
     @property
     def sort_key(self) -> tuple[str, int]:
@@ -126,6 +127,11 @@ def run(project: Project, dataset: str) -> Result:
         if spec.labels in ("csv", "fasttext"):
             outcomes, ignored = document_rows(source, spec, cfg, dataset), []
             candidates = [o.candidate for o in outcomes]
+        elif spec.task != "classification":
+            candidates, refused, ignored = target_candidates(source, spec, dataset)
+            outcomes = parallel_map(inspector(spec, cfg), candidates, cfg.workers, f"ingest {dataset}", _units(spec)) + refused
+            _check_inside_images(outcomes, spec)
+            candidates = [o.candidate for o in outcomes]
         else:
             candidates, ignored = enumerate_candidates(source, spec, dataset)
             if not candidates:
@@ -137,7 +143,7 @@ def run(project: Project, dataset: str) -> Result:
         accepted = [o for o in outcomes if o.accepted]
         rejected = [o for o in outcomes if not o.accepted]
         _check_usable(dataset, spec, cfg, source, candidates, outcomes, accepted)
-        splits = _assign_splits(accepted, cfg, project.params.base.seed) if spec.labelled else {}
+        splits = _assign_splits(accepted, cfg, project.params.base.seed, _strata(accepted, spec)) if spec.labelled else {}
         metrics = _metrics(dataset, spec, outcomes, accepted, rejected, ignored, splits)
         if metrics["label_conflicts"]:
             warn(f"{metrics['label_conflicts']} files share content under different labels; none was kept (rejected.csv)")
@@ -156,6 +162,8 @@ def run(project: Project, dataset: str) -> Result:
                     dataset=dataset,
                     modality=spec.modality,
                     labels=spec.labels,
+                    task=spec.task,
+                    target_columns=spec.target_columns,
                     source=spec.source,
                     manifest_sha256=sha256_file(staging / MANIFEST_FILE),
                     # what word2vec checks the corpus against before it reads it
@@ -184,6 +192,8 @@ def run(project: Project, dataset: str) -> Result:
 
 
 def _layout_hint(spec: DatasetConfig) -> str:
+    if spec.task != "classification":
+        return f"point datasets.<name>.source at a CSV with a path column and the columns {', '.join(spec.target_columns)}"
     if spec.labels == "folders":
         return "point datasets.<name>.source at a folder with one sub-folder of .txt documents per class"
     if spec.labels in ("csv", "fasttext"):
@@ -276,6 +286,61 @@ def _document_outcome(candidate: Candidate, document: str, lines: int, encoding:
     data = document.encode("utf-8")
     facts = {"lines": lines, "tokens": len(document.split()), "chars": len(document), "encoding": encoding}
     return Outcome(candidate, hashlib.sha256(data).hexdigest(), len(data), facts, document=document)
+
+
+def target_candidates(source: Path, spec: DatasetConfig, dataset: str) -> tuple[list[Candidate], list[Outcome], list[Outcome]]:
+    """The rows of a targets CSV: candidates to inspect, rows refused for their values, and images without a row.
+
+    Raises:
+        InputDataError: the source is not a CSV file, or lacks a named column.
+    """
+    from dlpipe.data.targets import read_targets_csv, unlisted_images
+
+    if not source.is_file() or source.suffix.lower() != ".csv":
+        raise InputDataError(
+            f"dataset '{dataset}': task {spec.task} reads a targets CSV, and source {source} is not a .csv file",
+            f"point datasets.{dataset}.source at a CSV with a path column and the columns {', '.join(spec.target_columns)}",
+        )
+    rows = read_targets_csv(source, spec.target_columns, spec.task)
+    if not rows:
+        raise InputDataError(f"dataset '{dataset}': {source} has no data row", "add one row per image")
+    candidates, refused = [], []
+    for row in rows:
+        path = Path(row.path)
+        candidate = Candidate(path if path.is_absolute() else source.parent / path, row.path, row.label, targets=row.values)
+        if row.reason:
+            refused.append(Outcome(candidate, reason=row.reason, detail=row.detail))
+        else:
+            candidates.append(candidate)
+    listed = {row.path for row in rows}
+    ignored = [
+        Outcome(Candidate(source.parent / relpath, relpath, ""), reason="no_target_row", detail=f"an image with no row in {source.name}")
+        for relpath in unlisted_images(source.parent, listed)
+    ]
+    return candidates, refused, ignored
+
+
+def _check_inside_images(outcomes: list[Outcome], spec: DatasetConfig) -> None:
+    """Reject a box or point that lies outside its (oriented) image."""
+    from dlpipe.data.targets import outside_image
+
+    for outcome in outcomes:
+        if outcome.accepted:
+            facts = outcome.facts
+            why = outside_image(outcome.candidate.targets, spec.task, facts["width"], facts["height"], spec.target_columns)
+            if why:
+                outcome.reason, outcome.detail = "target_outside_image", why
+
+
+def _strata(accepted: list[Outcome], spec: DatasetConfig) -> list[str]:
+    """What the split is stratified by, per accepted item: its label, or a quantile bin of its numeric targets."""
+    if spec.task == "classification":
+        return [o.candidate.label for o in accepted]
+    from dlpipe.data.targets import strata
+
+    values = np.array([o.candidate.targets for o in accepted], dtype=np.float64)
+    sizes = np.array([(o.facts["width"], o.facts["height"]) for o in accepted], dtype=np.float64)
+    return strata(values, spec.task, sizes)
 
 
 def _check_classes(dataset: str, source: Path, class_dirs: list[str], candidates: list[Candidate]) -> None:
@@ -404,12 +469,13 @@ def _deduplicate(outcomes: list[Outcome]) -> None:
             continue
         copies.sort(key=lambda o: o.candidate.sort_key)
         labels = sorted({o.candidate.label for o in copies})
-        if len(labels) > 1:
-            # The true label is unknowable, so no copy is trusted.
+        if len({(o.candidate.label, o.candidate.targets) for o in copies}) > 1:
+            # The true label (or target) is unknowable, so no copy is trusted.
             others = ", ".join(o.candidate.relpath for o in copies)
+            what = f"labels {', '.join(labels)}" if len(labels) > 1 else "different targets"
             for outcome in copies:
                 outcome.reason = "label_conflict"
-                outcome.detail = f"same content under labels {', '.join(labels)}: {others}"
+                outcome.detail = f"same content under {what}: {others}"
         else:
             for outcome in copies[1:]:
                 outcome.reason, outcome.detail = "duplicate", f"same content as {copies[0].candidate.relpath} (kept)"
@@ -441,6 +507,8 @@ def _check_usable(
         return
     if not accepted:
         raise InputDataError(f"dataset '{dataset}': no usable item in {source}", _layout_hint(spec))
+    if spec.task != "classification":
+        return  # labels are optional (figures only); finetune checks that each split has items
     labels = sorted({c.label for c in candidates if c.label})  # a fastText/CSV row without a label is rejected, not a class
     usable = {o.candidate.label for o in accepted}
     if len(labels) < 2:
@@ -475,15 +543,15 @@ def _check_class_sizes(dataset: str, cfg: IngestConfig, accepted: list[Outcome])
         )
 
 
-def _assign_splits(accepted: list[Outcome], cfg: IngestConfig, seed: int) -> dict[str, str]:
-    """Stratified split: per label, shuffle by a seed that depends on the label, then cut.
+def _assign_splits(accepted: list[Outcome], cfg: IngestConfig, seed: int, strata: list[str]) -> dict[str, str]:
+    """Stratified split: per stratum (a label, or a bin of numeric targets), shuffle by a seed that depends on it, then cut.
 
     Ordering by content hash first makes the split independent of file names and of
     the order the files were listed in. Returns sha256 -> split.
     """
     by_label: dict[str, list[str]] = defaultdict(list)
-    for outcome in accepted:
-        by_label[outcome.candidate.label].append(outcome.sha256)
+    for outcome, stratum in zip(accepted, strata, strict=True):
+        by_label[stratum].append(outcome.sha256)
     splits: dict[str, str] = {}
     for label, hashes in sorted(by_label.items()):
         hashes.sort()
@@ -514,9 +582,11 @@ def _split_sizes(n: int, test_fraction: float, val_fraction: float) -> tuple[int
 
 
 def _write_manifest(path: Path, spec: DatasetConfig, accepted: list[Outcome], splits: dict[str, str]) -> None:
-    columns = COMMON_COLUMNS + MODALITY_COLUMNS[spec.modality]
+    targets = tuple(spec.target_columns)
+    columns = COMMON_COLUMNS + MODALITY_COLUMNS[spec.modality] + targets
     rows = (
         {
+            **dict(zip(targets, (repr(value) for value in o.candidate.targets), strict=True)),
             "path": o.candidate.relpath,
             "label": o.candidate.label,
             "split": splits.get(o.sha256, "train"),

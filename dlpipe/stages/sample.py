@@ -6,13 +6,14 @@ from pathlib import Path
 
 from dlpipe.core.config import Project
 from dlpipe.data import sample as generators
+from dlpipe.data import sample_scenes as scenes
 from dlpipe.data.sample import SampleResult
 
-KINDS = ("images", "audio", "text", "reviews")
+KINDS = ("images", "audio", "text", "reviews", "road", "triangles")
 
 
 def run(project: Project, kind: str, out: Path) -> SampleResult:
-    """Generate the ``kind`` sample (images, audio, text or reviews) into ``out`` with ``base.seed`` and the ``sample`` params.
+    """Generate the ``kind`` sample (one of :data:`KINDS`) into ``out`` with ``base.seed`` and the ``sample`` params.
 
     Raises:
         ConfigError: ``kind`` is not one of :data:`KINDS`.
@@ -27,6 +28,10 @@ def run(project: Project, kind: str, out: Path) -> SampleResult:
         return generators.generate_text(out)
     if kind == "reviews":
         return generators.generate_reviews(out)
+    if kind == "road":
+        return scenes.generate_road(out, project.params.sample.road, seed)
+    if kind == "triangles":
+        return scenes.generate_triangles(out, project.params.sample.triangles, seed)
     from dlpipe.core.errors import ConfigError
 
     raise ConfigError(f"unknown sample kind {kind!r}", f"choose one of {', '.join(KINDS)}")

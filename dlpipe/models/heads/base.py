@@ -17,9 +17,26 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from dlpipe.core.config import AugmentConfig, DatasetConfig, FinetuneConfig
+from dlpipe.core.errors import ConfigError
 from dlpipe.data.manifest import Manifest
 
 PREDICTIONS_LAYER = "predictions"
+# The geometric augmentations of finetune.augment, by param name.
+GEOMETRIC_AUGMENTATIONS = ("flip", "rotation", "zoom", "translation")
+
+
+class Warp(ABC):
+    """One training image's random geometric transform, as a head needs it to move its targets (TensorFlow)."""
+
+    @property
+    @abstractmethod
+    def flipped(self) -> Any:
+        """A boolean scalar tensor: the image was mirrored left to right."""
+
+    @abstractmethod
+    def points(self, xy: Any) -> Any:
+        """Where points (a (P, 2) tensor of x, y in [0, 1] of the image) land in the transformed image."""
 
 
 class Answer(ABC):
@@ -53,10 +70,66 @@ class Evaluation:
 
 
 class Head(ABC):
-    """One task: build the network's output, train it, judge it and state its answers."""
+    """One task: build the network's output, train it, judge it and state its answers.
+
+    Targets have two forms. ``targets`` reads the *raw* form from manifest rows: class ids, values in
+    the CSV's units, or coordinates as fractions of the image's width and height (so they survive
+    resizing). Geometric augmentation moves raw targets with the image (``transform_targets``);
+    ``encode`` then turns them into what the loss compares the network's outputs with.
+    """
 
     name: ClassVar[str]
     answer_title: ClassVar[str]  # what an Answer's text holds, for table headers
+    # The output reads the backbone's feature map through a small spatial layer, not only the pooled
+    # features: a box or a steering angle depends on where things are, which average pooling discards.
+    spatial: ClassVar[bool] = False
+    # Geometric augmentations whose effect on the targets this head can follow. Classification
+    # targets do not move, so its augmentation runs inside the network (Keras layers); every other
+    # head's runs in the input pipeline, where image and targets are transformed together.
+    moves_targets: ClassVar[bool] = False
+    carries: ClassVar[frozenset[str]] = frozenset(GEOMETRIC_AUGMENTATIONS)
+    curve_metric: ClassVar[str] = "accuracy"  # the Keras metric the training-curves figure draws beside the loss
+
+    @classmethod
+    def configure(cls, manifest: Manifest, cfg: FinetuneConfig, spec: DatasetConfig) -> Head:
+        """The head that trains on ``manifest`` (``spec`` its dataset entry; a regression head learns its targets' scale)."""
+        return cls()
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Head:
+        """The head a model folder describes (``record`` is model.json's ``targets``)."""
+        return cls()
+
+    def record(self) -> dict[str, Any]:
+        """What model.json keeps under ``targets`` so :meth:`from_record` rebuilds this head."""
+        return {}
+
+    def check_augmentation(self, augment: AugmentConfig, dataset: str) -> None:
+        """Raise ConfigError when ``finetune.augment`` asks for a transform this head's targets cannot follow."""
+        refused = [key for key in GEOMETRIC_AUGMENTATIONS if getattr(augment, key) and key not in self.carries]
+        if refused:
+            off = ", ".join(f"finetune.augment.{key}: {'false' if key == 'flip' else 0}" for key in refused)
+            raise ConfigError(
+                f"dataset '{dataset}' (task {self.name}): finetune.augment.{' / '.join(refused)} cannot carry "
+                f"its targets ({self.refusal_reason()}); they would be silently wrong",
+                f"turn it off for this dataset: datasets.{dataset}.overrides: {{{off}}}",
+            )
+
+    def refusal_reason(self) -> str:
+        """Why :attr:`carries` leaves out what it does (the ConfigError of check_augmentation says it)."""
+        return "the head does not know how these transforms change its targets"
+
+    def encode(self, targets: Any) -> Any:
+        """What the loss compares the outputs with, from raw targets (a tensor, batched or not); identity by default."""
+        return targets
+
+    def transform_targets(self, targets: Any, warp: Warp) -> Any:
+        """One item's raw targets after its image was warped (only heads with ``moves_targets``)."""
+        return targets
+
+    def item_sizes_needed(self) -> bool:
+        """True when evaluation and answers need each image's size in pixels (coordinates)."""
+        return False
 
     @abstractmethod
     def output_names(self, manifest: Manifest) -> list[str]:
@@ -87,24 +160,27 @@ class Head(ABC):
         """Per-item loss of model outputs against targets."""
 
     @abstractmethod
-    def evaluate(self, outputs: np.ndarray, targets: np.ndarray, names: Sequence[str]) -> Evaluation:
-        """Test metrics, per-item losses and readable answers."""
+    def evaluate(self, outputs: np.ndarray, targets: np.ndarray, names: Sequence[str], sizes: np.ndarray | None = None) -> Evaluation:
+        """Test metrics, per-item losses and readable answers; ``sizes`` is each image's (width, height) in pixels."""
 
     @abstractmethod
     def summary(self, metrics: dict[str, Any]) -> str:
         """The headline figures of a finetune metrics file, in one line."""
 
     @abstractmethod
-    def write_reports(self, folder: Path, evaluation: Evaluation, names: Sequence[str]) -> None:
-        """The task's report figures (and ``dvc plots`` tables) of the test split into ``folder``."""
+    def write_reports(self, folder: Path, evaluation: Evaluation, names: Sequence[str], paths: Sequence[Path] = ()) -> None:
+        """The task's report figures (and ``dvc plots`` tables) of the test split into ``folder``; ``paths`` are its images."""
 
     @abstractmethod
     def explained_units(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per item, the output unit an explanation (heatmap) follows by default, and its value."""
 
     @abstractmethod
-    def answer(self, outputs: np.ndarray, names: Sequence[str], k: int) -> Answer:
-        """The answer for one input from its outputs, shape (windows, units): several windows are one clip."""
+    def answer(self, outputs: np.ndarray, names: Sequence[str], k: int, size: tuple[int, int] | None = None) -> Answer:
+        """The answer for one input from its outputs, shape (windows, units): several windows are one clip.
+
+        ``size`` is the input image's (width, height), for answers in pixels.
+        """
 
     @abstractmethod
     def no_answer(self) -> Answer:

@@ -83,7 +83,7 @@ class ClassificationHead(Head):
         """Cross-entropy of each item: -log of the probability given to its true class."""
         return -np.log(np.clip(outputs[np.arange(len(targets)), targets], 1e-12, 1.0))
 
-    def evaluate(self, outputs: np.ndarray, targets: np.ndarray, names: Sequence[str]) -> Evaluation:
+    def evaluate(self, outputs: np.ndarray, targets: np.ndarray, names: Sequence[str], sizes: np.ndarray | None = None) -> Evaluation:
         """Accuracy, macro-F1 and per-class figures; answers as class names."""
         predicted = outputs.argmax(axis=1)
         report = classification_metrics(targets.tolist(), predicted.tolist(), names)
@@ -106,7 +106,7 @@ class ClassificationHead(Head):
         """``test accuracy 0.950, macro-F1 0.948 after 12 epochs``."""
         return f"test accuracy {metrics['test_accuracy']:.3f}, macro-F1 {metrics['test_macro_f1']:.3f} after {metrics['epochs']} epochs"
 
-    def write_reports(self, folder: Path, evaluation: Evaluation, names: Sequence[str]) -> None:
+    def write_reports(self, folder: Path, evaluation: Evaluation, names: Sequence[str], paths: Sequence[Path] = ()) -> None:
         """The confusion matrix as PNG and as ``dvc plots`` CSV."""
         write_confusion(
             evaluation.targets.tolist(),
@@ -122,7 +122,7 @@ class ClassificationHead(Head):
         best = outputs.argmax(axis=1)
         return best, outputs[np.arange(len(outputs)), best]
 
-    def answer(self, outputs: np.ndarray, names: Sequence[str], k: int) -> TopClasses:
+    def answer(self, outputs: np.ndarray, names: Sequence[str], k: int, size: tuple[int, int] | None = None) -> TopClasses:
         """Top ``k`` classes of the windows' mean probabilities (ties keep class order)."""
         mean = outputs.mean(axis=0)
         best = np.argsort(-mean, kind="stable")[:k]

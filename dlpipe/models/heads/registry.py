@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dlpipe.core.errors import ConfigError
 from dlpipe.models.heads.base import Head
+from dlpipe.models.heads.bbox import BoxHead
 from dlpipe.models.heads.classification import ClassificationHead
+from dlpipe.models.heads.keypoints import KeypointsHead
+from dlpipe.models.heads.regions import RegionsHead
+from dlpipe.models.heads.regression import RegressionHead
 
-HEADS: dict[str, type[Head]] = {ClassificationHead.name: ClassificationHead}
+HEADS: dict[str, type[Head]] = {head.name: head for head in (ClassificationHead, RegressionHead, BoxHead, RegionsHead, KeypointsHead)}
 
 
-def get_head(task: str, key: str = "finetune.task") -> Head:
+def head_class(task: str, key: str = "datasets.<name>.task") -> type[Head]:
     """The head registered for ``task``.
 
     Raises:
@@ -17,4 +23,9 @@ def get_head(task: str, key: str = "finetune.task") -> Head:
     """
     if task not in HEADS:
         raise ConfigError(f"{key}: unknown task '{task}'", f"use one of: {', '.join(HEADS)}")
-    return HEADS[task]()
+    return HEADS[task]
+
+
+def head_from_record(task: str, record: dict[str, Any]) -> Head:
+    """The head of a saved model: its task and model.json's ``targets`` record."""
+    return head_class(task).from_record(record)

@@ -1,0 +1,172 @@
+"""Keypoints: K named points per image, 2K sigmoid units (x, y as fractions of the sides).
+
+Every geometric augmentation carries points exactly (each point is moved by the image's transform);
+a horizontal flip also swaps the names ``targets.flip_pairs`` lists (a mirrored left eye is the right eye).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlpipe.core.config import DatasetConfig, FinetuneConfig
+from dlpipe.data.manifest import Manifest
+from dlpipe.models.heads.base import Evaluation, Head, Warp
+from dlpipe.models.heads.bbox import SHEET_IMAGES, check_items
+from dlpipe.models.heads.numeric import (
+    Values,
+    dense_output,
+    image_sizes,
+    keras_loss,
+    numpy_loss,
+    rounded,
+    row_values,
+    to_fractions,
+    to_pixels,
+)
+from dlpipe.reports.localisation import draw_geometry, geometry_sheet, keypoint_errors, keypoint_metrics
+
+
+class KeypointsHead(Head):
+    """Named (x, y) points, regressed directly."""
+
+    name = "keypoints"
+    answer_title = "points (pixels)"
+    spatial = True
+    moves_targets = True
+    curve_metric = "mae"
+
+    def __init__(self, points: Sequence[str] = (), flip_pairs: Sequence[Sequence[str]] = (), loss: str = "huber") -> None:
+        self.points, self.flip_pairs, self.loss = list(points), [list(pair) for pair in flip_pairs], loss
+
+    @classmethod
+    def configure(cls, manifest: Manifest, cfg: FinetuneConfig, spec: DatasetConfig) -> KeypointsHead:
+        """Point names and flip pairs from ``datasets.<name>.targets``, ``finetune.loss``."""
+        targets = spec.targets
+        assert targets is not None  # config validation requires targets.points for keypoints
+        return cls(targets.points, targets.flip_pairs, cfg.loss)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> KeypointsHead:
+        """From model.json's ``targets``."""
+        return cls(record["points"], record["flip_pairs"], record["loss"])
+
+    def record(self) -> dict[str, Any]:
+        """Point names, flip pairs and loss."""
+        return {"points": self.points, "flip_pairs": self.flip_pairs, "loss": self.loss}
+
+    @property
+    def columns(self) -> list[str]:
+        """``<point>_x, <point>_y`` per point."""
+        return [f"{point}_{axis}" for point in self.points for axis in ("x", "y")]
+
+    def flip_order(self) -> list[int]:
+        """Point index permutation of a mirrored image (pairs swapped, the rest in place)."""
+        order = list(range(len(self.points)))
+        for a, b in self.flip_pairs:
+            i, j = self.points.index(a), self.points.index(b)
+            order[i], order[j] = j, i
+        return order
+
+    def output_names(self, manifest: Manifest) -> list[str]:
+        """``<point>_x, <point>_y`` per point."""
+        return self.columns
+
+    def check_training_data(self, manifest: Manifest) -> None:
+        """A non-empty training split."""
+        check_items(manifest)
+
+    def targets(self, rows: Sequence[dict[str, str]], names: Sequence[str]) -> np.ndarray:
+        """Points as fractions of each image's width and height, x and y alternating."""
+        return to_fractions(row_values(rows, self.columns), image_sizes(rows)).astype(np.float32)
+
+    def transform_targets(self, targets: Any, warp: Warp) -> Any:
+        """Each point moved; under a flip, paired names swapped."""
+        import tensorflow as tf
+
+        moved = warp.points(tf.reshape(targets, [-1, 2]))
+        moved = tf.cond(warp.flipped, lambda: tf.gather(moved, self.flip_order()), lambda: moved)
+        return tf.reshape(moved, [-1])
+
+    def output_layer(self, n_outputs: int, seed: int) -> Any:
+        """2K sigmoid units: points inside the image."""
+        return dense_output(n_outputs, "sigmoid")
+
+    def compile_arguments(self) -> dict[str, Any]:
+        """``finetune.loss`` on the fractions, and their MAE."""
+        return {"loss": keras_loss(self.loss, "fraction"), "metrics": ["mae"]}
+
+    def balanced_weights(self, targets: np.ndarray, n_outputs: int) -> None:
+        """No classes to balance."""
+        return None
+
+    def item_losses(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """The training loss of each item."""
+        return numpy_loss(self.loss, "fraction", outputs, targets)
+
+    def item_sizes_needed(self) -> bool:
+        """Errors and answers are in pixels."""
+        return True
+
+    def evaluate(self, outputs: np.ndarray, targets: np.ndarray, names: Sequence[str], sizes: np.ndarray | None = None) -> Evaluation:
+        """Mean error in pixels, PCK at 5% and 10% of the image's longer side."""
+        if sizes is None:
+            sizes = np.ones((len(outputs), 2))
+        predicted = to_pixels(np.asarray(outputs, dtype=np.float64), sizes).reshape(len(outputs), -1, 2)
+        true = to_pixels(np.asarray(targets, dtype=np.float64), sizes).reshape(len(outputs), -1, 2)
+        errors = keypoint_errors(predicted, true)
+        report = keypoint_metrics(errors, sizes.max(axis=1), self.points)
+        mean_error = errors.mean(axis=1)
+        return Evaluation(
+            outputs=outputs,
+            targets=targets,
+            metrics={"test_mean_error_px": report["mean_error_px"], "test_pck_05": report["pck_05"], "test_pck_10": report["pck_10"],
+                     "test_per_point": report["per_point"], "test_count": report["n"]},
+            losses=mean_error,
+            truth=[" ".join(f"{v:.0f}" for v in row.reshape(-1)) for row in true],
+            predicted=[" ".join(f"{v:.0f}" for v in row.reshape(-1)) for row in predicted],
+            confidence=mean_error / sizes.max(axis=1),  # the sheet's caption: error as a share of the side
+        )
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        """``test mean error 2.1 px, PCK@10% 0.95 after 40 epochs``."""
+        return f"test mean error {metrics['test_mean_error_px']:.2f} px, PCK@5% {metrics['test_pck_05']:.2f}, PCK@10% {metrics['test_pck_10']:.2f} after {metrics['epochs']} epochs"
+
+    def write_reports(self, folder: Path, evaluation: Evaluation, names: Sequence[str], paths: Sequence[Path] = ()) -> None:
+        """``points.png``: test images with true points (rings) and predicted ones (dots), the worst first."""
+        from dlpipe.data.media.images import load_rgb
+
+        order = np.argsort(-evaluation.confidence, kind="stable")
+        worst, best = order[: SHEET_IMAGES // 2], [i for i in order[::-1] if i not in set(order[: SHEET_IMAGES // 2].tolist())]
+        images, captions, good = [], [], []
+        for i in [*worst, *best[: SHEET_IMAGES - len(worst)]] if len(paths) else []:
+            image = load_rgb(paths[i], 1 << 40)
+            size = np.array([image.size], dtype=np.float64)
+            true = to_pixels(evaluation.targets[i : i + 1].astype(np.float64), size).reshape(-1, 2)
+            predicted = to_pixels(evaluation.outputs[i : i + 1].astype(np.float64), size).reshape(-1, 2)
+            images.append(draw_geometry(image, true_points=true, predicted_points=predicted))
+            captions.append(f"{Path(paths[i]).name}\nerror {evaluation.confidence[i]:.1%} of side")
+            good.append(bool(evaluation.confidence[i] <= 0.10))
+        geometry_sheet(images, captions, good, folder / "points.png", "test images: true points as rings, predicted as dots")
+
+    def explained_units(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first point's x and its value."""
+        return np.zeros(len(outputs), dtype=np.int64), outputs[:, 0]
+
+    def answer(self, outputs: np.ndarray, names: Sequence[str], k: int, size: tuple[int, int] | None = None) -> Values:
+        """The points in pixels of the input image (fractions when the size is unknown)."""
+        mean = outputs.mean(axis=0, keepdims=True).astype(np.float64)
+        if size is None:
+            return Values(self.columns, rounded(mean[0]), "fraction")
+        return Values(self.columns, rounded(to_pixels(mean, np.array([size], dtype=np.float64))[0]), "px")
+
+    def no_answer(self) -> Values:
+        """No points."""
+        return Values([], [], "px")
+
+    def csv_columns(self, k: int) -> list[str]:
+        """``<point>_x, <point>_y`` per point."""
+        return self.columns
