@@ -67,7 +67,11 @@ def random_warp(cfg: AugmentConfig, seed: tf.Tensor) -> AffineWarp:
 
 
 def warp_image(image: tf.Tensor, warp: AffineWarp) -> tf.Tensor:
-    """Resample a uint8 (size, size, 3) image through ``warp`` (bilinear, edges extended)."""
+    """Resample a uint8 (size, size, 3) image through ``warp`` (bilinear; uncovered pixels black).
+
+    Not 'nearest' or 'reflect' fill: both copy an object that touches the border into the uncovered
+    band, a phantom the moved box or points would not cover.
+    """
     size = int(image.shape[0])
     warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=tf.cast(image, tf.float32)[None],
@@ -75,7 +79,7 @@ def warp_image(image: tf.Tensor, warp: AffineWarp) -> tf.Tensor:
         output_shape=tf.constant([size, size]),
         fill_value=0.0,
         interpolation="BILINEAR",
-        fill_mode="NEAREST",
+        fill_mode="CONSTANT",
     )[0]
     return tf.cast(tf.clip_by_value(tf.round(warped), 0, 255), tf.uint8)
 

@@ -45,7 +45,7 @@ MODALITY_COLUMNS = {
 }
 UNITS = {"image": "images", "audio": "clips", "text": "files"}
 # Dropped on purpose, not because the file is bad: not counted against max_reject_fraction.
-DEDUPLICATION_REASONS = frozenset({"duplicate", "label_conflict"})
+DEDUPLICATION_REASONS = frozenset({"duplicate", "label_conflict", "duplicate_row"})
 
 
 @dataclass(frozen=True)
