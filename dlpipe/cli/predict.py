@@ -24,9 +24,14 @@ def predict(
     dataset: Annotated[
         str | None, typer.Option("--dataset", "-d", help="Use data/<dataset>/model (default: the only trained one).")
     ] = None,
-    k: Annotated[int, typer.Option("-k", min=1, help="How many classes to show per image.")] = 3,
+    k: Annotated[int, typer.Option("-k", min=1, help="How many classes to show per image (classification models).")] = 3,
     out: Annotated[
-        Path | None, typer.Option("--out", help="CSV to write (default for folders and --file: predictions.csv here).")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="A .csv file to write (default for folders and --file: predictions.csv here), or a folder: "
+            "predictions.csv plus each image with its answer drawn (boxes, points, values, classes).",
+        ),
     ] = None,
     documents_file: Annotated[
         Path | None, typer.Option("--file", "-f", help="Text models: a UTF-8 file with one document per line.")
@@ -36,7 +41,11 @@ def predict(
     verbose: VerboseOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Top-k classes with probabilities for images, audio clips or documents, using a model trained by finetune.
+    """A trained model's answers for images, audio clips or documents: top-k classes, values, a box or points.
+
+    A regression model prints its values in the targets' units; a bbox, regions or keypoints model
+    prints its box or points in pixels of each input image (as displayed, EXIF orientation applied),
+    and `--out FOLDER` draws them on copies of the images.
 
     A model trained on an audio dataset's spectrograms also takes audio clips: each is cut into
     windows as `dlpipe spectrogram` did (the settings are recorded in model.json, so a model folder
@@ -44,6 +53,7 @@ def predict(
     documents themselves: arguments, --file (one per line) or '-' for stdin, tokenised as in training.
     Examples: dlpipe predict photo.jpg -k 3      dlpipe predict clip.wav --dataset sounds
               dlpipe predict "a gorgeous, witty film" --dataset reviews      cat lines.txt | dlpipe predict - -d reviews
+              dlpipe predict photos/ --dataset shapes_boxes --out drawn/
     """
 
     def action() -> Any:
@@ -52,8 +62,9 @@ def predict(
 
         location = model or _default_model(params, set_ or [], dataset)
         many = documents_file is not None or any(path_kind(item) == "folder" for item in inputs or [])
-        csv_path = out if out is not None else (Path("predictions.csv") if many else None)
-        return query.run(location, inputs or [], k, csv_path, documents_file)
+        draw_dir = out if out is not None and out.suffix.lower() != ".csv" else None
+        csv_path = draw_dir / "predictions.csv" if draw_dir else out if out is not None else (Path("predictions.csv") if many else None)
+        return query.run(location, inputs or [], k, csv_path, documents_file, draw_dir)
 
     result = guarded(verbose, action)
     if as_json:

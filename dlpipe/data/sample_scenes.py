@@ -36,6 +36,7 @@ _LANE_WIDTH = 3.6
 _LOOKAHEAD = 9.0
 _WHEELBASE = 2.7
 _NEAR, _FAR = 2.0, 80.0
+_NAME_MARGIN = 0.12
 
 
 def generate_road(out: Path, cfg: SampleSceneConfig, seed: int) -> SampleResult:
@@ -159,7 +160,11 @@ def _triangle_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np
 
 
 def _corners(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Three corners of a triangle with no angle under 25 degrees, inside the image with a margin, named by position."""
+    """Three corners of a triangle with no angle under 25 degrees, inside the image with a margin, named by position.
+
+    The names must be unambiguous from the picture: the top corner is clearly higher than the
+    other two, and of those the left one clearly left of the right one (by ``_NAME_MARGIN`` of the side).
+    """
     margin = 0.06 * size
     while True:
         points = rng.uniform(margin, size - margin, size=(3, 2))
@@ -169,8 +174,8 @@ def _corners(rng: np.random.Generator, size: int) -> np.ndarray:
             math.degrees(math.acos(np.clip(np.dot(-sides[i - 1], sides[i]) / (np.linalg.norm(sides[i - 1]) * np.linalg.norm(sides[i])), -1, 1)))
             for i in range(3)
         ]
-        if area >= 0.08 * size * size and min(angles) >= 25:
-            break
-    top = int(points[:, 1].argmin())
-    rest = sorted((i for i in range(3) if i != top), key=lambda i: points[i, 0])
-    return points[[top, *rest]]
+        top = int(points[:, 1].argmin())
+        rest = sorted((i for i in range(3) if i != top), key=lambda i: points[i, 0])
+        clear = points[rest, 1].min() - points[top, 1] >= _NAME_MARGIN * size and points[rest[1], 0] - points[rest[0], 0] >= _NAME_MARGIN * size
+        if area >= 0.08 * size * size and min(angles) >= 25 and clear:
+            return points[[top, *rest]]

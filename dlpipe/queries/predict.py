@@ -1,4 +1,4 @@
-"""``predict``: the trained model's answer (top-k classes) for image files or folders, or for documents.
+"""``predict``: the trained model's answer (top-k classes, values, a box, points) for image files or folders, or documents.
 
 Not a pipeline stage (it answers questions about new inputs), but built like
 one: ``run`` takes typed arguments and returns a Result; the CLI prints it.
@@ -10,6 +10,7 @@ the lines of a file, or the lines of standard input (``-``).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +64,15 @@ class Result:
     modality: str = "image"  # the model's: image (files) or text (documents)
 
 
-def run(model_location: Path, inputs: list[str], k: int, csv_path: Path | None = None, documents_file: Path | None = None) -> Result:
-    """The model's answer (the top ``k`` classes) for each input.
+def run(
+    model_location: Path,
+    inputs: list[str],
+    k: int,
+    csv_path: Path | None = None,
+    documents_file: Path | None = None,
+    draw_dir: Path | None = None,
+) -> Result:
+    """The model's answer for each input: the top ``k`` classes, or values, a box or points (in pixels of the input).
 
     Args:
         model_location: a model folder (``data/<dataset>/model``) or its ``model.keras``.
@@ -73,6 +81,8 @@ def run(model_location: Path, inputs: list[str], k: int, csv_path: Path | None =
         k: how many classes per input (capped at the model's class count).
         csv_path: where to write a CSV of the predictions; None writes none.
         documents_file: a text model only: a UTF-8 file with one document per line (blank lines skipped).
+        draw_dir: a folder to write each input image into with its answer drawn (a box, points, or the answer's
+            text); None draws nothing. Text and audio inputs are not drawn.
 
     Raises:
         ArtifactError: the model or its sidecar is missing or inconsistent.
@@ -88,7 +98,7 @@ def run(model_location: Path, inputs: list[str], k: int, csv_path: Path | None =
             f"--file {documents_file}: {trained.path} is an image model, it takes image files and folders",
             "pass the images as arguments, or use a model trained on a labelled text dataset",
         )
-    return _predict_files(trained, [Path(item) for item in inputs], k, csv_path)
+    return _predict_files(trained, [Path(item) for item in inputs], k, csv_path, draw_dir)
 
 
 def read_documents(inputs: list[str], documents_file: Path | None, model: Path) -> list[tuple[str, str]]:
@@ -153,8 +163,9 @@ def _predict_documents(trained: TrainedModel, documents: list[tuple[str, str]], 
     return Result(trained.path, predictions, csv_path, trained.head.answer_title, modality="text")
 
 
-def _predict_files(trained: TrainedModel, inputs: list[Path], k: int, csv_path: Path | None) -> Result:
+def _predict_files(trained: TrainedModel, inputs: list[Path], k: int, csv_path: Path | None, draw_dir: Path | None) -> Result:
     transform = trained.transform
+    drawn = Drawings(trained, draw_dir) if draw_dir is not None else None
     files, from_folders = _expand(inputs)
     k = min(k, len(trained.classes))
     predictions: list[Prediction] = []
@@ -179,8 +190,10 @@ def _predict_files(trained: TrainedModel, inputs: list[Path], k: int, csv_path: 
                 outputs = trained.model.predict(np.stack(arrays), verbose=0)
                 offset = 0
                 for path, count in spans:
-                    answer = trained.head.answer(outputs[offset : offset + count], trained.classes, k)
+                    answer = trained.head.answer(outputs[offset : offset + count], trained.classes, k, _size(trained, path, count))
                     predictions.append(Prediction(str(path), answer, windows=count))
+                    if drawn is not None and count == 1:
+                        drawn.add(path, answer)
                     offset += count
             advance(len(chunk))
     order = {str(path): i for i, path in enumerate(files)}
@@ -188,6 +201,44 @@ def _predict_files(trained: TrainedModel, inputs: list[Path], k: int, csv_path: 
     if csv_path is not None:
         _write(csv_path, predictions, trained.head.csv_columns(k))
     return Result(trained.path, predictions, csv_path, trained.head.answer_title)
+
+
+def _size(trained: TrainedModel, path: Path, windows: int) -> tuple[int, int] | None:
+    """An image's displayed size when the head answers in pixels (None for audio clips and other heads)."""
+    from dlpipe.data.media.images import displayed_size
+
+    if not trained.head.item_sizes_needed() or trained.transform is not None and windows != 1:
+        return None
+    try:
+        return displayed_size(path)
+    except Rejected:
+        return None  # a clip of a spectrogram model: no pixels to answer in
+
+
+class Drawings:
+    """``predict --out FOLDER``: each image written again with its answer drawn, under a name not yet taken."""
+
+    def __init__(self, trained: TrainedModel, folder: Path) -> None:
+        self.trained, self.folder, self.taken = trained, Path(folder), set()
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def add(self, path: Path, answer: Answer) -> None:
+        """Draw one answered image (an audio clip has none to draw and is skipped)."""
+        from dlpipe.core.artifacts import atomic_write_bytes
+        from dlpipe.data.media.images import load_rgb
+
+        try:
+            image = load_rgb(path, 1 << 40)
+        except Rejected:
+            return
+        name, number = f"{path.stem}.png", 1
+        while name in self.taken:
+            number += 1
+            name = f"{path.stem}_{number}.png"
+        self.taken.add(name)
+        buffer = io.BytesIO()
+        self.trained.head.annotate(image, answer).save(buffer, format="PNG")
+        atomic_write_bytes(self.folder / name, buffer.getvalue())
 
 
 def _expand(inputs: list[Path]) -> tuple[list[Path], set[Path]]:

@@ -21,6 +21,12 @@ _ROUND = 6
 _DASH = 5  # pixels per dash of a true box's outline
 _PREDICTED = (255, 64, 160)
 _CELL = (255, 210, 0)
+_ANNOTATION_MAX_SIDE = 1024
+
+
+def annotation_side(image: Image.Image) -> int:
+    """The longer side ``predict --out`` draws an image at: its own, up to 1024 px (lines stay visible on large photos)."""
+    return min(_ANNOTATION_MAX_SIDE, max(image.size))
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -104,7 +110,7 @@ def draw_geometry(
     Args:
         true_box, predicted_box: (x_min, y_min, x_max, y_max); the true one dashed.
         true_points, predicted_points: (points, 2) x, y; true ones as white rings, predicted as filled dots,
-            joined by a thin line so each error is visible.
+            joined by a thin line (when both are given) so each error is visible.
         cells: for a regions model, its (S, S) cell probabilities: cells above 0.5 are shaded and the grid drawn.
     """
     scale = display / max(image.size)
@@ -126,13 +132,32 @@ def draw_geometry(
         x0, y0, x1, y1 = (float(v) * scale for v in true_box)
         for start, end in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
             _dashed_line(draw, start, end, line)
-    if true_points is not None and predicted_points is not None:
-        radius = max(3, display // 64)
-        for (tx, ty), (px, py) in zip(true_points * scale, predicted_points * scale, strict=True):
-            draw.line([(tx, ty), (px, py)], fill=(255, 255, 255, 160), width=1)
+    radius = max(3, display // 64)
+    if true_points is not None:
+        for index, (tx, ty) in enumerate(true_points * scale):
+            if predicted_points is not None:
+                px, py = predicted_points[index] * scale
+                draw.line([(tx, ty), (px, py)], fill=(255, 255, 255, 160), width=1)
             draw.ellipse((tx - radius, ty - radius, tx + radius, ty + radius), outline=(0, 0, 0), width=line + 1)
             draw.ellipse((tx - radius, ty - radius, tx + radius, ty + radius), outline=(255, 255, 255), width=line)
+    if predicted_points is not None:
+        for px, py in predicted_points * scale:
             draw.ellipse((px - radius + 1, py - radius + 1, px + radius - 1, py + radius - 1), fill=_PREDICTED)
+    return canvas
+
+
+def draw_caption(image: Image.Image, text: str, display: int = 256) -> Image.Image:
+    """A copy of ``image`` scaled to ``display`` px on its longer side with ``text`` on a dark band at the top."""
+    from dlpipe.reports.sheets import caption_font
+
+    scale = display / max(image.size)
+    canvas = image.convert("RGB").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    size = max(10, display // 20)
+    font = caption_font(size)
+    band = size + 8
+    draw.rectangle((0, 0, canvas.width, band), fill=(0, 0, 0, 170))
+    draw.text((4, 4), text, font=font, fill=(255, 255, 255))
     return canvas
 
 

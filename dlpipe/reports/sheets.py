@@ -86,6 +86,11 @@ def _geometry(tile_size: int, lines: int, title: bool) -> _Geometry:
     return _Geometry(pad, border, font_size, line_h, lines, cell_w, cell_h, title_font_size, title_h)
 
 
+def caption_font(size: int) -> FontType:
+    """The font of every caption dlpipe draws, at ``size`` pixels."""
+    return _font(size)
+
+
 @lru_cache(maxsize=16)
 def _font(size: int) -> FontType:
     """Pillow's bundled default font at ``size`` (the fixed bitmap font where FreeType is unavailable)."""

@@ -52,6 +52,24 @@ def inspect_image(data: bytes, min_side: int, max_pixels: int) -> ImageInfo:
     return ImageInfo(image.width, image.height, original.format or "", original.mode, conversion)
 
 
+def displayed_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file as viewers show it (EXIF orientation applied), from its header only.
+
+    Raises:
+        Rejected: ``not_an_image`` or ``truncated_or_corrupt`` when the header cannot be read.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except UnidentifiedImageError:
+        raise Rejected("not_an_image", "Pillow cannot identify an image format in this file") from None
+    except _PILLOW_ERRORS as exc:
+        raise Rejected("truncated_or_corrupt", f"header unreadable: {exc}") from None
+    # Orientations 5 to 8 turn the picture by 90 degrees: its sides swap.
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 def load_rgb(path: Path, max_pixels: int) -> Image.Image:
     """Read an image file as oriented 8-bit RGB, exactly as ingest validated it."""
     image, _ = _normalise(_open_fully(Path(path).read_bytes(), max_pixels))

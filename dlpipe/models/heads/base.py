@@ -131,6 +131,12 @@ class Head(ABC):
         """True when evaluation and answers need each image's size in pixels (coordinates)."""
         return False
 
+    def annotate(self, image: Any, answer: Answer) -> Any:
+        """A copy of ``image`` (PIL) with ``answer`` drawn on it, for ``predict --out FOLDER``: its text by default."""
+        from dlpipe.reports.localisation import annotation_side, draw_caption
+
+        return draw_caption(image, answer.text, display=annotation_side(image))
+
     @abstractmethod
     def output_names(self, manifest: Manifest) -> list[str]:
         """The names of the output units, recorded in model.json (``classes``)."""

@@ -28,7 +28,7 @@ from dlpipe.models.heads.numeric import (
     to_fractions,
     to_pixels,
 )
-from dlpipe.reports.localisation import box_iou, box_metrics, draw_geometry, geometry_sheet, ordered_boxes
+from dlpipe.reports.localisation import annotation_side, box_iou, box_metrics, draw_geometry, geometry_sheet, ordered_boxes
 
 # Test images drawn on the boxes sheet.
 SHEET_IMAGES = 24
@@ -143,6 +143,10 @@ class BoxHead(Head):
     def answer(self, outputs: np.ndarray, names: Sequence[str], k: int, size: tuple[int, int] | None = None) -> Values:
         """The box in pixels of the input image (fractions when the size is unknown)."""
         return box_answer(ordered_boxes(outputs.mean(axis=0, keepdims=True)), size)
+
+    def annotate(self, image: Any, answer: Values) -> Any:
+        """The predicted box (solid) on the image."""
+        return draw_geometry(image, predicted_box=answer.values, display=annotation_side(image))
 
     def no_answer(self) -> Values:
         """No box."""

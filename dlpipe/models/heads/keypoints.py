@@ -27,7 +27,7 @@ from dlpipe.models.heads.numeric import (
     to_fractions,
     to_pixels,
 )
-from dlpipe.reports.localisation import draw_geometry, geometry_sheet, keypoint_errors, keypoint_metrics
+from dlpipe.reports.localisation import annotation_side, draw_geometry, geometry_sheet, keypoint_errors, keypoint_metrics
 
 
 class KeypointsHead(Head):
@@ -162,6 +162,10 @@ class KeypointsHead(Head):
         if size is None:
             return Values(self.columns, rounded(mean[0]), "fraction")
         return Values(self.columns, rounded(to_pixels(mean, np.array([size], dtype=np.float64))[0]), "px")
+
+    def annotate(self, image: Any, answer: Values) -> Any:
+        """The predicted points (dots) on the image."""
+        return draw_geometry(image, predicted_points=np.asarray(answer.values).reshape(-1, 2), display=annotation_side(image))
 
     def no_answer(self) -> Values:
         """No points."""

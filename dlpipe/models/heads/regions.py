@@ -20,6 +20,7 @@ from dlpipe.data.manifest import Manifest
 from dlpipe.models.heads.base import Evaluation, Head, Warp
 from dlpipe.models.heads.bbox import box_answer, box_evaluation, box_summary, box_through_warp, check_items, write_box_sheet
 from dlpipe.models.heads.numeric import Values, dense_output, image_sizes, row_values, to_fractions
+from dlpipe.reports.localisation import annotation_side, draw_geometry
 
 
 def cell_targets(boxes: np.ndarray, grid: int, cover: float) -> np.ndarray:
@@ -154,6 +155,10 @@ class RegionsHead(Head):
     def answer(self, outputs: np.ndarray, names: Sequence[str], k: int, size: tuple[int, int] | None = None) -> Values:
         """The derived box in pixels of the input image."""
         return box_answer(derived_boxes(outputs.mean(axis=0, keepdims=True), self.grid), size)
+
+    def annotate(self, image: Any, answer: Values) -> Any:
+        """The box derived from the cells (solid) on the image."""
+        return draw_geometry(image, predicted_box=answer.values, display=annotation_side(image))
 
     def no_answer(self) -> Values:
         """No box."""
