@@ -47,7 +47,8 @@ def _build_line(result: Any) -> str:
     m = result.metrics
     figures = "no test queries"
     if m.get("queries"):
-        figures = f"recall@{m['k']} {m['recall_at_k']:.3f}, precision@{m['k']} {m['precision_at_k']:.3f}"
+        precision = f"precision@{m['k']} {m['precision_at_k']:.3f}" if "precision_at_k" in m else "no labels for precision"
+        figures = f"recall@{m['k']} {m['recall_at_k']:.3f}, {precision}"
     return f"search {result.dataset}: {result.factory} over {m['count']} vectors, {figures} -> {result.out_dir}"
 
 

@@ -19,7 +19,7 @@ _MAX_LEGEND = 20
 
 def write_umap_png(
     coords: np.ndarray,
-    labels: Sequence[str],
+    labels: Sequence[str] | None,
     clusters: np.ndarray,
     png_path: Path,
     title: str,
@@ -28,18 +28,18 @@ def write_umap_png(
 
     Args:
         coords: (N, 2) UMAP coordinates.
-        labels: the manifest label of each point.
+        labels: the manifest label of each point; None (a dataset without labels) draws the cluster panel only.
         clusters: the k-means cluster of each point.
         png_path: where to write the PNG (atomically).
         title: figure title.
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 6), layout="constrained")
+    fig = Figure(figsize=(13, 6) if labels is not None else (7, 6), layout="constrained")
     fig.suptitle(title, fontsize=13)
-    by_label, by_cluster = fig.subplots(1, 2)
     cluster_names = [f"cluster {c}" for c in clusters]
-    for ax, groups, heading in ((by_label, list(labels), "by label"), (by_cluster, cluster_names, "by cluster")):
+    panels = [(list(labels), "by label"), (cluster_names, "by cluster")] if labels is not None else [(cluster_names, "by cluster (no labels)")]
+    for ax, (groups, heading) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels, strict=True):
         _scatter_groups(ax, coords, groups)
         ax.set_title(heading)
         ax.set_xticks([])

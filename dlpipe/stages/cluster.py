@@ -58,6 +58,12 @@ def run(project: Project, dataset: str) -> Result:
     out_dir = layout.stage_dir(STAGE)
     metrics_path = layout.metrics(STAGE)
     labels = [row["label"] for row in embeddings.manifest.rows]
+    labelled = embeddings.manifest.labelled
+    if not labelled:
+        info(
+            f"cluster {dataset}: no labels (task {embeddings.manifest.task}): agreement with labels (NMI, ARI, purity), "
+            "the UMAP by label and the sheets' label colours are left out"
+        )
 
     with stage_lock(layout.root, STAGE), atomic_dir(out_dir) as staging:
         k, silhouette = _choose_k(vectors, cfg, seed)
@@ -81,9 +87,11 @@ def run(project: Project, dataset: str) -> Result:
         if len(set(labels)) >= 2:
             metrics.update(_judge_against_baseline(embeddings, labels, deep.labels, k, cfg, seed))
         _write_tables(staging, embeddings, labels, deep.labels, distances)
-        metrics["umap_seconds"] = _write_umap(staging, vectors, labels, deep.labels, cfg, seed, embeddings.normalized, dataset)
+        metrics["umap_seconds"] = _write_umap(
+            staging, vectors, labels if labelled else None, deep.labels, cfg, seed, embeddings.normalized, dataset
+        )
         if embeddings.manifest.documents is None:
-            _write_sheets(staging / "sheets", embeddings, labels, deep.labels, distances, cfg.thumbnails)
+            _write_sheets(staging / "sheets", embeddings, labels if labelled else None, deep.labels, distances, cfg.thumbnails)
         else:
             _write_document_table(staging, embeddings, labels, deep.labels, distances, cfg.thumbnails)
         atomic_write_json(
@@ -173,14 +181,15 @@ def _write_tables(folder: Path, embeddings: Embeddings, labels: list[str], clust
 def _write_umap(
     folder: Path,
     vectors: np.ndarray,
-    labels: list[str],
+    labels: list[str] | None,
     clusters: np.ndarray,
     cfg: ClusterConfig,
     seed: int,
     normalized: bool,
     dataset: str,
 ) -> float:
-    """Fit the seeded 2-D UMAP, write umap.csv, umap.png and the pickled reducer; return the seconds it took."""
+    """Fit the seeded 2-D UMAP, write umap.csv, umap.png (by label and by cluster; by cluster only when
+    ``labels`` is None) and the pickled reducer; return the seconds it took."""
     import umap
 
     start = time.perf_counter()
@@ -199,10 +208,10 @@ def _write_umap(
         ("index", "label", "cluster", "x", "y"),
         (
             {"index": i, "label": label, "cluster": int(c), "x": round(float(x), 5), "y": round(float(y), 5)}
-            for i, (label, c, (x, y)) in enumerate(zip(labels, clusters, coords, strict=True))
+            for i, (label, c, (x, y)) in enumerate(zip(labels or [""] * len(coords), clusters, coords, strict=True))
         ),
     )
-    write_umap_png(coords, labels, clusters, folder / "umap.png", f"{dataset}: UMAP of {len(labels)} embeddings")
+    write_umap_png(coords, labels, clusters, folder / "umap.png", f"{dataset}: UMAP of {len(coords)} embeddings")
     # The reducer can place new points on this map: pickle.load(...).transform(new_vectors).
     atomic_write_bytes(folder / REDUCER_FILE, pickle.dumps(reducer, protocol=pickle.HIGHEST_PROTOCOL))
     return round(seconds, 3)
@@ -235,17 +244,21 @@ def _write_document_table(
 
 
 def _write_sheets(
-    folder: Path, embeddings: Embeddings, labels: list[str], clusters: np.ndarray, distances: np.ndarray, per_cluster: int
+    folder: Path, embeddings: Embeddings, labels: list[str] | None, clusters: np.ndarray, distances: np.ndarray, per_cluster: int
 ) -> None:
-    """One contact sheet per cluster: the members closest to its centroid, green when of the majority label."""
+    """One contact sheet per cluster: the members closest to its centroid, green when of the majority label.
+
+    Without labels (None) tiles are captioned with their file names and not coloured.
+    """
     paths = embeddings.manifest.paths()
-    for entry in clustering.cluster_label_table(labels, clusters):
+    for entry in clustering.cluster_label_table(labels or [""] * len(clusters), clusters):
         cluster = entry["cluster"]
         members = np.flatnonzero(clusters == cluster)
         nearest = members[np.argsort(distances[members], kind="stable")][:per_cluster]
-        tiles = [
-            Tile(paths[i], labels[i], RIGHT if labels[i] == entry["majority_label"] else WRONG)
-            for i in nearest
-        ]
-        title = f"cluster {cluster}: {entry['size']} items, {entry['majority_share']:.0%} {entry['majority_label']}"
+        if labels is None:
+            tiles = [Tile(paths[i], paths[i].name) for i in nearest]
+            title = f"cluster {cluster}: {entry['size']} items"
+        else:
+            tiles = [Tile(paths[i], labels[i], RIGHT if labels[i] == entry["majority_label"] else WRONG) for i in nearest]
+            title = f"cluster {cluster}: {entry['size']} items, {entry['majority_share']:.0%} {entry['majority_label']}"
         contact_sheet(tiles, folder / f"cluster_{cluster:02d}.png", columns=min(6, max(len(tiles), 1)), tile_size=96, title=title)

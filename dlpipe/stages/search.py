@@ -153,14 +153,15 @@ def _evaluate(index, vectors: np.ndarray, embeddings: Embeddings, rows: list[int
     _, found = faiss_index.search(index, queries, k + 1)
     seconds = time.perf_counter() - start
     exact, found = _neighbours_without_self(exact, rows, k), _neighbours_without_self(found, rows, k)
-    labels = np.asarray([row["label"] for row in embeddings.manifest.rows])
-    precision = float(np.mean(labels[found] == labels[rows][:, None]))
-    return {
+    figures = {
         "queries": len(rows),
         "recall_at_k": round(faiss_index.recall_at_k(found, exact, k), 4),
-        "precision_at_k": round(precision, 4),
         "queries_per_second": round(len(rows) / max(seconds, 1e-9), 1),
     }
+    if embeddings.manifest.labelled:  # without labels there is nothing for a neighbour to agree with
+        labels = np.asarray([row["label"] for row in embeddings.manifest.rows])
+        figures["precision_at_k"] = round(float(np.mean(labels[found] == labels[rows][:, None])), 4)
+    return figures
 
 
 def _write_document_examples(path: Path, index, vectors: np.ndarray, embeddings: Embeddings, rows: list[int], k: int) -> None:
@@ -185,17 +186,21 @@ def _write_document_examples(path: Path, index, vectors: np.ndarray, embeddings:
 
 
 def _write_examples(path: Path, index, vectors: np.ndarray, embeddings: Embeddings, rows: list[int], k: int) -> None:
-    """A sheet with one row per example query: the query, then its k neighbours (green: same label)."""
+    """A sheet with one row per example query: the query, then its k neighbours (green: same label; uncoloured
+    and captioned with file names when the dataset has no labels)."""
     tiles: list[Tile] = []
     manifest = embeddings.manifest
+    labelled = manifest.labelled
     if rows:
         scores, ids = faiss_index.search(index, vectors[rows], k + 1)
         for row, row_scores, row_ids in zip(rows, scores, ids, strict=True):
+            query_path = manifest.resolve(manifest.rows[row]["path"])
             query_label = manifest.rows[row]["label"]
-            tiles.append(Tile(manifest.resolve(manifest.rows[row]["path"]), f"query\n{query_label}"))
+            tiles.append(Tile(query_path, f"query\n{query_label if labelled else query_path.name}"))
             kept = [(s, i) for s, i in zip(row_scores, row_ids, strict=True) if i != row][:k]
             for score, neighbour in kept:
+                path = manifest.resolve(manifest.rows[neighbour]["path"])
                 label = manifest.rows[neighbour]["label"]
-                colour = RIGHT if label == query_label else WRONG
-                tiles.append(Tile(manifest.resolve(manifest.rows[neighbour]["path"]), f"{label}\n{score:.3f}", colour))
+                colour = (RIGHT if label == query_label else WRONG) if labelled else None
+                tiles.append(Tile(path, f"{label if labelled else path.name}\n{score:.3f}", colour))
     contact_sheet(tiles, path, columns=k + 1, tile_size=96, title=f"{manifest.dataset}: test queries and their {k} nearest neighbours")
