@@ -76,9 +76,12 @@ def deletion_masks(heatmap: np.ndarray, cells: np.ndarray) -> np.ndarray:
     return steps[..., None].astype(np.float32)
 
 
-def deletion_curve(probe: Probe, image: np.ndarray, fill: np.ndarray, target: int, heatmap: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """The target's probability after removing 0, 1, ..., C cells in the map's order, (C + 1,)."""
-    return probe(image, fill, deletion_masks(heatmap, cells), target)
+def deletion_curve(
+    probe: Probe, image: np.ndarray, fill: np.ndarray, target: int, heatmap: np.ndarray, cells: np.ndarray,
+    reference: np.ndarray | None = None,
+) -> np.ndarray:
+    """The target's probability (the probe's score) after removing 0, 1, ..., C cells in the map's order, (C + 1,)."""
+    return probe(image, fill, deletion_masks(heatmap, cells), target, reference)
 
 
 def area_under(curve: np.ndarray) -> float:

@@ -97,8 +97,11 @@ def features_and_logits(
             the target layer sits in ``model`` itself.
 
     Raises:
-        ConfigError: the model is not a single-path network ending in a Dense layer.
+        ConfigError: the model is not a single-path network ending in a Dense layer, nor a branched one
+            (a spatial head) whose target map is the backbone's output or a layer of its own.
     """
+    if any(isinstance(layer, keras.layers.Concatenate) for layer in model.layers):
+        return _branched_features_and_outputs(model, images, container, target)
     x = images
     features = None
     last = model.layers[-1]
@@ -119,6 +122,25 @@ def features_and_logits(
             _USE_OCCLUSION,
         )
     return features, x
+
+
+def _branched_features_and_outputs(model: keras.Model, images: tf.Tensor, container: keras.Model, target: keras.layers.Layer):
+    """(feature map, outputs) of a network whose head reads the backbone twice (pooled and spatial, models.network).
+
+    The outputs are the head's own (a value, a box, points): there is no softmax to undo.
+    """
+    if container is model:
+        features = target.output
+    elif target is container.layers[-1] and container._inbound_nodes:
+        # The backbone's output as the outer graph sees it (the node of its call in the network).
+        features = container._inbound_nodes[-1].output_tensors[0]
+    else:
+        raise ConfigError(
+            f"Grad-CAM of '{model.name}' can weigh the backbone's last feature map or a layer of the network itself, "
+            f"not '{target.name}' inside the backbone",
+            "set heatmap.gradcam_layer: auto (or spatial_features)",
+        )
+    return keras.Model(model.inputs, [features, model.outputs[0]])(images, training=False)
 
 
 def _containers(model: keras.Model) -> list[keras.Model]:

@@ -13,8 +13,11 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-# A probe maps (image, fill, masks, target class) to the target's probability for each masked copy.
-Probe = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
+# A probe maps (image, fill, masks, target unit, reference outputs) to a score for each masked copy:
+# the target class's probability, or for another task how much of the unoccluded answer survives.
+Probe = Callable[..., np.ndarray]
+# How a probe scores the model's outputs for the copies against the unoccluded image's outputs.
+Score = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
 
 _BYTES_PER_VALUE = 4  # float32
 
@@ -47,10 +50,16 @@ def batch_for(size: int, memory_mb: int) -> int:
     return max(1, memory_mb * 2**20 // (size * size * 3 * _BYTES_PER_VALUE))
 
 
-def make_probe(model, size: int, batch: int) -> Probe:
+def unit_value(outputs: tf.Tensor, reference: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """The default score: the target unit's output (a class probability), whatever the unoccluded image gave."""
+    return outputs[:, target]
+
+
+def make_probe(model, size: int, batch: int, score: Score = unit_value) -> Probe:
     """A compiled probe for ``model`` (input: RGB in [0, 255] of side ``size``).
 
-    The masks are processed ``batch`` at a time; the returned array has one probability per mask.
+    The masks are processed ``batch`` at a time; the returned array has one score per mask, from
+    ``score(outputs, reference, target)`` (a task head's, see ``Head.explained_score``).
     """
 
     # A fixed signature: one trace serves every image, target and the smaller last chunk.
@@ -60,27 +69,33 @@ def make_probe(model, size: int, batch: int) -> Probe:
             tf.TensorSpec((size, size, 3), tf.float32),
             tf.TensorSpec((None, size, size, 1), tf.float32),
             tf.TensorSpec((), tf.int32),
+            tf.TensorSpec((None,), tf.float32),
         ]
     )
-    def chunk(image: tf.Tensor, fill: tf.Tensor, masks: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    def chunk(image: tf.Tensor, fill: tf.Tensor, masks: tf.Tensor, target: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
         copies = image + masks * (fill - image)  # the fill inside the patch, the image elsewhere
-        return model(copies, training=False)[:, target]
+        return score(model(copies, training=False), reference, target)
 
-    def probe(image: np.ndarray, fill: np.ndarray, masks: np.ndarray, target: int) -> np.ndarray:
+    def probe(image: np.ndarray, fill: np.ndarray, masks: np.ndarray, target: int, reference: np.ndarray | None = None) -> np.ndarray:
         image_t, fill_t, target_t = tf.constant(image, tf.float32), tf.constant(fill, tf.float32), tf.constant(target, tf.int32)
-        parts = [chunk(image_t, fill_t, masks[i : i + batch], target_t).numpy() for i in range(0, len(masks), batch)]
+        reference_t = tf.constant(np.zeros(1) if reference is None else reference, tf.float32)
+        parts = [chunk(image_t, fill_t, masks[i : i + batch], target_t, reference_t).numpy() for i in range(0, len(masks), batch)]
         return np.concatenate(parts).astype(np.float32)
 
     return probe
 
 
-def occlusion_map(probe: Probe, image: np.ndarray, fill: np.ndarray, target: int, masks: np.ndarray, base_probability: float) -> np.ndarray:
-    """The drop in the target's probability when each pixel is covered, (size, size) float32.
+def occlusion_map(
+    probe: Probe, image: np.ndarray, fill: np.ndarray, target: int, masks: np.ndarray, base_probability: float,
+    reference: np.ndarray | None = None,
+) -> np.ndarray:
+    """The drop in the target's probability (the probe's score) when each pixel is covered, (size, size) float32.
 
     Each pixel gets the mean drop over the patches that cover it (the patch-grid map upsampled to
-    the image); positive where covering the pixel lowers the target's probability.
+    the image); positive where covering the pixel lowers the score. ``reference`` is the unoccluded
+    image's outputs, for scores that compare against them.
     """
-    drops = base_probability - probe(image, fill, masks, target)
+    drops = base_probability - probe(image, fill, masks, target, reference)
     area = masks[..., 0]
     total = np.tensordot(drops, area, axes=1)
     return (total / np.maximum(area.sum(axis=0), 1.0)).astype(np.float32)

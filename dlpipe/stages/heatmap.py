@@ -87,11 +87,13 @@ def run(project: Project, dataset: str, images: Sequence[Path] | None = None, ta
         predicted, confidence = trained.head.explained_units(probabilities)
         targets = predicted if target_index is None else np.full(len(chosen), target_index)
         fills = _fills(cfg.fill, cfg.patch_size, manifest, pixels, size)
-        probe = occlusion.make_probe(trained.model, size, occlusion.batch_for(size, cfg.memory_mb))
+        probe = occlusion.make_probe(trained.model, size, occlusion.batch_for(size, cfg.memory_mb), trained.head.explained_score)
         maps, seconds = _make_maps(cfg, trained, probe, pixels, fills, targets, probabilities)
         boxes = _boxes(manifest, chosen, size)
         deletion_fills = fills if cfg.deletion_fill == cfg.fill else _fills(cfg.deletion_fill, cfg.patch_size, manifest, pixels, size)
-        scores, curves = _evidence(probe, pixels, deletion_fills, targets, maps, boxes, cfg.patch_size, project.params.base.seed)
+        scores, curves = _evidence(
+            probe, pixels, deletion_fills, targets, probabilities, maps, boxes, cfg.patch_size, project.params.base.seed
+        )
         items = [
             Explained(
                 image=pixels[i],
@@ -126,6 +128,7 @@ def run(project: Project, dataset: str, images: Sequence[Path] | None = None, ta
                 ),
             )
         metrics = _metrics(dataset, cfg, size, target_class, len(chosen), scores, seconds)
+        metrics["score"] = trained.head.score_name
         atomic_write_json(metrics_path, metrics)
     return Result(dataset, out_dir, metrics_path, metrics, images=len(chosen))
 
@@ -229,8 +232,11 @@ def _make_maps(
             if method == "occlusion":
                 masks = occlusion.patch_masks(trained.image_size, cfg.patch_size, cfg.stride)
                 result = []
-                for image, fill, target, probs in zip(pixels, fills, targets, probabilities, strict=True):
-                    result.append(occlusion.occlusion_map(probe, image, fill, int(target), masks, float(probs[target])))
+                nothing = np.zeros((1, *masks.shape[1:]), dtype=np.float32)
+                for image, fill, target, outputs in zip(pixels, fills, targets, probabilities, strict=True):
+                    # The score of the unoccluded image: the class probability, or the IoU of a box with itself.
+                    base = float(probe(image, fill, nothing, int(target), outputs)[0])
+                    result.append(occlusion.occlusion_map(probe, image, fill, int(target), masks, base, outputs))
                     advance(1)
                 maps[method] = np.stack(result)
             else:
@@ -262,7 +268,7 @@ def _boxes(manifest: Manifest, chosen: list[_Chosen], size: int) -> list[evidenc
 
 
 def _evidence(
-    probe: occlusion.Probe, pixels: np.ndarray, fills: np.ndarray, targets: np.ndarray,
+    probe: occlusion.Probe, pixels: np.ndarray, fills: np.ndarray, targets: np.ndarray, outputs: np.ndarray,
     maps: dict[str, np.ndarray], boxes: list[evidence.Box | None], cell: int, seed: int,
 ) -> tuple[dict[str, dict[str, list]], dict[str, np.ndarray]]:
     """Per method (and a random map): deletion AUC and pointing hit per image; mean deletion curves."""
@@ -276,7 +282,7 @@ def _evidence(
         for method, method_maps in candidates.items():
             aucs, hits, all_curves = [], [], []
             for i, (image, fill, target) in enumerate(zip(pixels, fills, targets, strict=True)):
-                curve = evidence.deletion_curve(probe, image, fill, int(target), method_maps[i], cells)
+                curve = evidence.deletion_curve(probe, image, fill, int(target), method_maps[i], cells, outputs[i])
                 all_curves.append(curve)
                 aucs.append(evidence.area_under(curve))
                 box = boxes[i]

@@ -89,6 +89,7 @@ class Head(ABC):
     moves_targets: ClassVar[bool] = False
     carries: ClassVar[frozenset[str]] = frozenset(GEOMETRIC_AUGMENTATIONS)
     curve_metric: ClassVar[str] = "accuracy"  # the Keras metric the training-curves figure draws beside the loss
+    score_name: ClassVar[str] = "probability"  # what explained_score measures, for heatmap scales and metrics
 
     @classmethod
     def configure(cls, manifest: Manifest, cfg: FinetuneConfig, spec: DatasetConfig) -> Head:
@@ -130,6 +131,14 @@ class Head(ABC):
     def item_sizes_needed(self) -> bool:
         """True when evaluation and answers need each image's size in pixels (coordinates)."""
         return False
+
+    def explained_score(self, outputs: Any, reference: Any, unit: Any) -> Any:
+        """How much of the answer survives in ``outputs`` (a batch, TensorFlow) against the unoccluded image's ``reference``.
+
+        Occlusion maps show where covering the image lowers it; the deletion metric removes pixels
+        until it falls. The default is the explained unit's output: a class probability.
+        """
+        return outputs[:, unit]
 
     def annotate(self, image: Any, answer: Answer) -> Any:
         """A copy of ``image`` (PIL) with ``answer`` drawn on it, for ``predict --out FOLDER``: its text by default."""

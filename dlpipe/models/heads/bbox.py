@@ -43,6 +43,17 @@ def box_through_warp(box: Any, warp: Warp) -> Any:
     return tf.concat([tf.reduce_min(moved, axis=0), tf.reduce_max(moved, axis=0)], axis=0)
 
 
+def tensor_iou(boxes: Any, reference: Any) -> Any:
+    """IoU of a batch of boxes (B, 4) with one box (4,), in TensorFlow (crossed corners sorted)."""
+    import tensorflow as tf
+
+    lo, hi = tf.minimum(boxes[:, :2], boxes[:, 2:]), tf.maximum(boxes[:, :2], boxes[:, 2:])
+    ref_lo, ref_hi = tf.minimum(reference[:2], reference[2:]), tf.maximum(reference[:2], reference[2:])
+    overlap = tf.reduce_prod(tf.maximum(tf.minimum(hi, ref_hi) - tf.maximum(lo, ref_lo), 0.0), axis=1)
+    union = tf.reduce_prod(hi - lo, axis=1) + tf.reduce_prod(ref_hi - ref_lo) - overlap
+    return overlap / tf.maximum(union, 1e-9)
+
+
 def check_items(manifest: Manifest) -> None:
     """At least one training item."""
     if not manifest.split("train"):
@@ -65,6 +76,7 @@ class BoxHead(Head):
     moves_targets = True
     carries = frozenset({"flip", "zoom", "translation"})
     curve_metric = "mae"
+    score_name = "IoU with the unoccluded box"
 
     def __init__(self, columns: Sequence[str] = BOX_COLUMNS, loss: str = "huber") -> None:
         self.columns, self.loss = list(columns), loss
@@ -102,6 +114,10 @@ class BoxHead(Head):
     def transform_targets(self, targets: Any, warp: Warp) -> Any:
         """The box around the moved corners."""
         return box_through_warp(targets, warp)
+
+    def explained_score(self, outputs: Any, reference: Any, unit: Any) -> Any:
+        """The IoU of each occluded copy's box with the unoccluded image's box."""
+        return tensor_iou(outputs, reference)
 
     def output_layer(self, n_outputs: int, seed: int) -> Any:
         """Four sigmoid units: corners inside the image."""

@@ -38,6 +38,7 @@ class KeypointsHead(Head):
     spatial = True
     moves_targets = True
     curve_metric = "mae"
+    score_name = "minus the points' mean shift (fraction of the side)"
 
     def __init__(self, points: Sequence[str] = (), flip_pairs: Sequence[Sequence[str]] = (), loss: str = "huber") -> None:
         self.points, self.flip_pairs, self.loss = list(points), [list(pair) for pair in flip_pairs], loss
@@ -90,6 +91,13 @@ class KeypointsHead(Head):
         moved = warp.points(tf.reshape(targets, [-1, 2]))
         moved = tf.cond(warp.flipped, lambda: tf.gather(moved, self.flip_order()), lambda: moved)
         return tf.reshape(moved, [-1])
+
+    def explained_score(self, outputs: Any, reference: Any, unit: Any) -> Any:
+        """Minus the mean distance (fractions of the side) the points move from the unoccluded image's."""
+        import tensorflow as tf
+
+        shift = tf.reshape(outputs - reference, [tf.shape(outputs)[0], -1, 2])
+        return -tf.reduce_mean(tf.norm(shift, axis=-1), axis=1)
 
     def output_layer(self, n_outputs: int, seed: int) -> Any:
         """2K sigmoid units: points inside the image."""

@@ -31,6 +31,7 @@ class RegressionHead(Head):
     spatial = True
     moves_targets = True
     curve_metric = "mae"
+    score_name = "minus the change of the value (standardised)"
 
     def __init__(self, columns: Sequence[str] = (), mean: Sequence[float] = (), std: Sequence[float] = (),
                  negate: Sequence[str] = (), invariant: Sequence[str] = (), loss: str = "huber") -> None:
@@ -94,6 +95,12 @@ class RegressionHead(Head):
     def decode(self, outputs: np.ndarray) -> np.ndarray:
         """Network outputs back in the CSV's units."""
         return np.asarray(outputs, dtype=np.float64) * self.std + self.mean
+
+    def explained_score(self, outputs: Any, reference: Any, unit: Any) -> Any:
+        """Minus the change of the explained value (standardised units): 0 when covering a patch changes nothing."""
+        import tensorflow as tf
+
+        return -tf.abs(outputs[:, unit] - reference[unit])
 
     def output_layer(self, n_outputs: int, seed: int) -> Any:
         """Linear units."""
