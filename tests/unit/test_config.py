@@ -11,7 +11,10 @@ from tests.conftest import REPO, Workspace
 
 def test_shipped_params_are_valid() -> None:
     project = load_project(REPO / "params.yaml")
-    assert set(project.params.datasets) == {"shapes", "sounds", "news", "reviews"}
+    assert set(project.params.datasets) == {"shapes", "sounds", "news", "reviews", "road", "shapes_boxes", "shapes_regions", "triangles"}
+    assert {name: spec.task for name, spec in project.params.datasets.items() if spec.task != "classification"} == {
+        "road": "regression", "shapes_boxes": "bbox", "shapes_regions": "regions", "triangles": "keypoints"
+    }
     assert project.data_dir == REPO / "data"
 
 
