@@ -52,10 +52,15 @@ class TrainedModel:
         """The output unit of class ``name`` (None stays None: the predicted class).
 
         Raises:
-            ConfigError: the model does not know the class (the known ones are listed).
+            ConfigError: the model does not know the class (the known ones are listed), or it has no classes.
         """
         if name is None:
             return None
+        if self.head.name != "classification":
+            raise ConfigError(
+                f"--class {name}: the model in {self.path.parent} is a {self.head.name} model, it has no classes",
+                "leave --class out: its maps explain the model's answer",
+            )
         if name not in self.classes:
             raise ConfigError(
                 f"--class {name}: the model in {self.path.parent} does not know this class", f"known classes: {', '.join(self.classes)}"
@@ -128,10 +133,16 @@ def load_model_trained_on(location: Path, manifest: Manifest, hint: str = "") ->
     """:func:`load_trained_model`, refused when the model was trained on another version of ``manifest``.
 
     Raises:
-        ArtifactError: as load_trained_model, or the manifest's sha256 differs from the one in model.json
-            (``hint`` adds another way out to the retraining advice).
+        ArtifactError: as load_trained_model, the model's task is not the manifest's, or the manifest's
+            sha256 differs from the one in model.json (``hint`` adds another way out to the retraining advice).
     """
     trained = load_trained_model(location)
+    if trained.head.name != manifest.task:
+        raise ArtifactError(
+            f"the model in {trained.path.parent} is a {trained.head.name} model, and dataset '{manifest.dataset}' "
+            f"is task {manifest.task}",
+            f"retrain it with `dlpipe finetune --dataset {manifest.dataset}`, or use the dataset it was trained on",
+        )
     if trained.sidecar["manifest_sha256"] != manifest.sha256:
         dataset = manifest.dataset
         raise ArtifactError(
