@@ -72,7 +72,7 @@ from dlpipe.data.manifest import load_manifest
 from dlpipe.data.sample import generate_images
 from dlpipe.models.backbones import OFFLINE_ENV, get_spec, imagenet_weights_file
 from dlpipe.models.extractor import write_embeddings
-from dlpipe.models.heads.registry import get_head
+from dlpipe.models.heads.registry import head_class
 from dlpipe.models.inputs import image_dataset, needs_pillow
 from dlpipe.models.network import backbone_embedding_model, build_network
 from dlpipe.stages import embed, ingest
@@ -294,7 +294,7 @@ def bench_training(params_path: Path, args) -> dict:
     manifest = load_manifest(project, DATASET)
     classes = {label: i for i, label in enumerate(manifest.classes)}
     keras.utils.set_random_seed(seed)
-    model, _ = build_network(cfg, get_head("classification"), len(classes), seed)
+    model, _ = build_network(cfg, head_class("classification")(), len(classes), seed)
     model.compile(optimizer=keras.optimizers.Adam(cfg.head_lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     data = image_dataset(
         manifest.paths(), [needs_pillow(r) for r in manifest.rows], cfg.backbone.image_size, cfg.batch_size,

@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from dlpipe.core.config import load_project
 from dlpipe.explain import gradcam, occlusion
-from dlpipe.models.heads.registry import get_head
+from dlpipe.models.heads.registry import head_class
 from dlpipe.models.network import build_network
 
 HERE = Path(__file__).resolve().parent
@@ -76,7 +76,7 @@ def bench_case(name: str, overrides: list[str], patch: int, stride: int, repeats
     project = load_project(REPO / "params.yaml", overrides)
     cfg = project.params.finetune
     size = cfg.backbone.image_size
-    model, _ = build_network(cfg, get_head("classification"), CLASSES, seed=0)
+    model, _ = build_network(cfg, head_class("classification")(), CLASSES, seed=0)
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 255, (size, size, 3)).astype(np.float32)
     fill = np.full_like(image, 127.0)

@@ -362,7 +362,9 @@ class RegionsConfig(Section):
     """``finetune.regions``: the grid a ``regions`` task predicts (one sigmoid per cell)."""
 
     grid: int = Field(ge=2, le=32, description="cells per side of the S x S grid over the image")
-    cover: float = Field(gt=0, le=1, description="a cell is positive when the box covers this share of it (and the box centre's cell always)")
+    cover: float = Field(
+        gt=0, le=1, description="a cell is positive when the box covers this share of it (and the box centre's cell always)"
+    )
 
 
 class FinetuneConfig(Section):

@@ -96,7 +96,8 @@ def load_manifest(project: Project, dataset: str) -> Manifest:
             f"dataset '{dataset}' was ingested for task {task}, params.yaml now says task {spec.task}",
             f"rerun `dlpipe ingest --dataset {dataset}`",
         )
-    return Manifest(dataset, sidecar["modality"], source_root, rows, digest, task=task, target_columns=tuple(sidecar.get("target_columns", ())))
+    columns = tuple(sidecar.get("target_columns", ()))
+    return Manifest(dataset, sidecar["modality"], source_root, rows, digest, task=task, target_columns=columns)
 
 
 def load_text_manifest(project: Project, dataset: str) -> Manifest:

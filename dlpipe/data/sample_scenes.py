@@ -98,7 +98,9 @@ def _road_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, float]
     draw.rectangle((0, 0, big, horizon), fill=tuple(int(c) for c in sky))
     for _ in range(int(rng.integers(0, 4))):  # distant hills
         x0 = rng.uniform(-0.2, 1.0) * big
-        draw.ellipse((x0, horizon - big * 0.08, x0 + big * rng.uniform(0.2, 0.5), horizon + big * 0.08), fill=tuple(int(c * 0.8) for c in ground))
+        draw.ellipse(
+            (x0, horizon - big * 0.08, x0 + big * rng.uniform(0.2, 0.5), horizon + big * 0.08), fill=tuple(int(c * 0.8) for c in ground)
+        )
     half = _LANE_WIDTH / 2 + 0.6  # shoulders beyond the edge lines
     draw.polygon(screen(centre(z) - half, z) + screen(centre(z) + half, z)[::-1], fill=tuple(int(c) for c in asphalt))
     for side in (-1, 1):  # the solid edge lines
@@ -124,7 +126,7 @@ def _distractors(rng: np.random.Generator, draw: ImageDraw.ImageDraw, screen, ce
         z = rng.uniform(6, 50)
         side = rng.choice([-1, 1])
         x = centre(np.array([z]))[0] + side * rng.uniform(3.5, 9)
-        (sx, sy), = screen(np.array([x]), np.array([z]))
+        ((sx, sy),) = screen(np.array([x]), np.array([z]))
         height = big * _FOCAL * rng.uniform(3, 7) / z
         draw.rectangle((sx - height * 0.05, sy - height * 0.5, sx + height * 0.05, sy), fill=(90, 60, 30))
         draw.ellipse((sx - height * 0.3, sy - height, sx + height * 0.3, sy - height * 0.4), fill=(30, int(rng.uniform(80, 130)), 30))
@@ -134,7 +136,7 @@ def _distractors(rng: np.random.Generator, draw: ImageDraw.ImageDraw, screen, ce
         draw.polygon(screen(centre(band) - 6, band) + screen(centre(band) + 6, band)[::-1], fill=(40, 45, 40))
     if rng.random() < 0.3:
         z = rng.uniform(15, 45)
-        (sx, sy), = screen(centre(np.array([z])), np.array([z]))
+        ((sx, sy),) = screen(centre(np.array([z])), np.array([z]))
         width = big * _FOCAL * 1.8 / z
         draw.rectangle((sx - width / 2, sy - width * 0.7, sx + width / 2, sy), fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
 
@@ -171,11 +173,15 @@ def _corners(rng: np.random.Generator, size: int) -> np.ndarray:
         sides = [points[(i + 1) % 3] - points[i] for i in range(3)]
         area = abs(sides[0][0] * sides[1][1] - sides[0][1] * sides[1][0]) / 2
         angles = [
-            math.degrees(math.acos(np.clip(np.dot(-sides[i - 1], sides[i]) / (np.linalg.norm(sides[i - 1]) * np.linalg.norm(sides[i])), -1, 1)))
+            math.degrees(
+                math.acos(np.clip(np.dot(-sides[i - 1], sides[i]) / (np.linalg.norm(sides[i - 1]) * np.linalg.norm(sides[i])), -1, 1))
+            )
             for i in range(3)
         ]
         top = int(points[:, 1].argmin())
         rest = sorted((i for i in range(3) if i != top), key=lambda i: points[i, 0])
-        clear = points[rest, 1].min() - points[top, 1] >= _NAME_MARGIN * size and points[rest[1], 0] - points[rest[0], 0] >= _NAME_MARGIN * size
+        clear = (
+            points[rest, 1].min() - points[top, 1] >= _NAME_MARGIN * size and points[rest[1], 0] - points[rest[0], 0] >= _NAME_MARGIN * size
+        )
         if area >= 0.08 * size * size and min(angles) >= 25 and clear:
             return points[[top, *rest]]

@@ -23,9 +23,7 @@ from dlpipe.core.errors import InputDataError
 # Suffixes of the files a targets CSV's folder is searched for, to report images that have no row.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 # Columns the manifest itself writes; a target column cannot share a name with them.
-RESERVED_COLUMNS = frozenset(
-    {"path", "label", "split", "sha256", "size_bytes", "width", "height", "format", "mode", "conversion"}
-)
+RESERVED_COLUMNS = frozenset({"path", "label", "split", "sha256", "size_bytes", "width", "height", "format", "mode", "conversion"})
 # Most strata the split is stratified into; fewer for small datasets, so each bin fills every split.
 _MAX_BINS = 10
 _ITEMS_PER_BIN = 20
@@ -105,7 +103,12 @@ def _parsed(line: int, path: str, label: str, cells: list[str | None], columns: 
         x_min, y_min, x_max, y_max = values
         if x_max <= x_min or y_max <= y_min:
             return TargetRow(
-                line, path, label, (), "empty_box", f"line {line}: box ({x_min}, {y_min}, {x_max}, {y_max}) needs x_max > x_min and y_max > y_min"
+                line,
+                path,
+                label,
+                (),
+                "empty_box",
+                f"line {line}: box ({x_min}, {y_min}, {x_max}, {y_max}) needs x_max > x_min and y_max > y_min",
             )
     return TargetRow(line, path, label, tuple(values))
 

@@ -104,4 +104,3 @@ def augment_items(dataset: tf.data.Dataset, head: Head, cfg: AugmentConfig, seed
 def encode_items(dataset: tf.data.Dataset, head: Head) -> tf.data.Dataset:
     """Unbatched items with the head's encoded targets (what the loss sees)."""
     return dataset.map(lambda image, targets: (image, head.encode(targets)))
-

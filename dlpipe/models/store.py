@@ -123,7 +123,8 @@ def load_trained_model(location: Path) -> TrainedModel:
     try:
         head = head_from_record(task, sidecar.get("targets") or {})
     except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"model sidecar {path.with_name(MODEL_SIDECAR)}: its targets record is damaged ({exc!r})", "retrain the model") from None
+        damaged = f"model sidecar {path.with_name(MODEL_SIDECAR)}: its targets record is damaged ({exc!r})"
+        raise ArtifactError(damaged, "retrain the model") from None
     trained = TrainedModel(model, sidecar, path, head, transform, vocabulary)
     _check_shapes(trained)
     return trained

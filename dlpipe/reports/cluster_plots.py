@@ -38,7 +38,9 @@ def write_umap_png(
     fig = Figure(figsize=(13, 6) if labels is not None else (7, 6), layout="constrained")
     fig.suptitle(title, fontsize=13)
     cluster_names = [f"cluster {c}" for c in clusters]
-    panels = [(list(labels), "by label"), (cluster_names, "by cluster")] if labels is not None else [(cluster_names, "by cluster (no labels)")]
+    panels = [(cluster_names, "by cluster (no labels)")]
+    if labels is not None:
+        panels = [(list(labels), "by label"), (cluster_names, "by cluster")]
     for ax, (groups, heading) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels, strict=True):
         _scatter_groups(ax, coords, groups)
         ax.set_title(heading)

@@ -43,7 +43,12 @@ def ordered_boxes(boxes: np.ndarray) -> np.ndarray:
     """Boxes with x_min <= x_max and y_min <= y_max (a network's corners may cross)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     return np.column_stack(
-        [np.minimum(boxes[:, 0], boxes[:, 2]), np.minimum(boxes[:, 1], boxes[:, 3]), np.maximum(boxes[:, 0], boxes[:, 2]), np.maximum(boxes[:, 1], boxes[:, 3])]
+        [
+            np.minimum(boxes[:, 0], boxes[:, 2]),
+            np.minimum(boxes[:, 1], boxes[:, 3]),
+            np.maximum(boxes[:, 0], boxes[:, 2]),
+            np.maximum(boxes[:, 1], boxes[:, 3]),
+        ]
     )
 
 
@@ -114,7 +119,9 @@ def draw_geometry(
         cells: for a regions model, its (S, S) cell probabilities: cells above 0.5 are shaded and the grid drawn.
     """
     scale = display / max(image.size)
-    canvas = image.convert("RGB").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+    canvas = image.convert("RGB").resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS
+    )
     draw = ImageDraw.Draw(canvas, "RGBA")
     line = max(2, display // 128)
     if cells is not None:
@@ -151,7 +158,9 @@ def draw_caption(image: Image.Image, text: str, display: int = 256) -> Image.Ima
     from dlpipe.reports.sheets import caption_font
 
     scale = display / max(image.size)
-    canvas = image.convert("RGB").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+    canvas = image.convert("RGB").resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS
+    )
     draw = ImageDraw.Draw(canvas, "RGBA")
     size = max(10, display // 20)
     font = caption_font(size)

@@ -77,7 +77,10 @@ def write_regression_figures(predicted: np.ndarray, true: np.ndarray, columns: S
     save_png(fig, folder / "residuals.png")
 
     header = [f"{kind}_{name}" for name in columns for kind in ("true", "predicted")]
-    rows = ({h: round(float(v), _ROUND) for h, v in zip(header, np.column_stack([true, predicted])[:, _interleave(count)][i], strict=True)} for i in range(len(true)))
+    rows = (
+        {h: round(float(v), _ROUND) for h, v in zip(header, np.column_stack([true, predicted])[:, _interleave(count)][i], strict=True)}
+        for i in range(len(true))
+    )
     write_csv(folder / "predictions.csv", header, rows)
 
 

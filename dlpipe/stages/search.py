@@ -199,8 +199,8 @@ def _write_examples(path: Path, index, vectors: np.ndarray, embeddings: Embeddin
             tiles.append(Tile(query_path, f"query\n{query_label if labelled else query_path.name}"))
             kept = [(s, i) for s, i in zip(row_scores, row_ids, strict=True) if i != row][:k]
             for score, neighbour in kept:
-                path = manifest.resolve(manifest.rows[neighbour]["path"])
+                found = manifest.resolve(manifest.rows[neighbour]["path"])
                 label = manifest.rows[neighbour]["label"]
                 colour = (RIGHT if label == query_label else WRONG) if labelled else None
-                tiles.append(Tile(path, f"{label if labelled else path.name}\n{score:.3f}", colour))
+                tiles.append(Tile(found, f"{label if labelled else found.name}\n{score:.3f}", colour))
     contact_sheet(tiles, path, columns=k + 1, tile_size=96, title=f"{manifest.dataset}: test queries and their {k} nearest neighbours")

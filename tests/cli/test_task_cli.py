@@ -30,8 +30,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     generate_images(root / "src" / "shapes", SampleImagesConfig(per_class=15, size=48, jpeg_fraction=0.5), seed=3)
     workspace = Workspace(root)
     workspace.params["datasets"] = {
-        "road": {"modality": "image", "task": "regression", "source": "src/road/steering.csv",
-                 "targets": {"columns": ["steering"], "flip_negate": ["steering"]}},
+        "road": {
+            "modality": "image",
+            "task": "regression",
+            "source": "src/road/steering.csv",
+            "targets": {"columns": ["steering"], "flip_negate": ["steering"]},
+        },
         "boxes": {"modality": "image", "task": "bbox", "source": "src/shapes/boxes.csv"},
         "shapes": {"modality": "image", "source": "src/shapes"},
     }
@@ -81,9 +85,11 @@ def test_predict_states_values_and_boxes_in_pixels_and_draws_them(project: Works
 
 def test_embed_cluster_search_heatmap_on_a_model_without_labels(project: Workspace) -> None:
     data = project.root / "data" / "road"
+    source = tree_digest(project.root / "src" / "road")
     for argv in (["embed"], ["cluster"], ["search", "build"], ["heatmap"]):
         result = invoke(project, *argv, "-d", "road")
         assert result.exit_code == 0, (argv, result.output)
+    assert tree_digest(project.root / "src" / "road") == source  # the user's images are only read
     assert "no labels" in " ".join(invoke(project, "cluster", "-d", "road").output.split())
     cluster = json.loads((data / "metrics" / "cluster.json").read_text(encoding="utf-8"))
     assert "nmi" not in cluster and cluster["k"] == 2
@@ -97,6 +103,7 @@ def test_a_model_of_another_task_is_refused_and_nothing_is_lost(project: Workspa
     # The bbox model copied over the classification dataset's model folder: every consumer refuses it.
     target = project.root / "data" / "shapes" / "model"
     shutil.copytree(project.root / "data" / "boxes" / "model", target, dirs_exist_ok=True)
+
     def artifacts() -> dict:
         return {k: v for k, v in tree_digest(project.root / "data").items() if not k.endswith(".lock")}  # locks are made empty
 

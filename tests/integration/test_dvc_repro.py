@@ -15,6 +15,7 @@ import yaml
 from tests.conftest import REPO, shipped_params
 
 pytestmark = pytest.mark.integration
+TASKS_LEFT_OUT = ("road", "shapes_regions", "triangles")
 
 
 def run(cwd: Path, *argv: str) -> str:
@@ -27,11 +28,19 @@ def run(cwd: Path, *argv: str) -> str:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("project")
-    shutil.copy(REPO / "dvc.yaml", root)
     shutil.copytree(REPO / "dlpipe", root / "dlpipe", ignore=shutil.ignore_patterns("__pycache__"))
     params = shipped_params()
     params["sample"]["images"].update(per_class=8, size=48)
     params["sample"]["audio"].update(per_class=5, duration=0.5)
+    params["sample"]["road"].update(count=12, size=48)
+    params["sample"]["triangles"].update(count=12, size=48)
+    # Of the task datasets, shapes_boxes stands for all four (the same stages, one head each; tests/unit trains them all).
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+    for name in TASKS_LEFT_OUT:
+        del params["datasets"][name]
+        for variables in pipeline["vars"]:
+            next(iter(variables.values())).pop(name, None)
+    (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False), encoding="utf-8")
     params["finetune"].update(head_epochs=2, batch_size=8)
     params["finetune"]["backbone"]["image_size"] = 32
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
@@ -70,6 +79,17 @@ def test_repro_ingests_every_sample_dataset(project: Path) -> None:
     assert (heatmaps / "maps/occlusion.npy").is_file() and (heatmaps / "maps/gradcam.npy").is_file()
 
 
+def test_repro_runs_a_bbox_model_through_every_image_stage(project: Path) -> None:
+    finetuned = json.loads((project / "data/shapes_boxes/metrics/finetune.json").read_text())
+    assert finetuned["epochs"] == 2 and "test_mean_iou" in finetuned
+    assert json.loads((project / "data/shapes_boxes/model/model.json").read_text())["task"] == "bbox"
+    assert (project / "data/shapes_boxes/plots/finetune/boxes.png").is_file()
+    assert json.loads((project / "data/shapes_boxes/metrics/embed.json").read_text())["count"] == 32
+    assert "nmi" in json.loads((project / "data/shapes_boxes/metrics/cluster.json").read_text())  # boxes.csv has labels
+    explained = json.loads((project / "data/shapes_boxes/metrics/heatmap.json").read_text())
+    assert explained["score"] == "IoU with the unoccluded box" and explained["pointing_images"] == explained["images"]
+
+
 def test_repro_runs_the_audio_branch_through_the_image_stages(project: Path) -> None:
     windows = json.loads((project / "data/sounds/metrics/spectrogram.json").read_text())
     # 20 clips of 0.375-0.625 s: each padded to one 1 s window.
@@ -99,7 +119,7 @@ def test_a_param_change_reruns_only_the_stages_that_read_it(project: Path) -> No
     output = run(project, "dvc", "repro")
     ran = sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))
     # No image is that small: manifest.csv is unchanged, so finetune and embed (which depend on it) stay cached.
-    assert ran == ["ingest@shapes"]
+    assert ran == ["ingest@shapes", "ingest@shapes_boxes"]
 
 
 def test_repro_trains_word_vectors_on_the_sample_corpus(project: Path) -> None:

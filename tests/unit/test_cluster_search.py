@@ -29,11 +29,13 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """Tiny shapes, fine-tuned, embedded, clustered and indexed once for the read-only tests below."""
     workspace = Workspace(tmp_path_factory.mktemp("embedded"))
     tiny_shapes(workspace, per_class=10)
+    source = tree_digest(workspace.root / "shapes")
     project = workspace.load(*SMALL)
     finetune.run(project, "shapes")
     embed.run(project, "shapes")
     cluster.run(project, "shapes")
     search.run(project, "shapes")
+    assert tree_digest(workspace.root / "shapes") == source  # the stages only read the user's images
     return workspace
 
 

@@ -114,12 +114,12 @@ def test_gradcam_finds_the_nested_backbone_and_matches_the_model(explained: tupl
 
 def test_gradcam_on_a_keras_applications_backbone() -> None:
     from dlpipe.core.config import load_project
-    from dlpipe.models.heads.registry import get_head
+    from dlpipe.models.heads.registry import head_class
     from dlpipe.models.network import build_network
 
     mobilenet = ("finetune.backbone.name=mobilenet", "finetune.backbone.alpha=0.25", "finetune.backbone.image_size=32")
     cfg = load_project(REPO / "params.yaml", mobilenet).params.finetune  # weights: none, so nothing is downloaded
-    model, base = build_network(cfg, get_head("classification"), 3, seed=0)
+    model, base = build_network(cfg, head_class("classification")(), 3, seed=0)
     container, layer = gradcam.find_target_layer(model)
     assert (container, layer.name) == (base, "conv_pw_13_relu")
     images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)

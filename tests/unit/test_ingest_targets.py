@@ -120,7 +120,9 @@ def test_a_rotated_jpeg_is_measured_and_scaled_as_displayed(workspace: Workspace
     folder.mkdir(parents=True)
     (folder / "rotated.jpg").write_bytes(rotated_jpeg((80, 40), 6))
     (folder / "wide.jpg").write_bytes(rotated_jpeg((80, 40), 6))
-    write_rows(folder / "boxes.csv", ["path", "x_min", "y_min", "x_max", "y_max"], [["rotated.jpg", 30, 0, 40, 20], ["wide.jpg", 30, 0, 60, 20]])
+    write_rows(
+        folder / "boxes.csv", ["path", "x_min", "y_min", "x_max", "y_max"], [["rotated.jpg", 30, 0, 40, 20], ["wide.jpg", 30, 0, 60, 20]]
+    )
     workspace.add_dataset("rot", "image", "src/rot/boxes.csv")
     workspace.params["datasets"]["rot"]["task"] = "bbox"
     workspace.params["ingest"]["val_fraction"] = 0.0

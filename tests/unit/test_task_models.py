@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dlpipe.core.config import SampleImagesConfig, SampleSceneConfig
@@ -36,11 +35,20 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     generate_road(root / "road", SampleSceneConfig(count=200, size=64), seed=7)
     generate_triangles(root / "triangles", SampleSceneConfig(count=200, size=64), seed=7)
     generate_images(root / "shapes", SampleImagesConfig(per_class=50, size=64, jpeg_fraction=0.5), seed=7)
-    return {"road": root / "road" / "steering.csv", "triangles": root / "triangles" / "corners.csv", "shapes": root / "shapes" / "boxes.csv"}
+    return {
+        "road": root / "road" / "steering.csv",
+        "triangles": root / "triangles" / "corners.csv",
+        "shapes": root / "shapes" / "boxes.csv",
+    }
 
 
 def task_dataset(workspace: Workspace, name: str, source: Path, task: str, targets: dict | None = None) -> None:
-    workspace.params["datasets"][name] = {"modality": "image", "source": str(source), "task": task, **({"targets": targets} if targets else {})}
+    workspace.params["datasets"][name] = {
+        "modality": "image",
+        "source": str(source),
+        "task": task,
+        **({"targets": targets} if targets else {}),
+    }
     workspace.write_params()
 
 
@@ -97,7 +105,7 @@ def test_a_transform_the_targets_cannot_follow_is_refused_before_training(worksp
     before = tree_digest(workspace.root / "data")
     with pytest.raises(ConfigError, match=r"finetune.augment.rotation cannot carry its targets") as error:
         finetune.run(project, "boxes")
-    assert "datasets.boxes.overrides" in error.value.hint and error.value.exit_code == 2
+    assert "datasets.boxes.overrides" in error.value.hint and error.value.exit_code == 3
     task_dataset(workspace, "road", scenes["road"], "regression", {"columns": ["steering"]})
     project = workspace.load(*SMALL)
     ingest.run(project, "road")

@@ -157,13 +157,13 @@ def test_image_stage_refuses_a_text_dataset(workspace: Workspace) -> None:
 
 @pytest.mark.parametrize("architecture", ["cnn", "bigru"])
 def test_padding_never_changes_a_prediction(workspace: Workspace, architecture: str) -> None:
-    from dlpipe.models.heads.registry import get_head
+    from dlpipe.models.heads.registry import head_class
     from dlpipe.models.sequence_network import build_text_network
 
     workspace.add_dataset("any", "text", "any.txt")
     finetune = workspace.load(*SMALL, f"finetune.text.architecture={architecture}").params.finetune
     cfg = finetune.text
-    model = build_text_network(cfg, finetune.rnn, get_head("classification"), 50, 3, seed=0)
+    model = build_text_network(cfg, finetune.rnn, head_class("classification")(), 50, 3, seed=0)
     tokens = np.zeros((3, cfg.max_length), dtype=np.int32)
     tokens[0, :5], tokens[1, :1], tokens[2, :] = [5, 9, 2, 7, 7], [3], np.arange(cfg.max_length) % 48 + 2
     before = model.predict(tokens, verbose=0)

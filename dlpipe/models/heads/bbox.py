@@ -14,18 +14,12 @@ from typing import Any
 import numpy as np
 
 from dlpipe.core.config import BOX_COLUMNS, DatasetConfig, FinetuneConfig
-from dlpipe.core.errors import InputDataError
 from dlpipe.data.manifest import Manifest
-from dlpipe.models.heads.base import Evaluation, Head, Warp
+from dlpipe.models.heads.base import Evaluation, Warp
 from dlpipe.models.heads.numeric import (
+    CoordinateHead,
     Values,
-    dense_output,
-    image_sizes,
-    keras_loss,
-    numpy_loss,
     rounded,
-    row_values,
-    to_fractions,
     to_pixels,
 )
 from dlpipe.reports.localisation import annotation_side, box_iou, box_metrics, draw_geometry, geometry_sheet, ordered_boxes
@@ -54,12 +48,6 @@ def tensor_iou(boxes: Any, reference: Any) -> Any:
     return overlap / tf.maximum(union, 1e-9)
 
 
-def check_items(manifest: Manifest) -> None:
-    """At least one training item."""
-    if not manifest.split("train"):
-        raise InputDataError(f"dataset '{manifest.dataset}': the training split is empty", "add rows to the targets CSV")
-
-
 def sheet_order(iou: np.ndarray) -> np.ndarray:
     """The test items a sheet shows: the worst half, then the best (so both failure and success are seen)."""
     order = np.argsort(iou, kind="stable")
@@ -67,15 +55,12 @@ def sheet_order(iou: np.ndarray) -> np.ndarray:
     return np.concatenate([worst, [i for i in best if i not in set(worst.tolist())]]).astype(np.int64)
 
 
-class BoxHead(Head):
+class BoxHead(CoordinateHead):
     """One box per image, regressed directly."""
 
     name = "bbox"
     answer_title = "box (pixels)"
-    spatial = True
-    moves_targets = True
     carries = frozenset({"flip", "zoom", "translation"})
-    curve_metric = "mae"
     score_name = "IoU with the unoccluded box"
 
     def __init__(self, columns: Sequence[str] = BOX_COLUMNS, loss: str = "huber") -> None:
@@ -103,14 +88,6 @@ class BoxHead(Head):
         """x_min, y_min, x_max, y_max."""
         return list(BOX_COLUMNS)
 
-    def check_training_data(self, manifest: Manifest) -> None:
-        """A non-empty training split."""
-        check_items(manifest)
-
-    def targets(self, rows: Sequence[dict[str, str]], names: Sequence[str]) -> np.ndarray:
-        """Boxes as fractions of each image's width and height."""
-        return to_fractions(row_values(rows, self.columns), image_sizes(rows)).astype(np.float32)
-
     def transform_targets(self, targets: Any, warp: Warp) -> Any:
         """The box around the moved corners."""
         return box_through_warp(targets, warp)
@@ -118,26 +95,6 @@ class BoxHead(Head):
     def explained_score(self, outputs: Any, reference: Any, unit: Any) -> Any:
         """The IoU of each occluded copy's box with the unoccluded image's box."""
         return tensor_iou(outputs, reference)
-
-    def output_layer(self, n_outputs: int, seed: int) -> Any:
-        """Four sigmoid units: corners inside the image."""
-        return dense_output(n_outputs, "sigmoid")
-
-    def compile_arguments(self) -> dict[str, Any]:
-        """``finetune.loss`` on the corners' fractions, and their MAE."""
-        return {"loss": keras_loss(self.loss, "fraction"), "metrics": ["mae"]}
-
-    def balanced_weights(self, targets: np.ndarray, n_outputs: int) -> None:
-        """No classes to balance."""
-        return None
-
-    def item_losses(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """The training loss of each item."""
-        return numpy_loss(self.loss, "fraction", outputs, targets)
-
-    def item_sizes_needed(self) -> bool:
-        """Answers are in pixels."""
-        return True
 
     def evaluate(self, outputs: np.ndarray, targets: np.ndarray, names: Sequence[str], sizes: np.ndarray | None = None) -> Evaluation:
         """Mean IoU and the shares at IoU >= 0.5 and >= 0.75; answers in pixels."""
@@ -181,7 +138,12 @@ def box_evaluation(outputs: np.ndarray, boxes: np.ndarray, targets: np.ndarray, 
     return Evaluation(
         outputs=outputs,
         targets=targets,
-        metrics={"test_mean_iou": figures["mean_iou"], "test_iou_50": figures["iou_50"], "test_iou_75": figures["iou_75"], "test_count": figures["n"]},
+        metrics={
+            "test_mean_iou": figures["mean_iou"],
+            "test_iou_50": figures["iou_50"],
+            "test_iou_75": figures["iou_75"],
+            "test_count": figures["n"],
+        },
         losses=1.0 - iou,
         truth=[" ".join(f"{v:.0f}" for v in row) for row in pixels(targets)],
         predicted=[" ".join(f"{v:.0f}" for v in row) for row in pixels(boxes)],
@@ -191,7 +153,8 @@ def box_evaluation(outputs: np.ndarray, boxes: np.ndarray, targets: np.ndarray, 
 
 def box_summary(metrics: dict[str, Any]) -> str:
     """The headline of a box metrics file."""
-    return f"test mean IoU {metrics['test_mean_iou']:.3f}, {metrics['test_iou_50']:.0%} of boxes at IoU >= 0.5 after {metrics['epochs']} epochs"
+    iou, share, epochs = metrics["test_mean_iou"], metrics["test_iou_50"], metrics["epochs"]
+    return f"test mean IoU {iou:.3f}, {share:.0%} of boxes at IoU >= 0.5 after {epochs} epochs"
 
 
 def box_answer(box: np.ndarray, size: tuple[int, int] | None) -> Values:

@@ -14,30 +14,22 @@ import numpy as np
 
 from dlpipe.core.config import DatasetConfig, FinetuneConfig
 from dlpipe.data.manifest import Manifest
-from dlpipe.models.heads.base import Evaluation, Head, Warp
-from dlpipe.models.heads.bbox import SHEET_IMAGES, check_items
+from dlpipe.models.heads.base import Evaluation, Warp
+from dlpipe.models.heads.bbox import SHEET_IMAGES
 from dlpipe.models.heads.numeric import (
+    CoordinateHead,
     Values,
-    dense_output,
-    image_sizes,
-    keras_loss,
-    numpy_loss,
     rounded,
-    row_values,
-    to_fractions,
     to_pixels,
 )
 from dlpipe.reports.localisation import annotation_side, draw_geometry, geometry_sheet, keypoint_errors, keypoint_metrics
 
 
-class KeypointsHead(Head):
+class KeypointsHead(CoordinateHead):
     """Named (x, y) points, regressed directly."""
 
     name = "keypoints"
     answer_title = "points (pixels)"
-    spatial = True
-    moves_targets = True
-    curve_metric = "mae"
     score_name = "minus the points' mean shift (fraction of the side)"
 
     def __init__(self, points: Sequence[str] = (), flip_pairs: Sequence[Sequence[str]] = (), loss: str = "huber") -> None:
@@ -76,14 +68,6 @@ class KeypointsHead(Head):
         """``<point>_x, <point>_y`` per point."""
         return self.columns
 
-    def check_training_data(self, manifest: Manifest) -> None:
-        """A non-empty training split."""
-        check_items(manifest)
-
-    def targets(self, rows: Sequence[dict[str, str]], names: Sequence[str]) -> np.ndarray:
-        """Points as fractions of each image's width and height, x and y alternating."""
-        return to_fractions(row_values(rows, self.columns), image_sizes(rows)).astype(np.float32)
-
     def transform_targets(self, targets: Any, warp: Warp) -> Any:
         """Each point moved; under a flip, paired names swapped."""
         import tensorflow as tf
@@ -99,26 +83,6 @@ class KeypointsHead(Head):
         shift = tf.reshape(outputs - reference, [tf.shape(outputs)[0], -1, 2])
         return -tf.reduce_mean(tf.norm(shift, axis=-1), axis=1)
 
-    def output_layer(self, n_outputs: int, seed: int) -> Any:
-        """2K sigmoid units: points inside the image."""
-        return dense_output(n_outputs, "sigmoid")
-
-    def compile_arguments(self) -> dict[str, Any]:
-        """``finetune.loss`` on the fractions, and their MAE."""
-        return {"loss": keras_loss(self.loss, "fraction"), "metrics": ["mae"]}
-
-    def balanced_weights(self, targets: np.ndarray, n_outputs: int) -> None:
-        """No classes to balance."""
-        return None
-
-    def item_losses(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """The training loss of each item."""
-        return numpy_loss(self.loss, "fraction", outputs, targets)
-
-    def item_sizes_needed(self) -> bool:
-        """Errors and answers are in pixels."""
-        return True
-
     def evaluate(self, outputs: np.ndarray, targets: np.ndarray, names: Sequence[str], sizes: np.ndarray | None = None) -> Evaluation:
         """Mean error in pixels, PCK at 5% and 10% of the image's longer side."""
         if sizes is None:
@@ -131,8 +95,13 @@ class KeypointsHead(Head):
         return Evaluation(
             outputs=outputs,
             targets=targets,
-            metrics={"test_mean_error_px": report["mean_error_px"], "test_pck_05": report["pck_05"], "test_pck_10": report["pck_10"],
-                     "test_per_point": report["per_point"], "test_count": report["n"]},
+            metrics={
+                "test_mean_error_px": report["mean_error_px"],
+                "test_pck_05": report["pck_05"],
+                "test_pck_10": report["pck_10"],
+                "test_per_point": report["per_point"],
+                "test_count": report["n"],
+            },
             losses=mean_error,
             truth=[" ".join(f"{v:.0f}" for v in row.reshape(-1)) for row in true],
             predicted=[" ".join(f"{v:.0f}" for v in row.reshape(-1)) for row in predicted],
@@ -141,7 +110,8 @@ class KeypointsHead(Head):
 
     def summary(self, metrics: dict[str, Any]) -> str:
         """``test mean error 2.1 px, PCK@10% 0.95 after 40 epochs``."""
-        return f"test mean error {metrics['test_mean_error_px']:.2f} px, PCK@5% {metrics['test_pck_05']:.2f}, PCK@10% {metrics['test_pck_10']:.2f} after {metrics['epochs']} epochs"
+        error, pck5, pck10 = metrics["test_mean_error_px"], metrics["test_pck_05"], metrics["test_pck_10"]
+        return f"test mean error {error:.2f} px, PCK@5% {pck5:.2f}, PCK@10% {pck10:.2f} after {metrics['epochs']} epochs"
 
     def write_reports(self, folder: Path, evaluation: Evaluation, names: Sequence[str], paths: Sequence[Path] = ()) -> None:
         """``points.png``: test images with true points (rings) and predicted ones (dots), the worst first."""

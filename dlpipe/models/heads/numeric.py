@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from dlpipe.models.heads.base import PREDICTIONS_LAYER, Answer
+from dlpipe.core.errors import InputDataError
+from dlpipe.data.manifest import Manifest
+from dlpipe.models.heads.base import PREDICTIONS_LAYER, Answer, Head
 
 # Huber's delta per target form: standardised values (a regression) and fractions of the image side.
 HUBER_DELTA = {"standardised": 1.0, "fraction": 0.1}
@@ -95,3 +97,42 @@ class Values(Answer):
 def rounded(values: np.ndarray) -> list[float]:
     """Plain floats for JSON and CSV (6 significant decimals)."""
     return [round(float(v), 6) for v in np.asarray(values).reshape(-1)]
+
+
+class CoordinateHead(Head):
+    """Targets that are places in the image (box corners, points): fractions of its sides, sigmoid units, ``finetune.loss``."""
+
+    spatial = True
+    moves_targets = True
+    curve_metric = "mae"
+    columns: list[str]  # the manifest columns, x and y alternating, in pixels
+    loss: str
+
+    def check_training_data(self, manifest: Manifest) -> None:
+        """A non-empty training split."""
+        if not manifest.split("train"):
+            raise InputDataError(f"dataset '{manifest.dataset}': the training split is empty", "add rows to the targets CSV")
+
+    def targets(self, rows: Sequence[dict[str, str]], names: Sequence[str]) -> np.ndarray:
+        """The coordinates as fractions of each image's width and height."""
+        return to_fractions(row_values(rows, self.columns), image_sizes(rows)).astype(np.float32)
+
+    def output_layer(self, n_outputs: int, seed: int) -> Any:
+        """Sigmoid units: places inside the image."""
+        return dense_output(n_outputs, "sigmoid")
+
+    def compile_arguments(self) -> dict[str, Any]:
+        """``finetune.loss`` on the fractions, and their MAE."""
+        return {"loss": keras_loss(self.loss, "fraction"), "metrics": ["mae"]}
+
+    def balanced_weights(self, targets: np.ndarray, n_outputs: int) -> None:
+        """No classes to balance."""
+        return None
+
+    def item_losses(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """The training loss of each item."""
+        return numpy_loss(self.loss, "fraction", outputs, targets)
+
+    def item_sizes_needed(self) -> bool:
+        """Answers (and keypoint errors) are in pixels."""
+        return True

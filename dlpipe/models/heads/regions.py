@@ -17,9 +17,9 @@ import numpy as np
 
 from dlpipe.core.config import BOX_COLUMNS, DatasetConfig, FinetuneConfig
 from dlpipe.data.manifest import Manifest
-from dlpipe.models.heads.base import Evaluation, Head, Warp
-from dlpipe.models.heads.bbox import box_answer, box_evaluation, box_summary, box_through_warp, check_items, write_box_sheet
-from dlpipe.models.heads.numeric import Values, dense_output, image_sizes, row_values, to_fractions
+from dlpipe.models.heads.base import Evaluation, Warp
+from dlpipe.models.heads.bbox import box_answer, box_evaluation, box_summary, box_through_warp, write_box_sheet
+from dlpipe.models.heads.numeric import CoordinateHead, Values
 from dlpipe.reports.localisation import annotation_side, draw_geometry
 
 
@@ -48,13 +48,11 @@ def derived_boxes(probabilities: np.ndarray, grid: int) -> np.ndarray:
     return boxes
 
 
-class RegionsHead(Head):
-    """An S x S grid of per-cell sigmoids over the image."""
+class RegionsHead(CoordinateHead):
+    """An S x S grid of per-cell sigmoids over the image; its raw targets are the box (cells come from :meth:`encode`)."""
 
     name = "regions"
     answer_title = "box from cells (pixels)"
-    spatial = True
-    moves_targets = True
     carries = frozenset({"flip", "zoom", "translation"})
     curve_metric = "binary_accuracy"
     score_name = "1 - mean change of the cells"
@@ -84,14 +82,6 @@ class RegionsHead(Head):
         """``cell_<row>_<col>``, row-major from the top-left."""
         return [f"cell_{row}_{col}" for row in range(self.grid) for col in range(self.grid)]
 
-    def check_training_data(self, manifest: Manifest) -> None:
-        """A non-empty training split."""
-        check_items(manifest)
-
-    def targets(self, rows: Sequence[dict[str, str]], names: Sequence[str]) -> np.ndarray:
-        """Boxes as fractions (cells are made from them after augmentation, by :meth:`encode`)."""
-        return to_fractions(row_values(rows, self.columns), image_sizes(rows)).astype(np.float32)
-
     def transform_targets(self, targets: Any, warp: Warp) -> Any:
         """The box around the moved corners."""
         return box_through_warp(targets, warp)
@@ -116,27 +106,15 @@ class RegionsHead(Head):
 
         return 1.0 - tf.reduce_mean(tf.abs(outputs - reference), axis=1)
 
-    def output_layer(self, n_outputs: int, seed: int) -> Any:
-        """One sigmoid per cell."""
-        return dense_output(n_outputs, "sigmoid")
-
     def compile_arguments(self) -> dict[str, Any]:
         """Binary cross-entropy per cell, and cell accuracy."""
         return {"loss": "binary_crossentropy", "metrics": ["binary_accuracy"]}
-
-    def balanced_weights(self, targets: np.ndarray, n_outputs: int) -> None:
-        """No classes to balance."""
-        return None
 
     def item_losses(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Mean binary cross-entropy over each item's cells."""
         cells = cell_targets(targets, self.grid, self.cover)
         p = np.clip(np.asarray(outputs, dtype=np.float64), 1e-7, 1 - 1e-7)
         return -(cells * np.log(p) + (1 - cells) * np.log(1 - p)).mean(axis=1)
-
-    def item_sizes_needed(self) -> bool:
-        """Answers are in pixels."""
-        return True
 
     def evaluate(self, outputs: np.ndarray, targets: np.ndarray, names: Sequence[str], sizes: np.ndarray | None = None) -> Evaluation:
         """IoU of the cell-derived boxes (as for bbox), and the share of cells right."""

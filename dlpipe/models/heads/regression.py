@@ -33,8 +33,15 @@ class RegressionHead(Head):
     curve_metric = "mae"
     score_name = "minus the change of the value (standardised)"
 
-    def __init__(self, columns: Sequence[str] = (), mean: Sequence[float] = (), std: Sequence[float] = (),
-                 negate: Sequence[str] = (), invariant: Sequence[str] = (), loss: str = "huber") -> None:
+    def __init__(
+        self,
+        columns: Sequence[str] = (),
+        mean: Sequence[float] = (),
+        std: Sequence[float] = (),
+        negate: Sequence[str] = (),
+        invariant: Sequence[str] = (),
+        loss: str = "huber",
+    ) -> None:
         self.columns, self.loss = list(columns), loss
         self.mean, self.std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
         self.negate, self.invariant = list(negate), list(invariant)
@@ -48,8 +55,14 @@ class RegressionHead(Head):
         train = row_values([manifest.rows[i] for i in manifest.split("train")], columns)
         std = train.std(axis=0) if len(train) else np.ones(len(columns))
         targets = spec.targets
-        return cls(columns, train.mean(axis=0) if len(train) else np.zeros(len(columns)), np.where(std > 0, std, 1.0),
-                   targets.flip_negate if targets else (), targets.flip_invariant if targets else (), cfg.loss)
+        return cls(
+            columns,
+            train.mean(axis=0) if len(train) else np.zeros(len(columns)),
+            np.where(std > 0, std, 1.0),
+            targets.flip_negate if targets else (),
+            targets.flip_invariant if targets else (),
+            cfg.loss,
+        )
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RegressionHead:
@@ -58,14 +71,22 @@ class RegressionHead(Head):
 
     def record(self) -> dict[str, Any]:
         """Columns, standardisation, flip rules and loss."""
-        return {"columns": self.columns, "mean": rounded(self.mean), "std": rounded(self.std), "flip_negate": self.negate,
-                "flip_invariant": self.invariant, "loss": self.loss}
+        return {
+            "columns": self.columns,
+            "mean": rounded(self.mean),
+            "std": rounded(self.std),
+            "flip_negate": self.negate,
+            "flip_invariant": self.invariant,
+            "loss": self.loss,
+        }
 
     def refusal_reason(self) -> str:
         """Only a flip is known, and only when every column is flip_negate or flip_invariant."""
         unknown = [c for c in self.columns if c not in self.negate and c not in self.invariant]
         if unknown:
-            return f"say in datasets.<name>.targets whether a mirror negates {', '.join(unknown)} (flip_negate) or keeps it (flip_invariant)"
+            return (
+                f"say in datasets.<name>.targets whether a mirror negates {', '.join(unknown)} (flip_negate) or keeps it (flip_invariant)"
+            )
         return "only a horizontal flip has a known effect on a regression target"
 
     def output_names(self, manifest: Manifest) -> list[str]:
@@ -143,8 +164,10 @@ class RegressionHead(Head):
 
     def summary(self, metrics: dict[str, Any]) -> str:
         """``test MAE 1.52 (constant predictor 6.80), R² 0.91 after 30 epochs``."""
-        return (f"test MAE {metrics['test_mae']:.4g} (constant predictor {metrics['test_constant_mae']:.4g}), "
-                f"R² {metrics['test_r2']:.3f} after {metrics['epochs']} epochs")
+        return (
+            f"test MAE {metrics['test_mae']:.4g} (constant predictor {metrics['test_constant_mae']:.4g}), "
+            f"R² {metrics['test_r2']:.3f} after {metrics['epochs']} epochs"
+        )
 
     def write_reports(self, folder: Path, evaluation: Evaluation, names: Sequence[str], paths: Sequence[Path] = ()) -> None:
         """Predicted-vs-true scatter, residual histograms and predictions.csv."""
