@@ -8,11 +8,11 @@ Measured in one run:
   points). Training images per second as the stage's metrics state it (fit time, validation
   included), the median of ``--repeats``, and each head's ratio to classification. Augmentation
   is a flip for every head, so the numeric heads pay for moving their targets in the pipeline.
-- **quality** (``--quality``): the demo's datasets at the demo's params (``dvc repro`` trains the
-  same): steering MAE against the constant predictor and the angles' spread, bbox IoU, regions
-  IoU of the derived boxes beside the bbox head's, keypoint PCK; and for bbox and steering the
-  same head on a frozen ImageNet MobileNet (alpha 0.25 at 128 px, ../shared/weights) against
-  small_cnn trained from scratch.
+- **pretrained vs from scratch** (``--quality``): the demo's road (steering) and shapes_boxes
+  datasets at the demo's params, each trained twice in this run: small_cnn from scratch (the
+  demo's backbone) and the same head on a frozen ImageNet MobileNet (alpha 0.25 at 128 px, from
+  ../shared/weights). The demo's own figures for all four tasks (regions beside bbox included)
+  come from ``dvc repro``'s metrics files.
 
     python bench/bench_tasks.py [--repeats 3] [--epochs 5] [--quality] [--quick]
 
@@ -107,7 +107,7 @@ def bench_heads(root: Path, epochs: int, repeats: int) -> dict[str, Any]:
 
 
 def bench_quality(root: Path) -> dict[str, Any]:
-    """The demo's four task datasets at the demo's params, and bbox / steering on a frozen pretrained MobileNet."""
+    """Steering and bbox at the demo's params, from scratch and on a frozen pretrained MobileNet."""
     from dlpipe.core.config import load_project
     from dlpipe.stages import finetune, ingest
     from dlpipe.stages import sample as sample_stage
@@ -159,7 +159,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     q = result.get("quality")
     if q:
-        lines += ["", "Quality at the demo's params (test split):", "", "| dataset | backbone | figures |", "|---|---|---|"]
+        lines += ["", "From scratch vs a frozen pretrained backbone (test split):", "", "| dataset | backbone | figures |", "|---|---|---|"]
         for name, figures in q.items():
             shown = ", ".join(
                 f"{k.removeprefix('test_')} {v:.3f}" for k, v in figures.items() if k.startswith("test_") and k != "test_count"

@@ -89,11 +89,15 @@ def augment_items(dataset: tf.data.Dataset, head: Head, cfg: AugmentConfig, seed
     if not any((cfg.flip, cfg.rotation, cfg.zoom, cfg.translation)):
         return dataset
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    # A mirror alone needs no resampling and keeps every point in the frame: the cheap path.
+    flip_only = not (cfg.rotation or cfg.zoom or cfg.translation)
 
     def augment(item: tuple[tf.Tensor, tf.Tensor], pair: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         image, targets = item
         warp = random_warp(cfg, pair)
         moved = head.transform_targets(targets, warp)
+        if flip_only:
+            return tf.cond(warp.flipped, lambda: tf.image.flip_left_right(image), lambda: image), moved
         keep = warp.all_inside()
         image = tf.cond(keep, lambda: warp_image(image, warp), lambda: image)
         return image, tf.where(keep, moved, targets)
@@ -102,5 +106,7 @@ def augment_items(dataset: tf.data.Dataset, head: Head, cfg: AugmentConfig, seed
 
 
 def encode_items(dataset: tf.data.Dataset, head: Head) -> tf.data.Dataset:
-    """Unbatched items with the head's encoded targets (what the loss sees)."""
-    return dataset.map(lambda image, targets: (image, head.encode(targets)))
+    """Unbatched items with the head's encoded targets (what the loss sees); no map for a head that keeps them raw."""
+    if type(head).encode is Head.encode:
+        return dataset
+    return dataset.map(lambda image, targets: (image, head.encode(targets)), num_parallel_calls=os.cpu_count() or 1, deterministic=True)

@@ -108,3 +108,13 @@ def test_iou_and_pck_figures():
     assert figures["mean_error_px"] == 2.5 and figures["pck_05"] == 1.0
     figures = keypoint_metrics(errors, np.array([50.0, 50.0]), ["p"])
     assert figures["pck_05"] == 0.5 and figures["pck_10"] == 1.0
+
+
+def test_the_flip_only_path_mirrors_image_and_box_together():
+    image = square_image((4, 10, 20, 30))
+    box = bright_box(image).astype(np.float32)
+    cfg = AugmentConfig(flip=True, rotation=0.0, zoom=0.0, translation=0.0, contrast=0.0)
+    items = tf.data.Dataset.from_tensors((tf.constant(image), tf.constant(box))).repeat(16)
+    boxes = [(bright_box(warped.numpy()), moved.numpy()) for warped, moved in augment_items(items, BoxHead(), cfg, seed=5)]
+    assert all(np.abs(drawn - moved).max() * SIZE <= 1e-3 for drawn, moved in boxes)
+    assert {round(float(moved[0]), 4) for _, moved in boxes} == {round(4 / SIZE, 4), round(1 - 20 / SIZE, 4)}  # both sides seen
