@@ -11,7 +11,10 @@ from dlpipe.core.config import Project
 HEADLINES: dict[str, tuple[str, ...]] = {
     "ingest": ("accepted", "rejected", "ignored", "reject_fraction", "tokens", "seconds_of_audio"),
     "spectrogram": ("clips", "windows", "rejected", "image_height", "image_width", "audio_seconds_per_second"),
-    "finetune": ("test_accuracy", "test_macro_f1", "epochs", "best_val_loss", "train_seconds"),
+    "finetune": (
+        "test_accuracy", "test_macro_f1", "test_mae", "test_constant_mae", "test_r2", "test_mean_iou", "test_iou_50",
+        "test_cell_accuracy", "test_mean_error_px", "test_pck_10", "epochs", "best_val_loss", "train_seconds",
+    ),
     "embed": ("count", "dimension", "images_per_second", "documents_per_second"),
     "cluster": (
         "k", "silhouette", "nmi", "raw_pixels_nmi", "bag_of_words_nmi", "ari", "raw_pixels_ari", "bag_of_words_ari",
