@@ -129,7 +129,7 @@ def bench_quality(root: Path) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for name in demo:
         ingest.run(project, name)
-        metrics = finetune.run(project, name).metrics
+        metrics = finetune.run(project.for_dataset(name), name).metrics  # with the dataset's overrides, as the CLI runs it
         figures[name] = {k: v for k, v in metrics.items() if k.startswith("test_") and not isinstance(v, dict)}
         figures[name].update(epochs=metrics["epochs"], train_seconds=metrics["train_seconds"], backbone=metrics["backbone"])
     return figures
@@ -197,11 +197,12 @@ def main() -> None:
     }
     (root / "heads").mkdir()
     result["heads"] = bench_heads(root / "heads", args.epochs, args.repeats)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "tasks.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")  # kept if --quality fails
     if args.quality:
         (root / "quality").mkdir()
         result["quality"] = bench_quality(root / "quality")
     result["cpu_share"] = cpu.stop()
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tasks.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     text = markdown(result)
     (args.out / "tasks.md").write_text(text, encoding="utf-8")
