@@ -8,11 +8,11 @@ Measured in one run:
   points). Training images per second as the stage's metrics state it (fit time, validation
   included), the median of ``--repeats``, and each head's ratio to classification. Augmentation
   is a flip for every head, so the numeric heads pay for moving their targets in the pipeline.
-- **pretrained vs from scratch** (``--quality``): the demo's road (steering) and shapes_boxes
-  datasets at the demo's params, each trained twice in this run: small_cnn from scratch (the
-  demo's backbone) and the same head on a frozen ImageNet MobileNet (alpha 0.25 at 128 px, from
-  ../shared/weights). The demo's own figures for all four tasks (regions beside bbox included)
-  come from ``dvc repro``'s metrics files.
+- **quality, and pretrained vs from scratch** (``--quality``): the demo's four task datasets at
+  the demo's params (small_cnn from scratch; the same figures ``dvc repro`` writes, training is
+  seeded), so regions' derived boxes sit beside the bbox head's; and road (steering) and
+  shapes_boxes once more with the same head on a frozen ImageNet MobileNet (alpha 0.25 at 128 px,
+  from ../shared/weights), in the same run.
 
     python bench/bench_tasks.py [--repeats 3] [--epochs 5] [--quality] [--quick]
 
@@ -107,7 +107,7 @@ def bench_heads(root: Path, epochs: int, repeats: int) -> dict[str, Any]:
 
 
 def bench_quality(root: Path) -> dict[str, Any]:
-    """Steering and bbox at the demo's params, from scratch and on a frozen pretrained MobileNet."""
+    """The demo's four task datasets at the demo's params, and steering and bbox on a frozen pretrained MobileNet."""
     from dlpipe.core.config import load_project
     from dlpipe.stages import finetune, ingest
     from dlpipe.stages import sample as sample_stage
@@ -159,7 +159,8 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     q = result.get("quality")
     if q:
-        lines += ["", "From scratch vs a frozen pretrained backbone (test split):", "", "| dataset | backbone | figures |", "|---|---|---|"]
+        lines += ["", "Quality at the demo's params; *_pretrained: the same head on a frozen MobileNet (test split):", ""]
+        lines += ["| dataset | backbone | figures |", "|---|---|---|"]
         for name, figures in q.items():
             shown = ", ".join(
                 f"{k.removeprefix('test_')} {v:.3f}" for k, v in figures.items() if k.startswith("test_") and k != "test_count"
