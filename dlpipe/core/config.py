@@ -149,7 +149,7 @@ class DatasetConfig(Section):
     @property
     def target_columns(self) -> list[str]:
         """The CSV columns a task other than classification learns ([] for classification)."""
-        return [] if self.targets is None and self.task == "classification" else (self.targets or TargetsConfig()).value_columns(self.task)
+        return [] if self.task == "classification" else (self.targets or TargetsConfig()).value_columns(self.task)
 
 
 class SampleImagesConfig(Section):

@@ -48,11 +48,12 @@ def tensor_iou(boxes: Any, reference: Any) -> Any:
     return overlap / tf.maximum(union, 1e-9)
 
 
-def sheet_order(iou: np.ndarray) -> np.ndarray:
-    """The test items a sheet shows: the worst half, then the best (so both failure and success are seen)."""
-    order = np.argsort(iou, kind="stable")
-    worst, best = order[: SHEET_IMAGES // 2], order[::-1][: SHEET_IMAGES - SHEET_IMAGES // 2]
-    return np.concatenate([worst, [i for i in best if i not in set(worst.tolist())]]).astype(np.int64)
+def sheet_order(score: np.ndarray) -> np.ndarray:
+    """The test items a sheet shows (higher ``score`` is better): the worst half, then the best of the rest."""
+    order = np.argsort(score, kind="stable")
+    worst = order[: SHEET_IMAGES // 2]
+    best = [i for i in order[::-1] if i not in set(worst.tolist())][: SHEET_IMAGES - len(worst)]
+    return np.concatenate([worst, best]).astype(np.int64)
 
 
 class BoxHead(CoordinateHead):

@@ -15,7 +15,7 @@ import numpy as np
 from dlpipe.core.config import DatasetConfig, FinetuneConfig
 from dlpipe.data.manifest import Manifest
 from dlpipe.models.heads.base import Evaluation, Warp
-from dlpipe.models.heads.bbox import SHEET_IMAGES
+from dlpipe.models.heads.bbox import sheet_order
 from dlpipe.models.heads.numeric import (
     CoordinateHead,
     Values,
@@ -117,10 +117,8 @@ class KeypointsHead(CoordinateHead):
         """``points.png``: test images with true points (rings) and predicted ones (dots), the worst first."""
         from dlpipe.data.media.images import load_rgb
 
-        order = np.argsort(-evaluation.confidence, kind="stable")
-        worst, best = order[: SHEET_IMAGES // 2], [i for i in order[::-1] if i not in set(order[: SHEET_IMAGES // 2].tolist())]
         images, captions, good = [], [], []
-        for i in [*worst, *best[: SHEET_IMAGES - len(worst)]] if len(paths) else []:
+        for i in sheet_order(-evaluation.confidence) if len(paths) else []:  # confidence holds the error: lower is better
             image = load_rgb(paths[i], 1 << 40)
             size = np.array([image.size], dtype=np.float64)
             true = to_pixels(evaluation.targets[i : i + 1].astype(np.float64), size).reshape(-1, 2)

@@ -17,10 +17,9 @@ import numpy as np
 
 from dlpipe.core.config import BOX_COLUMNS, DatasetConfig, FinetuneConfig
 from dlpipe.data.manifest import Manifest
-from dlpipe.models.heads.base import Evaluation, Warp
-from dlpipe.models.heads.bbox import box_answer, box_evaluation, box_summary, box_through_warp, write_box_sheet
-from dlpipe.models.heads.numeric import CoordinateHead, Values
-from dlpipe.reports.localisation import annotation_side, draw_geometry
+from dlpipe.models.heads.base import Evaluation
+from dlpipe.models.heads.bbox import BoxHead, box_answer, box_evaluation, box_summary, write_box_sheet
+from dlpipe.models.heads.numeric import Values
 
 
 def cell_targets(boxes: np.ndarray, grid: int, cover: float) -> np.ndarray:
@@ -48,17 +47,21 @@ def derived_boxes(probabilities: np.ndarray, grid: int) -> np.ndarray:
     return boxes
 
 
-class RegionsHead(CoordinateHead):
-    """An S x S grid of per-cell sigmoids over the image; its raw targets are the box (cells come from :meth:`encode`)."""
+class RegionsHead(BoxHead):
+    """An S x S grid of per-cell sigmoids over the image.
+
+    Its raw targets are the box (moved by augmentation as a bbox head's, refused rotation alike);
+    the cells come from :meth:`encode`, and its answers are the derived box, stated and drawn as a box.
+    """
 
     name = "regions"
     answer_title = "box from cells (pixels)"
-    carries = frozenset({"flip", "zoom", "translation"})
     curve_metric = "binary_accuracy"
     score_name = "1 - mean change of the cells"
 
     def __init__(self, columns: Sequence[str] = BOX_COLUMNS, grid: int = 7, cover: float = 0.5) -> None:
-        self.columns, self.grid, self.cover = list(columns), grid, cover
+        super().__init__(columns)
+        self.grid, self.cover = grid, cover
 
     @classmethod
     def configure(cls, manifest: Manifest, cfg: FinetuneConfig, spec: DatasetConfig) -> RegionsHead:
@@ -74,17 +77,9 @@ class RegionsHead(CoordinateHead):
         """Box columns, grid and cover."""
         return {"columns": self.columns, "grid": self.grid, "cover": self.cover}
 
-    def refusal_reason(self) -> str:
-        """Rotation."""
-        return "a rotated box is no longer the tight axis-aligned box of the object"
-
     def output_names(self, manifest: Manifest) -> list[str]:
         """``cell_<row>_<col>``, row-major from the top-left."""
         return [f"cell_{row}_{col}" for row in range(self.grid) for col in range(self.grid)]
-
-    def transform_targets(self, targets: Any, warp: Warp) -> Any:
-        """The box around the moved corners."""
-        return box_through_warp(targets, warp)
 
     def encode(self, targets: Any) -> Any:
         """One box (4,) as its grid of 0/1 cells (grid * grid,), in TensorFlow."""
@@ -140,15 +135,3 @@ class RegionsHead(CoordinateHead):
     def answer(self, outputs: np.ndarray, names: Sequence[str], k: int, size: tuple[int, int] | None = None) -> Values:
         """The derived box in pixels of the input image."""
         return box_answer(derived_boxes(outputs.mean(axis=0, keepdims=True), self.grid), size)
-
-    def annotate(self, image: Any, answer: Values) -> Any:
-        """The box derived from the cells (solid) on the image."""
-        return draw_geometry(image, predicted_box=answer.values, display=annotation_side(image))
-
-    def no_answer(self) -> Values:
-        """No box."""
-        return Values([], [], "px")
-
-    def csv_columns(self, k: int) -> list[str]:
-        """x_min, y_min, x_max, y_max of the derived box."""
-        return list(BOX_COLUMNS)
