@@ -382,6 +382,10 @@ class FinetuneConfig(Section):
     class_weight: Literal["none", "balanced"]
     clipnorm: float = Field(ge=0, description="gradient clipping by norm; 0 turns it off")
     mixed_precision: bool = Field(description="float16 compute (for GPUs; slow on CPUs)")
+    distribute: Literal["none", "mirrored"] = Field(
+        description="mirrored: synchronous data-parallel training over every GPU of this machine "
+        "(every logical CPU without GPUs) with tf.distribute.MirroredStrategy; batch_size stays the global batch"
+    )
     cache_max_mb: int = Field(ge=0, description="cache decoded images in memory when they fit in this many MiB")
     top_losses: int = Field(ge=0, le=100, description="test items (images, documents) on the top-losses sheet")
     augment: AugmentConfig
@@ -394,6 +398,20 @@ class FinetuneConfig(Section):
     text: TextModelConfig
 
 
+class RayEngineConfig(Section):
+    """``embed.ray``: how the ``ray`` engine spreads batch inference over a Ray cluster."""
+
+    address: str = Field(
+        description="a Ray cluster to join (ray://host:10001 or host:6379); empty: $RAY_ADDRESS if set, else a local Ray on this machine"
+    )
+    actors: int = Field(ge=0, description="model replicas (Ray actors), each loading the model once; 0: as many as the cluster's resources allow")
+    cpus_per_actor: float = Field(gt=0, le=1024, description="CPUs reserved by each actor (its decode and TensorFlow threads)")
+    gpus_per_actor: float = Field(ge=0, le=64, description="GPUs reserved by each actor (fractions share a GPU); 0 runs on CPUs")
+    shard_batches: int = Field(
+        ge=1, le=100_000, description="batches (of embed.batch_size items) per shard: the unit of work an actor takes and Ray retries"
+    )
+
+
 class EmbedConfig(Section):
     """``embed``: penultimate-layer features of every image, from the fine-tuned model or a pretrained backbone."""
 
@@ -401,6 +419,10 @@ class EmbedConfig(Section):
     backbone: BackboneConfig
     batch_size: int = Field(ge=1, le=4096)
     normalize: bool = Field(description="L2-normalise each embedding (cosine similarity = inner product)")
+    engine: Literal["local", "ray"] = Field(
+        description="local: a tf.data pipeline in this process; ray: Ray Data actors on a local or remote cluster (pip install '.[ray]')"
+    )
+    ray: RayEngineConfig
 
 
 class UmapConfig(Section):

@@ -28,6 +28,10 @@ class DlpipeError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
+    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:
+        # Keeps the hint when the error crosses a process boundary (an engine's worker raising it).
+        return (self.__class__, (self.message, self.hint))
+
 
 class ConfigError(DlpipeError):
     """params.yaml or a --set override is invalid (type, range, unknown or missing key)."""

@@ -8,7 +8,7 @@ images go through exactly the model and preprocessing that made the stored vecto
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,57 @@ def recorded_extractor(model_dir: Path, dataset: str, recorded: dict[str, Any]) 
     return extractor
 
 
+@dataclass(frozen=True)
+class EmbedderRecipe:
+    """How to rebuild an extractor anywhere the model folder can be read: small and picklable.
+
+    An engine's workers (Ray actors on other machines) receive this instead of the Keras model and
+    build the model once each with :meth:`build`; the recorded description makes them refuse a model
+    that changed after the driver checked it.
+    """
+
+    model_dir: Path
+    dataset: str
+    recorded: dict[str, Any]
+    batch_size: int
+
+    @classmethod
+    def of(cls, extractor: Extractor, model_dir: Path, dataset: str, batch_size: int) -> EmbedderRecipe:
+        """The recipe that rebuilds ``extractor`` (as ``embed`` configured it)."""
+        return cls(model_dir, dataset, {**extractor.description, "image_size": extractor.image_size}, batch_size)
+
+    def build(self) -> ImageEmbedder:
+        """Load the model and trace its forward pass (seconds: TensorFlow and the weights load here)."""
+        return ImageEmbedder(recorded_extractor(self.model_dir, self.dataset, self.recorded), self.batch_size)
+
+
+class ImageEmbedder:
+    """An extractor with its traced forward pass: image files in, batches of embeddings out."""
+
+    def __init__(self, extractor: Extractor, batch_size: int) -> None:
+        self.extractor = extractor
+        self.batch_size = batch_size
+        self.dimension = int(extractor.model.output_shape[-1])
+        size = extractor.image_size
+        # uint8 batches cast inside the graph: a quarter of the bytes through tf.data, one map fewer.
+        # A fixed signature: one trace per run, also for the smaller last batch.
+        self.forward = tf.function(
+            lambda images: extractor.model(tf.cast(images, tf.float32), training=False),
+            input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)],
+        )
+        self.forward.get_concrete_function()
+
+    def embed(self, paths: Sequence[str | Path], pillow: Sequence[bool]) -> Iterator[np.ndarray]:
+        """Embeddings of ``paths`` in order, one float32 array per ``batch_size`` images (the last may be shorter).
+
+        Batches start at the first path, so two calls whose first paths sit a whole number of batches
+        apart in one list give the same numbers as one call over the list (the engines rely on it).
+        """
+        batches = image_dataset(list(paths), list(pillow), self.extractor.image_size, self.batch_size, dtype=tf.uint8)
+        for images in batches:
+            yield self.forward(images).numpy()
+
+
 def write_embeddings(path: Path, extractor: Extractor, manifest: Manifest, batch_size: int, normalize: bool) -> tuple[float, int]:
     """Stream the manifest's images through the extractor into a memory-mapped .npy (float32, manifest order).
 
@@ -101,19 +152,11 @@ def write_embeddings(path: Path, extractor: Extractor, manifest: Manifest, batch
     Returns (seconds, dimension); the seconds cover reading, decoding, the forward passes and
     writing, not the one-time graph tracing, so they measure the pipeline's throughput.
     """
-    size = extractor.image_size
-    batches = image_dataset(manifest.paths(), [needs_pillow(row) for row in manifest.rows], size, batch_size, dtype=tf.uint8)
-    dimension = int(extractor.model.output_shape[-1])
-    # uint8 batches cast inside the graph: a quarter of the bytes through tf.data, one map fewer.
-    # A fixed signature: one trace per run, also for the smaller last batch.
-    forward = tf.function(
-        lambda images: extractor.model(tf.cast(images, tf.float32), training=False),
-        input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)],
-    )
-    forward.get_concrete_function()
+    embedder = ImageEmbedder(extractor, batch_size)
     start = time.perf_counter()
-    write_vectors(path, (forward(images).numpy() for images in batches), manifest, dimension, normalize, "images")
-    return time.perf_counter() - start, dimension
+    batches = embedder.embed(manifest.paths(), [needs_pillow(row) for row in manifest.rows])
+    write_vectors(path, batches, manifest, embedder.dimension, normalize, "images")
+    return time.perf_counter() - start, embedder.dimension
 
 
 def write_vectors(
@@ -124,20 +167,56 @@ def write_vectors(
     Raises:
         InputDataError: a vector holds NaN or inf (named by its manifest path).
     """
-    output = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(manifest.rows), dimension))
+    write_blocks(path, sequential_blocks(batches), manifest, dimension, normalize, unit)
+
+
+def sequential_blocks(batches: Iterable[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, vectors)`` for batches that follow each other from row 0."""
     row = 0
-    with progress(len(manifest.rows), f"embed {manifest.dataset}", unit) as advance:
-        for batch in batches:
-            vectors = np.asarray(batch, dtype=np.float32)
+    for batch in batches:
+        yield row, batch
+        row += len(batch)
+
+
+def write_blocks(
+    path: Path, blocks: Iterable[tuple[int, np.ndarray]], manifest: Manifest, dimension: int, normalize: bool, unit: str
+) -> None:
+    """Write ``(first row, vectors)`` blocks, in any order, into a memory-mapped float32 .npy of the manifest's rows.
+
+    Every row must arrive: a row delivered twice (an engine that retried a task) is written once, and a
+    row that never arrived fails the run, so the file never holds a gap or a stale row.
+
+    Raises:
+        InputDataError: a vector holds NaN or inf (named by its manifest path).
+        ArtifactError: blocks of the wrong width or outside the manifest's rows, or rows missing at the end.
+    """
+    count = len(manifest.rows)
+    output = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(count, dimension))
+    written = np.zeros(count, dtype=bool)
+    with progress(count, f"embed {manifest.dataset}", unit) as advance:
+        for first, block in blocks:
+            vectors = np.asarray(block, dtype=np.float32)
+            if vectors.ndim != 2 or vectors.shape[1] != dimension or not 0 <= first <= count - len(vectors):
+                raise ArtifactError(
+                    f"embedding block of shape {vectors.shape} at row {first} does not fit {count} rows of dimension {dimension}"
+                )
             if normalize:
                 vectors = normalize_rows(vectors)
             bad = first_non_finite_row(vectors)
             if bad is not None:
-                item = manifest.rows[row + bad]["path"]
+                item = manifest.rows[first + bad]["path"]
                 raise InputDataError(f"non-finite embedding for {item}", "check the input and the model's weights")
-            output[row : row + len(vectors)] = vectors
-            row += len(vectors)
-            advance(len(vectors))
+            rows = slice(first, first + len(vectors))
+            new = int(np.count_nonzero(~written[rows]))
+            output[rows] = vectors
+            written[rows] = True
+            advance(new)
+    missing = np.flatnonzero(~written)
+    if len(missing):
+        raise ArtifactError(
+            f"{len(missing)} of {count} embeddings never arrived (first: row {missing[0]}, {manifest.rows[missing[0]]['path']})",
+            "rerun embed; with embed.engine: ray, check the cluster's logs for workers that died",
+        )
     output.flush()
     del output
 

@@ -3,11 +3,14 @@
 The vectors are the pooled activations before the classifier (the "deep
 features"). They are written batch by batch into a memory-mapped
 ``embeddings.npy`` (float32, N × D, manifest order), so memory stays flat however
-large the dataset, with a sidecar that says exactly how they were made.
+large the dataset, with a sidecar that says exactly how they were made. ``embed.engine`` picks
+who runs the model: this process (``local``) or Ray Data actors (``ray``, see
+:mod:`dlpipe.models.engines.ray_data`); both write the same file.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from dlpipe.core.artifacts import atomic_dir, atomic_write_json, stage_lock
@@ -15,7 +18,10 @@ from dlpipe.core.config import Project
 from dlpipe.core.layout import EMBEDDINGS_FILE, EMBEDDINGS_SIDECAR
 from dlpipe.core.results import StageResult
 from dlpipe.data.manifest import load_image_manifest
-from dlpipe.models.extractor import configured_extractor, embeddings_sidecar, write_embeddings
+from dlpipe.models.engines.base import EmbeddingJob
+from dlpipe.models.engines.registry import open_engine
+from dlpipe.models.extractor import EmbedderRecipe, configured_extractor, embeddings_sidecar, write_blocks
+from dlpipe.models.inputs import needs_pillow
 
 STAGE = "embed"
 
@@ -43,11 +49,17 @@ def run(project: Project, dataset: str) -> Result:
     metrics_path = layout.metrics(STAGE)
     with stage_lock(layout.root, STAGE):
         extractor = configured_extractor(cfg, layout.model_dir, manifest)
-        with atomic_dir(out_dir) as staging:
-            seconds, dimension = write_embeddings(staging / EMBEDDINGS_FILE, extractor, manifest, cfg.batch_size, cfg.normalize)
+        recipe = EmbedderRecipe.of(extractor, layout.model_dir, dataset, cfg.batch_size)
+        job = EmbeddingJob(extractor, recipe, [str(path) for path in manifest.paths()], [needs_pillow(row) for row in manifest.rows])
+        dimension = int(extractor.model.output_shape[-1])
+        with atomic_dir(out_dir) as staging, open_engine(cfg) as engine:
             embeddings = staging / EMBEDDINGS_FILE
+            blocks = engine.embed(job)  # the local engine traces its model here, before the clock starts
+            start = time.perf_counter()
+            write_blocks(embeddings, blocks, manifest, dimension, cfg.normalize, "images")
+            seconds = time.perf_counter() - start
             source = {**extractor.description, "image_size": extractor.image_size}
-            info = embeddings_sidecar(embeddings, manifest, dimension, cfg.normalize, **source)
+            info = embeddings_sidecar(embeddings, manifest, dimension, cfg.normalize, **source, engine=engine.describe())
             atomic_write_json(staging / EMBEDDINGS_SIDECAR, info)
         metrics = {
             "dataset": dataset,

@@ -1,0 +1,164 @@
+"""embed's engines: local and Ray Data give the same embeddings, survive a killed worker, report errors.
+
+Ray runs here as a local cluster of this machine's CPUs with one actor of one CPU, so Ray Data keeps
+a CPU for its own operators (an actor pool that reserves every CPU can stall it on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlpipe.core.errors import ArtifactError, DependencyError
+from dlpipe.data.manifest import load_image_manifest
+from dlpipe.models.engines.base import EmbeddingJob
+from dlpipe.models.engines.local import LocalEngine
+from dlpipe.models.extractor import EmbedderRecipe, configured_extractor, write_blocks
+from dlpipe.models.inputs import needs_pillow
+from dlpipe.stages import embed, finetune
+from tests.conftest import Workspace
+from tests.unit.test_image_models import TINY, tiny_shapes
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+psutil = pytest.importorskip("psutil")
+# Ray workers cannot import this test module by name: the recipes below travel by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+# 40 images in batches of 4, one batch per shard: ten shards, so a worker dies with work left to retry.
+RAY = ("embed.engine=ray", "embed.ray.actors=1", "embed.ray.cpus_per_actor=1", "embed.ray.shard_batches=1", "embed.batch_size=4")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """Tiny shapes with a fine-tuned model, embedded once by the local engine."""
+    workspace = Workspace(tmp_path_factory.mktemp("engines"))
+    tiny_shapes(workspace, per_class=10)
+    project = workspace.load(*TINY, "finetune.head_epochs=1", "embed.batch_size=4")
+    finetune.run(project, "shapes")
+    embed.run(project, "shapes")
+    return workspace
+
+
+def read_embeddings(workspace: Workspace) -> tuple[np.ndarray, dict]:
+    folder = workspace.root / "data/shapes/embed"
+    return np.load(folder / "embeddings.npy"), json.loads((folder / "embeddings.json").read_text())
+
+
+def local_job(workspace: Workspace, *overrides: str) -> EmbeddingJob:
+    project = workspace.load(*TINY, "embed.batch_size=4", *overrides)
+    manifest = load_image_manifest(project, "shapes")
+    model_dir = project.layout("shapes").model_dir
+    extractor = configured_extractor(project.params.embed, model_dir, manifest)
+    recipe = EmbedderRecipe.of(extractor, model_dir, "shapes", 4)
+    return EmbeddingJob(extractor, recipe, [str(p) for p in manifest.paths()], [needs_pillow(row) for row in manifest.rows])
+
+
+def test_ray_engine_writes_the_local_engines_embeddings_bit_for_bit(trained: Workspace, tmp_path: Path) -> None:
+    local_vectors, local_sidecar = read_embeddings(trained)
+    result = embed.run(trained.load(*TINY, *RAY), "shapes")
+    ray_vectors, ray_sidecar = read_embeddings(trained)
+    assert result.count == 40 and ray_vectors.shape == local_vectors.shape == (40, result.dimension)
+    # Same batches from the same first rows through the same graph: the maths is identical, so are the bits.
+    assert np.array_equal(ray_vectors, local_vectors)
+    assert local_sidecar["engine"] == {"name": "local"}
+    assert ray_sidecar["engine"] == {
+        "name": "ray", "cluster": "local", "actors": 1, "cpus_per_actor": 1.0, "gpus_per_actor": 0.0, "shard_batches": 1
+    }
+    ignored = ("engine", "created")
+    assert {k: v for k, v in ray_sidecar.items() if k not in ignored} == {k: v for k, v in local_sidecar.items() if k not in ignored}
+
+
+class SlowRecipe(EmbedderRecipe):
+    """Sleeps on every shard, so the test can kill the worker while shards remain."""
+
+    def build(self):
+        embedder = super().build()
+        original = embedder.embed
+
+        def slow(paths, pillow):
+            time.sleep(0.4)
+            yield from original(paths, pillow)
+
+        embedder.embed = slow
+        return embedder
+
+
+class BrokenRecipe(EmbedderRecipe):
+    """A worker that finds the model changed after the driver checked it."""
+
+    def build(self):
+        raise ArtifactError("the model in data/shapes/model changed after the embeddings were computed", "rerun embed")
+
+
+def worker_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if "EmbedShards" in " ".join(p.info["cmdline"] or [])]
+
+
+def test_a_killed_ray_worker_loses_and_duplicates_no_row(trained: Workspace, tmp_path: Path) -> None:
+    from dlpipe.models.engines.ray_data import RayEngine
+
+    local_vectors, _ = read_embeddings(trained)
+    job = local_job(trained)
+    job = EmbeddingJob(job.extractor, SlowRecipe(**vars(job.recipe)), job.paths, job.pillow)
+    manifest = load_image_manifest(trained.load(*TINY), "shapes")
+    project = trained.load(*TINY, *RAY)
+    killed: list[int] = []
+    arrived: list[int] = []
+
+    def kill_after_first(blocks):
+        for first, vectors in blocks:
+            arrived.extend(range(first, first + len(vectors)))
+            if not killed:
+                pids = worker_pids()
+                assert pids, "no Ray worker process running EmbedShards was found"
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            yield first, vectors
+
+    with RayEngine(project.params.embed.ray) as engine:
+        write_blocks(tmp_path / "e.npy", kill_after_first(engine.embed(job)), manifest, local_vectors.shape[1], True, "images")
+    assert killed and not psutil.pid_exists(killed[0])
+    assert len(arrived) < 40 + 4 * 10  # at most a resend of some shards, never everything twice
+    assert np.array_equal(np.load(tmp_path / "e.npy"), local_vectors)
+
+
+def test_a_dlpipe_error_on_a_worker_comes_back_as_itself(trained: Workspace, tmp_path: Path) -> None:
+    from dlpipe.models.engines.ray_data import RayEngine
+
+    job = local_job(trained)
+    job = EmbeddingJob(job.extractor, BrokenRecipe(**vars(job.recipe)), job.paths, job.pillow)
+    manifest = load_image_manifest(trained.load(*TINY), "shapes")
+    engine = RayEngine(trained.load(*RAY).params.embed.ray)
+    with pytest.raises(ArtifactError, match="changed after the embeddings") as caught, engine:
+        write_blocks(tmp_path / "e.npy", engine.embed(job), manifest, 8, True, "images")
+    assert caught.value.hint == "rerun embed" and caught.value.exit_code == 5
+
+
+def test_ray_missing_is_a_dependency_error_and_keeps_earlier_embeddings(
+    trained: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = (trained.root / "data/shapes/embed/embeddings.npy").read_bytes()
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(DependencyError, match="pip install") as caught:
+        embed.run(trained.load(*TINY, *RAY), "shapes")
+    assert caught.value.exit_code == 6
+    assert (trained.root / "data/shapes/embed/embeddings.npy").read_bytes() == before
+
+
+def test_blocks_missing_a_row_fail_instead_of_leaving_a_gap(trained: Workspace, tmp_path: Path) -> None:
+    job = local_job(trained)
+    manifest = load_image_manifest(trained.load(*TINY), "shapes")
+    with LocalEngine() as engine:
+        blocks = [block for block in engine.embed(job)]
+    resent = [*blocks, blocks[3]]  # a retried shard delivered twice is written once
+    write_blocks(tmp_path / "twice.npy", iter(resent), manifest, blocks[0][1].shape[1], True, "images")
+    assert np.array_equal(np.load(tmp_path / "twice.npy"), read_embeddings(trained)[0])
+    with pytest.raises(ArtifactError, match="4 of 40 embeddings never arrived"):
+        write_blocks(tmp_path / "gap.npy", iter(blocks[:3] + blocks[4:]), manifest, blocks[0][1].shape[1], True, "images")
