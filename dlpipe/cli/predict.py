@@ -51,6 +51,7 @@ def predict(
     windows as `dlpipe spectrogram` did (the settings are recorded in model.json, so a model folder
     copied anywhere works), and the windows' probabilities are averaged. A text model takes the
     documents themselves: arguments, --file (one per line) or '-' for stdin, tokenised as in training.
+    Files run on the engine params.yaml's embed.engine names (--set embed.engine=ray for a Ray cluster).
     Examples: dlpipe predict photo.jpg -k 3      dlpipe predict clip.wav --dataset sounds
               dlpipe predict "a gorgeous, witty film" --dataset reviews      cat lines.txt | dlpipe predict - -d reviews
               dlpipe predict photos/ --dataset shapes_boxes --out drawn/
@@ -64,7 +65,7 @@ def predict(
         many = documents_file is not None or any(path_kind(item) == "folder" for item in inputs or [])
         draw_dir = out if out is not None and out.suffix.lower() != ".csv" else None
         csv_path = draw_dir / "predictions.csv" if draw_dir else out if out is not None else (Path("predictions.csv") if many else None)
-        return query.run(location, inputs or [], k, csv_path, documents_file, draw_dir)
+        return query.run(location, inputs or [], k, csv_path, documents_file, draw_dir, _engine_settings(params, set_ or []))
 
     result = guarded(verbose, action)
     if as_json:
@@ -82,6 +83,15 @@ def _default_model(params: Path, overrides: list[str], dataset: str | None) -> P
         project.dataset(dataset)
         return project.layout(dataset).model_dir
     return project.layout(only_built(project, lambda layout: layout.model_file, "trained model")).model_dir
+
+
+def _engine_settings(params: Path, overrides: list[str]) -> Any:
+    """The ``embed`` section (its engine runs the model over files), or None outside a project (a copied model folder)."""
+    from dlpipe.core.config import load_project
+
+    if not overrides and not params.is_file():
+        return None
+    return load_project(params, overrides).params.embed
 
 
 def _print_predictions(result: Any) -> None:

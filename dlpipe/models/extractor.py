@@ -20,7 +20,7 @@ from dlpipe.core.arrays import first_non_finite_row
 from dlpipe.core.artifacts import library_versions, sha256_file, sidecar
 from dlpipe.core.config import BackboneConfig, EmbedConfig
 from dlpipe.core.console import progress
-from dlpipe.core.errors import ArtifactError, InputDataError
+from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.data.manifest import Manifest
 from dlpipe.models.backbones import get_spec
 from dlpipe.models.inputs import image_dataset, needs_pillow
@@ -42,8 +42,15 @@ def configured_extractor(cfg: EmbedConfig, model_dir: Path, manifest: Manifest) 
 
     Raises:
         ArtifactError: (``source: finetuned``) no model, an inconsistent one, or one trained on another manifest.
+        ConfigError: (``source: backbone``) random weights (``weights: none``).
     """
     if cfg.source == "backbone":
+        if cfg.backbone.weights == "none":
+            # Each build draws new random weights: a query, or an engine's worker, would embed with another model.
+            raise ConfigError(
+                "embed.backbone.weights: none gives random features that no later query (or Ray worker) can reproduce",
+                "set embed.backbone.weights to imagenet or a weights file, or embed.source: finetuned",
+            )
         spec = get_spec(cfg.backbone.name, key="embed.backbone.name")
         model = backbone_embedding_model(cfg.backbone, key="embed.backbone")
         description = {"source": "backbone", "backbone": cfg.backbone.model_dump(), "preprocessing": spec.preprocessing}
@@ -117,12 +124,15 @@ class EmbedderRecipe:
 
 
 class ImageEmbedder:
-    """An extractor with its traced forward pass: image files in, batches of embeddings out."""
+    """An extractor with its traced forward pass: ``(path, use Pillow)`` items in, batches of embeddings out.
+
+    The engines' :class:`~dlpipe.models.engines.base.Worker` for ``embed``.
+    """
 
     def __init__(self, extractor: Extractor, batch_size: int) -> None:
         self.extractor = extractor
         self.batch_size = batch_size
-        self.dimension = int(extractor.model.output_shape[-1])
+        self.width = int(extractor.model.output_shape[-1])
         size = extractor.image_size
         # uint8 batches cast inside the graph: a quarter of the bytes through tf.data, one map fewer.
         # A fixed signature: one trace per run, also for the smaller last batch.
@@ -132,15 +142,21 @@ class ImageEmbedder:
         )
         self.forward.get_concrete_function()
 
-    def embed(self, paths: Sequence[str | Path], pillow: Sequence[bool]) -> Iterator[np.ndarray]:
-        """Embeddings of ``paths`` in order, one float32 array per ``batch_size`` images (the last may be shorter).
+    def run(self, items: Sequence[tuple[str, bool]]) -> Iterator[np.ndarray]:
+        """Embeddings of ``(path, use Pillow)`` items in order, one float32 array per ``batch_size`` images.
 
-        Batches start at the first path, so two calls whose first paths sit a whole number of batches
+        Batches start at the first item, so two calls whose first items sit a whole number of batches
         apart in one list give the same numbers as one call over the list (the engines rely on it).
         """
-        batches = image_dataset(list(paths), list(pillow), self.extractor.image_size, self.batch_size, dtype=tf.uint8)
-        for images in batches:
+        paths = [str(path) for path, _ in items]
+        pillow = [bool(use) for _, use in items]
+        for images in image_dataset(paths, pillow, self.extractor.image_size, self.batch_size, dtype=tf.uint8):
             yield self.forward(images).numpy()
+
+
+def embedding_items(manifest: Manifest) -> list[tuple[str, bool]]:
+    """The manifest's images as an engine's items: ``(path, decode with Pillow)`` in row order."""
+    return [(str(path), needs_pillow(row)) for path, row in zip(manifest.paths(), manifest.rows, strict=True)]
 
 
 def write_embeddings(path: Path, extractor: Extractor, manifest: Manifest, batch_size: int, normalize: bool) -> tuple[float, int]:
@@ -154,9 +170,8 @@ def write_embeddings(path: Path, extractor: Extractor, manifest: Manifest, batch
     """
     embedder = ImageEmbedder(extractor, batch_size)
     start = time.perf_counter()
-    batches = embedder.embed(manifest.paths(), [needs_pillow(row) for row in manifest.rows])
-    write_vectors(path, batches, manifest, embedder.dimension, normalize, "images")
-    return time.perf_counter() - start, embedder.dimension
+    write_vectors(path, embedder.run(embedding_items(manifest)), manifest, embedder.width, normalize, "images")
+    return time.perf_counter() - start, embedder.width
 
 
 def write_vectors(

@@ -11,16 +11,19 @@ the lines of a file, or the lines of standard input (``-``).
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dlpipe.core.artifacts import write_csv
+from dlpipe.core.config import EmbedConfig
 from dlpipe.core.console import progress
-from dlpipe.core.errors import InputDataError
+from dlpipe.core.errors import ArtifactError, InputDataError
 from dlpipe.data.files import path_kind, visible_files
 from dlpipe.data.media import Rejected
+from dlpipe.models.engines.base import Engine, InferenceJob
 from dlpipe.models.file_inputs import accepted_files, file_model_inputs
 from dlpipe.models.heads.base import Answer
 from dlpipe.models.store import TrainedModel, load_trained_model
@@ -71,6 +74,7 @@ def run(
     csv_path: Path | None = None,
     documents_file: Path | None = None,
     draw_dir: Path | None = None,
+    engine_cfg: EmbedConfig | None = None,
 ) -> Result:
     """The model's answer for each input: the top ``k`` classes, or values, a box or points (in pixels of the input).
 
@@ -83,9 +87,12 @@ def run(
         documents_file: a text model only: a UTF-8 file with one document per line (blank lines skipped).
         draw_dir: a folder to write each input image into with its answer drawn (a box, points, or the answer's
             text); None draws nothing. Text and audio inputs are not drawn.
+        engine_cfg: the ``embed`` section whose ``engine`` (and ``ray``) settings run the model over image and
+            audio files; None runs it in this process. Documents always run here.
 
     Raises:
-        ArtifactError: the model or its sidecar is missing or inconsistent.
+        ArtifactError: the model or its sidecar is missing or inconsistent (or changed while a worker loaded it).
+        DependencyError: ``engine_cfg`` asks for Ray, which is not installed or cannot start.
         InputDataError: an input does not exist, a named file is not a decodable image, a folder holds no
             image, a document has no token, a text model is given a file as a document (or an image model
             a documents file), or the documents file is not UTF-8.
@@ -98,7 +105,7 @@ def run(
             f"--file {documents_file}: {trained.path} is an image model, it takes image files and folders",
             "pass the images as arguments, or use a model trained on a labelled text dataset",
         )
-    return _predict_files(trained, [Path(item) for item in inputs], k, csv_path, draw_dir)
+    return _predict_files(trained, [Path(item) for item in inputs], k, csv_path, draw_dir, engine_cfg)
 
 
 def read_documents(inputs: list[str], documents_file: Path | None, model: Path) -> list[tuple[str, str]]:
@@ -163,44 +170,106 @@ def _predict_documents(trained: TrainedModel, documents: list[tuple[str, str]], 
     return Result(trained.path, predictions, csv_path, trained.head.answer_title, modality="text")
 
 
-def _predict_files(trained: TrainedModel, inputs: list[Path], k: int, csv_path: Path | None, draw_dir: Path | None) -> Result:
-    transform = trained.transform
+def _predict_files(
+    trained: TrainedModel, inputs: list[Path], k: int, csv_path: Path | None, draw_dir: Path | None, engine_cfg: EmbedConfig | None
+) -> Result:
     drawn = Drawings(trained, draw_dir) if draw_dir is not None else None
     files, from_folders = _expand(inputs)
     k = min(k, len(trained.classes))
+    named = frozenset(str(path) for path in files if path not in from_folders)
+    recipe = PredictorRecipe(trained.path, trained.sidecar["model_sha256"], k, named)
+    job = InferenceJob(recipe, [str(path) for path in files], _BATCH, local=FilePredictor(trained, k, named))
     predictions: list[Prediction] = []
-    with progress(len(files), "predict", "files") as advance:
-        for start in range(0, len(files), _BATCH):
-            chunk = files[start : start + _BATCH]
+    with progress(len(files), "predict", "files") as advance, _engine(engine_cfg) as engine:
+        placed: list[Prediction | None] = [None] * len(files)
+        for first, block in engine.map(job):
+            placed[first : first + len(block)] = block
+            advance(len(block))
+        predictions = [p for p in placed if p is not None]
+    if drawn is not None:
+        for prediction in predictions:
+            if not prediction.error and prediction.windows == 1:
+                drawn.add(Path(prediction.path), prediction.answer)
+    if csv_path is not None:
+        _write(csv_path, predictions, trained.head.csv_columns(k))
+    return Result(trained.path, predictions, csv_path, trained.head.answer_title)
+
+
+def _engine(cfg: EmbedConfig | None) -> Engine:
+    from dlpipe.models.engines.local import LocalEngine
+    from dlpipe.models.engines.registry import open_engine
+
+    return open_engine(cfg) if cfg is not None else LocalEngine()
+
+
+@dataclass(frozen=True)
+class PredictorRecipe:
+    """How an engine's worker rebuilds :class:`FilePredictor` from the model folder (small and picklable).
+
+    Attributes:
+        model: the model file the driver loaded.
+        model_sha256: its hash then: a worker that finds another model refuses it (exit 5).
+        k: classes per answer.
+        named: the files named on the command line, whose rejection is an error (a folder's files are skipped).
+    """
+
+    model: Path
+    model_sha256: str
+    k: int
+    named: frozenset[str]
+
+    def build(self) -> FilePredictor:
+        """Load the model (once per worker) and check it is the driver's."""
+        trained = load_trained_model(self.model)
+        if trained.sidecar["model_sha256"] != self.model_sha256:
+            raise ArtifactError(f"{self.model} changed while predict was running", "run predict again")
+        return FilePredictor(trained, self.k, self.named)
+
+
+class FilePredictor:
+    """The engines' worker for ``predict``: image files (or audio clips) in, one :class:`Prediction` each.
+
+    A file from a folder that cannot be read becomes a prediction with its error; a file named on
+    the command line that cannot be read stops the run (InputDataError).
+    """
+
+    width = None  # results are Prediction objects
+
+    def __init__(self, trained: TrainedModel, k: int, named: frozenset[str]) -> None:
+        self.trained, self.k, self.named = trained, k, named
+
+    def run(self, items: list[str]) -> Iterator[list[Prediction]]:
+        """Predictions for ``items`` in order, ``_BATCH`` files per model call."""
+        trained = self.trained
+        for start in range(0, len(items), _BATCH):
+            chunk = [Path(item) for item in items[start : start + _BATCH]]
             arrays: list[np.ndarray] = []
             spans: list[tuple[Path, int]] = []
+            rejected: dict[Path, str] = {}
             for path in chunk:
                 try:
-                    inputs_of_file = file_model_inputs(path, trained.image_size, transform)
+                    inputs_of_file = file_model_inputs(path, trained.image_size, trained.transform)
                 except Rejected as rejection:
-                    if path not in from_folders:
+                    if str(path) in self.named:
                         raise InputDataError(
-                            f"cannot predict {path}: {rejection.detail}", f"pass {accepted_files(transform)}"
+                            f"cannot predict {path}: {rejection.detail}", f"pass {accepted_files(trained.transform)}"
                         ) from None
-                    predictions.append(Prediction(str(path), trained.head.no_answer(), error=f"{rejection.reason}: {rejection.detail}"))
+                    rejected[path] = f"{rejection.reason}: {rejection.detail}"
                     continue
                 arrays.extend(inputs_of_file)
                 spans.append((path, len(inputs_of_file)))
+            answered: dict[Path, Prediction] = {}
             if arrays:
                 outputs = trained.model.predict(np.stack(arrays), verbose=0)
                 offset = 0
                 for path, count in spans:
-                    answer = trained.head.answer(outputs[offset : offset + count], trained.classes, k, _size(trained, path, count))
-                    predictions.append(Prediction(str(path), answer, windows=count))
-                    if drawn is not None and count == 1:
-                        drawn.add(path, answer)
+                    answer = trained.head.answer(outputs[offset : offset + count], trained.classes, self.k, _size(trained, path, count))
+                    answered[path] = Prediction(str(path), answer, windows=count)
                     offset += count
-            advance(len(chunk))
-    order = {str(path): i for i, path in enumerate(files)}
-    predictions.sort(key=lambda p: order[p.path])
-    if csv_path is not None:
-        _write(csv_path, predictions, trained.head.csv_columns(k))
-    return Result(trained.path, predictions, csv_path, trained.head.answer_title)
+            yield [
+                answered[path] if path in answered else Prediction(str(path), trained.head.no_answer(), error=rejected[path])
+                for path in chunk
+            ]
 
 
 def _size(trained: TrainedModel, path: Path, windows: int) -> tuple[int, int] | None:

@@ -18,10 +18,9 @@ from dlpipe.core.config import Project
 from dlpipe.core.layout import EMBEDDINGS_FILE, EMBEDDINGS_SIDECAR
 from dlpipe.core.results import StageResult
 from dlpipe.data.manifest import load_image_manifest
-from dlpipe.models.engines.base import EmbeddingJob
+from dlpipe.models.engines.base import InferenceJob
 from dlpipe.models.engines.registry import open_engine
-from dlpipe.models.extractor import EmbedderRecipe, configured_extractor, embeddings_sidecar, write_blocks
-from dlpipe.models.inputs import needs_pillow
+from dlpipe.models.extractor import EmbedderRecipe, ImageEmbedder, configured_extractor, embedding_items, embeddings_sidecar, write_blocks
 
 STAGE = "embed"
 
@@ -50,13 +49,13 @@ def run(project: Project, dataset: str) -> Result:
     with stage_lock(layout.root, STAGE):
         extractor = configured_extractor(cfg, layout.model_dir, manifest)
         recipe = EmbedderRecipe.of(extractor, layout.model_dir, dataset, cfg.batch_size)
-        job = EmbeddingJob(extractor, recipe, [str(path) for path in manifest.paths()], [needs_pillow(row) for row in manifest.rows])
-        dimension = int(extractor.model.output_shape[-1])
+        embedder = ImageEmbedder(extractor, cfg.batch_size)  # traced here, before the clock starts
+        job = InferenceJob(recipe, embedding_items(manifest), cfg.batch_size, local=embedder)
+        dimension = embedder.width
         with atomic_dir(out_dir) as staging, open_engine(cfg) as engine:
             embeddings = staging / EMBEDDINGS_FILE
-            blocks = engine.embed(job)  # the local engine traces its model here, before the clock starts
             start = time.perf_counter()
-            write_blocks(embeddings, blocks, manifest, dimension, cfg.normalize, "images")
+            write_blocks(embeddings, engine.map(job), manifest, dimension, cfg.normalize, "images")
             seconds = time.perf_counter() - start
             source = {**extractor.description, "image_size": extractor.image_size}
             info = embeddings_sidecar(embeddings, manifest, dimension, cfg.normalize, **source, engine=engine.describe())

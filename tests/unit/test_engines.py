@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlpipe.core.errors import ArtifactError, DependencyError
+from dlpipe.core.errors import ArtifactError, ConfigError, DependencyError
 from dlpipe.data.manifest import load_image_manifest
-from dlpipe.models.engines.base import EmbeddingJob
+from dlpipe.models.engines.base import InferenceJob
 from dlpipe.models.engines.local import LocalEngine
-from dlpipe.models.extractor import EmbedderRecipe, configured_extractor, write_blocks
-from dlpipe.models.inputs import needs_pillow
+from dlpipe.models.extractor import EmbedderRecipe, configured_extractor, embedding_items, write_blocks
 from dlpipe.stages import embed, finetune
 from tests.conftest import Workspace
 from tests.unit.test_image_models import TINY, tiny_shapes
@@ -51,13 +50,14 @@ def read_embeddings(workspace: Workspace) -> tuple[np.ndarray, dict]:
     return np.load(folder / "embeddings.npy"), json.loads((folder / "embeddings.json").read_text())
 
 
-def local_job(workspace: Workspace, *overrides: str) -> EmbeddingJob:
-    project = workspace.load(*TINY, "embed.batch_size=4", *overrides)
+def embed_job(workspace: Workspace, recipe_class: type[EmbedderRecipe] = EmbedderRecipe) -> InferenceJob:
+    """The job embed.run would hand its engine, with the recipe made by ``recipe_class``."""
+    project = workspace.load(*TINY, "embed.batch_size=4")
     manifest = load_image_manifest(project, "shapes")
     model_dir = project.layout("shapes").model_dir
     extractor = configured_extractor(project.params.embed, model_dir, manifest)
-    recipe = EmbedderRecipe.of(extractor, model_dir, "shapes", 4)
-    return EmbeddingJob(extractor, recipe, [str(p) for p in manifest.paths()], [needs_pillow(row) for row in manifest.rows])
+    recipe = recipe_class(**vars(EmbedderRecipe.of(extractor, model_dir, "shapes", 4)))
+    return InferenceJob(recipe, embedding_items(manifest), 4)
 
 
 def test_ray_engine_writes_the_local_engines_embeddings_bit_for_bit(trained: Workspace, tmp_path: Path) -> None:
@@ -80,13 +80,13 @@ class SlowRecipe(EmbedderRecipe):
 
     def build(self):
         embedder = super().build()
-        original = embedder.embed
+        original = embedder.run
 
-        def slow(paths, pillow):
+        def slow(items):
             time.sleep(0.4)
-            yield from original(paths, pillow)
+            yield from original(items)
 
-        embedder.embed = slow
+        embedder.run = slow
         return embedder
 
 
@@ -98,15 +98,14 @@ class BrokenRecipe(EmbedderRecipe):
 
 
 def worker_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"]) if "EmbedShards" in " ".join(p.info["cmdline"] or [])]
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if "MapShards" in " ".join(p.info["cmdline"] or [])]
 
 
 def test_a_killed_ray_worker_loses_and_duplicates_no_row(trained: Workspace, tmp_path: Path) -> None:
     from dlpipe.models.engines.ray_data import RayEngine
 
     local_vectors, _ = read_embeddings(trained)
-    job = local_job(trained)
-    job = EmbeddingJob(job.extractor, SlowRecipe(**vars(job.recipe)), job.paths, job.pillow)
+    job = embed_job(trained, SlowRecipe)
     manifest = load_image_manifest(trained.load(*TINY), "shapes")
     project = trained.load(*TINY, *RAY)
     killed: list[int] = []
@@ -117,13 +116,13 @@ def test_a_killed_ray_worker_loses_and_duplicates_no_row(trained: Workspace, tmp
             arrived.extend(range(first, first + len(vectors)))
             if not killed:
                 pids = worker_pids()
-                assert pids, "no Ray worker process running EmbedShards was found"
+                assert pids, "no Ray worker process running MapShards was found"
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
             yield first, vectors
 
     with RayEngine(project.params.embed.ray) as engine:
-        write_blocks(tmp_path / "e.npy", kill_after_first(engine.embed(job)), manifest, local_vectors.shape[1], True, "images")
+        write_blocks(tmp_path / "e.npy", kill_after_first(engine.map(job)), manifest, local_vectors.shape[1], True, "images")
     assert killed and not psutil.pid_exists(killed[0])
     assert len(arrived) < 40 + 4 * 10  # at most a resend of some shards, never everything twice
     assert np.array_equal(np.load(tmp_path / "e.npy"), local_vectors)
@@ -132,12 +131,11 @@ def test_a_killed_ray_worker_loses_and_duplicates_no_row(trained: Workspace, tmp
 def test_a_dlpipe_error_on_a_worker_comes_back_as_itself(trained: Workspace, tmp_path: Path) -> None:
     from dlpipe.models.engines.ray_data import RayEngine
 
-    job = local_job(trained)
-    job = EmbeddingJob(job.extractor, BrokenRecipe(**vars(job.recipe)), job.paths, job.pillow)
+    job = embed_job(trained, BrokenRecipe)
     manifest = load_image_manifest(trained.load(*TINY), "shapes")
     engine = RayEngine(trained.load(*RAY).params.embed.ray)
     with pytest.raises(ArtifactError, match="changed after the embeddings") as caught, engine:
-        write_blocks(tmp_path / "e.npy", engine.embed(job), manifest, 8, True, "images")
+        write_blocks(tmp_path / "e.npy", engine.map(job), manifest, 8, True, "images")
     assert caught.value.hint == "rerun embed" and caught.value.exit_code == 5
 
 
@@ -153,12 +151,42 @@ def test_ray_missing_is_a_dependency_error_and_keeps_earlier_embeddings(
 
 
 def test_blocks_missing_a_row_fail_instead_of_leaving_a_gap(trained: Workspace, tmp_path: Path) -> None:
-    job = local_job(trained)
+    job = embed_job(trained)
     manifest = load_image_manifest(trained.load(*TINY), "shapes")
     with LocalEngine() as engine:
-        blocks = [block for block in engine.embed(job)]
+        blocks = [block for block in engine.map(job)]
     resent = [*blocks, blocks[3]]  # a retried shard delivered twice is written once
     write_blocks(tmp_path / "twice.npy", iter(resent), manifest, blocks[0][1].shape[1], True, "images")
     assert np.array_equal(np.load(tmp_path / "twice.npy"), read_embeddings(trained)[0])
     with pytest.raises(ArtifactError, match="4 of 40 embeddings never arrived"):
         write_blocks(tmp_path / "gap.npy", iter(blocks[:3] + blocks[4:]), manifest, blocks[0][1].shape[1], True, "images")
+
+
+def test_a_random_backbone_is_refused_since_no_worker_or_query_could_rebuild_it(trained: Workspace) -> None:
+    project = trained.load(*TINY, "embed.source=backbone", "embed.backbone.name=small_cnn", "embed.backbone.weights=none")
+    with pytest.raises(ConfigError, match="embed.backbone.weights: none gives random features"):
+        embed.run(project, "shapes")
+
+
+def test_predict_on_a_folder_gives_the_same_answers_on_both_engines(trained: Workspace, tmp_path: Path) -> None:
+    from dlpipe.core.errors import InputDataError
+    from dlpipe.queries import predict
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sources = sorted((trained.root / "shapes").rglob("*.png"))[:9]
+    for number, source in enumerate(sources):
+        (folder / f"{number}_{source.name}").write_bytes(source.read_bytes())
+    (folder / "broken.png").write_bytes(b"not an image")
+    model = trained.root / "data/shapes/model"
+    local = predict.run(model, [str(folder)], 2, tmp_path / "local.csv")
+    on_ray = predict.run(model, [str(folder)], 2, tmp_path / "ray.csv", engine_cfg=trained.load(*RAY).params.embed)
+    assert [p.as_json() for p in on_ray.predictions] == [p.as_json() for p in local.predictions]
+    assert (tmp_path / "ray.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+    assert [p.path for p in on_ray.predictions if p.error] == [str(folder / "broken.png")]
+    assert len(on_ray.predictions) == 10
+    # A file named on the command line that cannot be read stops the run on a worker too (exit 4).
+    (tmp_path / "named.png").write_bytes(b"not an image either")
+    with pytest.raises(InputDataError, match="cannot predict .*named.png") as caught:
+        predict.run(model, [str(folder), str(tmp_path / "named.png")], 2, None, engine_cfg=trained.load(*RAY).params.embed)
+    assert caught.value.exit_code == 4

@@ -1,9 +1,11 @@
 """The engine seam: what an engine is given and what it yields.
 
-An engine is a context manager (it may start and stop a cluster connection) whose ``embed``
-yields ``(first row, vectors)`` blocks covering every row of the job exactly once, in any
-order. Shards are contiguous blocks of rows that start at a multiple of the batch size, so every
-engine batches the images exactly as the local pipeline does, and the model sees the same inputs.
+A job is a list of picklable items (image paths, files to predict) and a recipe that builds a
+:class:`Worker` (the model, loaded once) wherever the job runs. An engine is a context manager (it
+may start and stop a cluster connection) whose ``map`` yields ``(first row, results)`` blocks that
+cover every item exactly once, in any order: a float32 array (one row per item) or a list (one
+object per item). Shards are contiguous rows starting at a multiple of the job's batch size, so a
+worker batches them exactly as one pass over every item would, and the model sees the same inputs.
 """
 
 from __future__ import annotations
@@ -15,50 +17,74 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dlpipe.models.extractor import EmbedderRecipe, Extractor
+# One block of results: a float32 array with a row per item, or a list with an object per item.
+Results = np.ndarray | list[Any]
+
+
+class Worker(Protocol):
+    """A model ready to run: items in, results out, in order."""
+
+    width: int | None  # columns of each array result; None when results are objects
+
+    def run(self, items: list[Any]) -> Iterator[Results]:
+        """Results for ``items`` in order, in consecutive batches (batch ``i`` starts at item ``i * batch_size``)."""
+        ...
+
+
+class Recipe(Protocol):
+    """How to build a worker anywhere the model's files can be read: small and picklable."""
+
+    def build(self) -> Worker:
+        """Load the model (once per worker)."""
+        ...
 
 
 @dataclass(frozen=True)
-class EmbeddingJob:
-    """Image files to embed, in manifest order, and the model to embed them with.
+class InferenceJob:
+    """Items to map a model over, in output order.
 
     Attributes:
-        extractor: the model as the driver built and checked it (the local engine runs it directly).
-        recipe: how a worker elsewhere rebuilds the same model (remote engines send this, not the model).
-        paths: the image files, row ``i`` being manifest row ``i``.
-        pillow: per path, whether it must be decoded with Pillow (see ``models.inputs.needs_pillow``).
+        recipe: how a worker elsewhere builds the model (remote engines send this, not the model).
+        items: picklable items, row ``i`` of the output being item ``i``.
+        batch_size: shards start at multiples of it.
+        local: the driver's own worker, already built and checked (the local engine runs it; None builds one).
     """
 
-    extractor: Extractor
-    recipe: EmbedderRecipe
-    paths: list[str]
-    pillow: list[bool]
+    recipe: Recipe
+    items: list[Any]
+    batch_size: int
+    local: Worker | None = None
 
 
 @dataclass(frozen=True)
 class Shard:
-    """Rows ``[start, start + len(paths))`` of a job: the unit of work an engine hands out (and retries)."""
+    """Items ``[start, start + len(items))`` of a job: the unit of work an engine hands out (and retries)."""
 
     shard_id: int
     start: int
-    paths: list[str]
-    pillow: list[bool]
+    items: list[Any]
 
 
-def shards(job: EmbeddingJob, rows_per_shard: int) -> Iterator[Shard]:
-    """The job's rows cut into contiguous shards of ``rows_per_shard`` (the last may be shorter)."""
-    for shard_id, start in enumerate(range(0, len(job.paths), rows_per_shard)):
-        stop = start + rows_per_shard
-        yield Shard(shard_id, start, job.paths[start:stop], job.pillow[start:stop])
+def shards(job: InferenceJob, rows_per_shard: int) -> Iterator[Shard]:
+    """The job's items cut into contiguous shards of ``rows_per_shard`` (the last may be shorter)."""
+    for shard_id, start in enumerate(range(0, len(job.items), rows_per_shard)):
+        yield Shard(shard_id, start, job.items[start : start + rows_per_shard])
+
+
+def concatenated(blocks: list[Results]) -> Results:
+    """Consecutive result blocks as one (arrays stacked, lists joined)."""
+    if blocks and isinstance(blocks[0], np.ndarray):
+        return np.concatenate(blocks)
+    return [result for block in blocks for result in block]
 
 
 class Engine(AbstractContextManager, Protocol):
-    """Maps an embedding model over a job's rows (see the module docstring)."""
+    """Maps a worker over a job's items (see the module docstring)."""
 
-    def embed(self, job: EmbeddingJob) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first row, float32 vectors)`` blocks that together cover every row of ``job`` once."""
+    def map(self, job: InferenceJob) -> Iterator[tuple[int, Results]]:
+        """``(first row, results)`` blocks that together cover every item of ``job`` once."""
         ...
 
     def describe(self) -> dict[str, Any]:
-        """What ran, for the embeddings sidecar (the engine's name and its workers)."""
+        """What ran, for sidecars (the engine's name and its workers)."""
         ...

@@ -1,18 +1,15 @@
-"""The ``local`` engine: the tf.data pipeline and the model in this process (the default)."""
+"""The ``local`` engine: the worker in this process, one pass over every item in order (the default)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-
-from dlpipe.models.engines.base import EmbeddingJob
-from dlpipe.models.extractor import ImageEmbedder, sequential_blocks
+from dlpipe.models.engines.base import InferenceJob, Results
 
 
 class LocalEngine:
-    """One pipeline over every row, batches in manifest order."""
+    """One pass over every item, batches in order."""
 
     def __enter__(self) -> LocalEngine:
         return self
@@ -20,10 +17,13 @@ class LocalEngine:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def embed(self, job: EmbeddingJob) -> Iterator[tuple[int, np.ndarray]]:
-        """Batches of ``embed.batch_size`` images from row 0 on, through the driver's own model."""
-        embedder = ImageEmbedder(job.extractor, job.recipe.batch_size)
-        return sequential_blocks(embedder.embed(job.paths, job.pillow))
+    def map(self, job: InferenceJob) -> Iterator[tuple[int, Results]]:
+        """The driver's worker (or one built from the recipe) over all items, from row 0 on."""
+        worker = job.local if job.local is not None else job.recipe.build()
+        row = 0
+        for block in worker.run(job.items):
+            yield row, block
+            row += len(block)
 
     def describe(self) -> dict[str, Any]:
         """``{"name": "local"}``."""

@@ -1,10 +1,10 @@
-"""The ``ray`` engine: Ray Data actors embed contiguous shards of rows, each loading the model once.
+"""The ``ray`` engine: Ray Data actors run contiguous shards of items, each loading the model once.
 
-The driver turns the job into one Ray Data row per shard (its first row and its file paths),
-``map_batches`` hands each shard to an actor of a fixed pool (``embed.ray.actors``, each with
-``cpus_per_actor`` and ``gpus_per_actor``), and the actor decodes and embeds the shard with the
-same tf.data code and batch boundaries as the local engine. Each result row carries its manifest
-row number, so the driver writes it in place whatever order shards finish in.
+The driver turns the job into one Ray Data row per shard (its first row and its items, e.g. file
+paths), ``map_batches`` hands each shard to an actor of a fixed pool (``embed.ray.actors``, each with
+``cpus_per_actor`` and ``gpus_per_actor``), and the actor runs the job's worker over the shard: the
+same code and batch boundaries as the local engine. Each result row carries its row number, so the
+driver puts it in place whatever order shards finish in.
 
 Failures: Ray Data restarts a dead actor and retries its shard (its actor pools default to
 unlimited restarts and task retries); a shard delivered twice is written once and a shard that
@@ -33,8 +33,7 @@ import numpy as np
 
 from dlpipe.core.config import RayEngineConfig
 from dlpipe.core.errors import ArtifactError, ConfigError, DependencyError, DlpipeError, InputDataError
-from dlpipe.models.engines.base import EmbeddingJob, shards
-from dlpipe.models.extractor import EmbedderRecipe
+from dlpipe.models.engines.base import InferenceJob, Recipe, Results, concatenated, shards
 
 # CPUs that actors: 0 leaves to Ray Data's own operators (see "Sizing" above)
 _RESERVED_CPUS = 1
@@ -82,19 +81,17 @@ class RayEngine:
         # On a local Ray this stops every Ray process; on a cluster it only disconnects this driver.
         ray.shutdown()
 
-    def embed(self, job: EmbeddingJob) -> Iterator[tuple[int, np.ndarray]]:
+    def map(self, job: InferenceJob) -> Iterator[tuple[int, Results]]:
         """Every shard through the actor pool; blocks come back in the order shards finish."""
         import ray
 
-        rows_per_shard = self.cfg.shard_batches * job.recipe.batch_size
-        items = [
-            {"shard": s.shard_id, "start": s.start, "paths": s.paths, "pillow": s.pillow} for s in shards(job, rows_per_shard)
-        ]
+        rows_per_shard = self.cfg.shard_batches * job.batch_size
+        items = [{"start": shard.start, "items": shard.items} for shard in shards(job, rows_per_shard)]
         self.actors = min(len(items), self.cfg.actors or self._actors_that_fit())
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            EmbedShards,
-            fn_constructor_args=(job.recipe, int(job.extractor.model.output_shape[-1])),
-            batch_size=1,  # one shard per call: its rows are batched inside, from the shard's first row
+            MapShards,
+            fn_constructor_args=(job.recipe,),
+            batch_size=1,  # one shard per call: the worker batches its items from the shard's first row
             compute=ray.data.ActorPoolStrategy(size=self.actors),
             num_cpus=self.cfg.cpus_per_actor,
             num_gpus=self.cfg.gpus_per_actor,
@@ -102,7 +99,7 @@ class RayEngine:
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 _raise_worker_error(batch["error"])
-                yield from _contiguous_runs(batch["row"], batch["vector"])
+                yield from _contiguous_runs(batch["row"], batch["result"])
         except DlpipeError:
             raise
         except Exception as exc:  # a failure of Ray itself, or a non-dlpipe error on a worker
@@ -132,40 +129,45 @@ class RayEngine:
         return max(1, math.floor((resources.get("CPU", 1) - _RESERVED_CPUS) / self.cfg.cpus_per_actor))
 
 
-class EmbedShards:
-    """The Ray Data callable class: builds the model once per actor, then embeds one shard per call.
+class MapShards:
+    """The Ray Data callable class: builds the worker once per actor, then runs one shard per call.
 
-    A DlpipeError (a changed model, missing weights) comes back as data, an ``error`` row the driver
-    raises again: Ray hands the driver only the text of an exception raised in a UDF.
+    A DlpipeError (a changed model, weights missing on that node) comes back as data, an ``error``
+    row the driver raises again: Ray hands the driver only the text of an exception raised in a UDF.
     """
 
-    def __init__(self, recipe: EmbedderRecipe, dimension: int) -> None:
-        self.dimension = dimension
+    def __init__(self, recipe: Recipe) -> None:
         self.failure: DlpipeError | None = None
+        self.width: int | None = None
         try:
-            self.embedder = recipe.build()
+            self.worker = recipe.build()
+            self.width = self.worker.width
         except DlpipeError as exc:
             self.failure = exc
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Rows, vectors and an empty error per row of the shards in ``batch``; one error row on failure."""
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Row numbers, results and an empty error per item of the shard(s) in ``batch``; one error row on failure."""
         if self.failure is not None:
-            return _error_rows(self.failure, self.dimension)
-        rows, vectors = [], []
-        for start, paths, pillow in zip(batch["start"], batch["paths"], batch["pillow"], strict=True):
+            return self._error_row(self.failure)
+        rows, results = [], []
+        for start, items in zip(batch["start"], batch["items"], strict=True):
             try:
-                block = np.concatenate(list(self.embedder.embed([str(p) for p in paths], [bool(b) for b in pillow])))
+                block = concatenated(list(self.worker.run(list(items))))
             except DlpipeError as exc:
-                return _error_rows(exc, self.dimension)
+                return self._error_row(exc)
             rows.append(np.arange(int(start), int(start) + len(block), dtype=np.int64))
-            vectors.append(block.astype(np.float32, copy=False))
-        count = sum(len(r) for r in rows)
-        return {"row": np.concatenate(rows), "vector": np.concatenate(vectors), "error": np.full(count, "", dtype=object)}
+            results.append(block)
+        result = concatenated(results)
+        if not isinstance(result, np.ndarray):
+            objects = np.empty(len(result), dtype=object)  # a 1-D column even when the objects are sequences
+            objects[:] = result
+            result = objects
+        return {"row": np.concatenate(rows), "result": result, "error": np.full(len(result), "", dtype=object)}
 
-
-def _error_rows(error: DlpipeError, dimension: int) -> dict[str, np.ndarray]:
-    text = json.dumps({"class": type(error).__name__, "message": error.message, "hint": error.hint})
-    return {"row": np.array([-1]), "vector": np.zeros((1, dimension), np.float32), "error": np.array([text], dtype=object)}
+    def _error_row(self, error: DlpipeError) -> dict[str, Any]:
+        text = json.dumps({"class": type(error).__name__, "message": error.message, "hint": error.hint})
+        placeholder = np.zeros((1, self.width), np.float32) if self.width else np.array([None], dtype=object)
+        return {"row": np.array([-1]), "result": placeholder, "error": np.array([text], dtype=object)}
 
 
 def _raise_worker_error(errors: np.ndarray) -> None:
@@ -176,11 +178,10 @@ def _raise_worker_error(errors: np.ndarray) -> None:
             raise _ERRORS.get(record["class"], DlpipeError)(record["message"], record["hint"])
 
 
-def _contiguous_runs(rows: np.ndarray, vectors: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-    """``(first row, vectors)`` for each run of consecutive row numbers in a result batch."""
+def _contiguous_runs(rows: np.ndarray, results: np.ndarray) -> Iterator[tuple[int, Results]]:
+    """``(first row, results)`` for each run of consecutive row numbers in a result batch."""
     rows = np.asarray(rows, dtype=np.int64)
-    vectors = np.asarray(vectors, dtype=np.float32)
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    for run_rows, run_vectors in zip(np.split(rows, breaks), np.split(vectors, breaks), strict=True):
+    for run_rows, run_results in zip(np.split(rows, breaks), np.split(results, breaks), strict=True):
         if len(run_rows):
-            yield int(run_rows[0]), run_vectors
+            yield int(run_rows[0]), run_results if run_results.dtype != object else list(run_results)
