@@ -14,6 +14,7 @@ import numpy as np
 
 from dlpipe.core.artifacts import atomic_dir, atomic_write_json, stage_lock
 from dlpipe.core.config import Project
+from dlpipe.core.console import info
 from dlpipe.core.errors import ConfigError
 from dlpipe.core.layout import EMBEDDINGS_FILE, EMBEDDINGS_SIDECAR
 from dlpipe.core.results import StageResult
@@ -54,6 +55,8 @@ def run(project: Project, dataset: str) -> Result:
             f"embed.source: {cfg.source} embeds images with an ImageNet backbone; dataset '{dataset}' is text",
             f"set embed.source: finetuned for it (datasets.{dataset}.overrides), after `dlpipe finetune --dataset {dataset}`",
         )
+    if cfg.engine != "local":
+        info(f"embed {dataset}: documents are embedded in this process (embed.engine: {cfg.engine} serves image and audio datasets)")
     manifest = load_text_manifest(project, dataset)
     layout = project.layout(dataset)
     out_dir = layout.stage_dir(STAGE)
@@ -75,8 +78,8 @@ def run(project: Project, dataset: str) -> Result:
                 "architecture": trained.sidecar["architecture"],
                 "classes": trained.classes,
             }
-            info = embeddings_sidecar(staging / EMBEDDINGS_FILE, manifest, dimension, cfg.normalize, **source)
-            atomic_write_json(staging / EMBEDDINGS_SIDECAR, info)
+            sidecar = embeddings_sidecar(staging / EMBEDDINGS_FILE, manifest, dimension, cfg.normalize, **source, engine={"name": "local"})
+            atomic_write_json(staging / EMBEDDINGS_SIDECAR, sidecar)
         metrics = {
             "count": len(manifest.rows),
             "dimension": dimension,
