@@ -35,8 +35,9 @@ def build(
 ) -> None:
     """Build a FAISS index over the embeddings (search.index: auto or a factory string) and evaluate it.
 
-    Writes data/<dataset>/search (index.faiss, index.json, examples.png) and metrics/search.json
-    (recall@k against exact search and label precision@k on test-split queries).
+    Writes data/<dataset>/search (index.faiss, index.json, examples.png; index.ivfdata when the inverted
+    lists live on disk, see search.storage) and metrics/search.json (recall@k against exact search and
+    label precision@k on test-split queries).
     Example: dlpipe search build --dataset shapes --set search.index=HNSW32
     """
     results = run_per_dataset("search", params, set_, verbose, dataset, modalities=(*IMAGE_LIKE, "text"), labelled_only=True)
@@ -49,7 +50,8 @@ def _build_line(result: Any) -> str:
     if m.get("queries"):
         precision = f"precision@{m['k']} {m['precision_at_k']:.3f}" if "precision_at_k" in m else "no labels for precision"
         figures = f"recall@{m['k']} {m['recall_at_k']:.3f}, {precision}"
-    return f"search {result.dataset}: {result.factory} over {m['count']} vectors, {figures} -> {result.out_dir}"
+    stored = f" (lists on disk, {m['shards']} shard(s))" if m.get("storage") == "ondisk" else ""
+    return f"search {result.dataset}: {result.factory}{stored} over {m['count']} vectors, {figures} -> {result.out_dir}"
 
 
 @search_app.command("query")

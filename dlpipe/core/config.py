@@ -430,6 +430,7 @@ class UmapConfig(Section):
 
     n_neighbors: int = Field(ge=2, le=200, description="neighbourhood size: larger keeps more global structure")
     min_dist: float = Field(ge=0, le=1, description="how tightly points may pack in the picture")
+    sample: int = Field(ge=20, description="rows UMAP is fitted on (drawn at random beyond it); the others are placed by transform")
 
 
 class ClusterConfig(Section):
@@ -442,6 +443,7 @@ class ClusterConfig(Section):
     nredo: int = Field(ge=1, le=100, description="k-means restarts; the lowest inertia wins")
     silhouette_sample: int = Field(ge=100, description="rows the silhouette score is computed on")
     raw_pixels_side: int = Field(ge=4, le=128, description="side the baseline downscales images to before clustering pixels")
+    baseline_sample: int = Field(ge=20, description="rows (drawn at random beyond it) the raw-pixel or bag-of-words baseline uses")
     thumbnails: int = Field(ge=1, le=100, description="images per cluster on its contact sheet")
     umap: UmapConfig
 
@@ -456,6 +458,9 @@ class ClusterConfig(Section):
     def _range_ordered(self) -> ClusterConfig:
         if self.k_min > self.k_max:
             raise ValueError(f"k_min ({self.k_min}) is larger than k_max ({self.k_max})")
+        largest_k = self.k_max if self.k == "auto" else self.k
+        if self.baseline_sample < largest_k:
+            raise ValueError(f"baseline_sample ({self.baseline_sample}) is below k ({largest_k}): the baseline could not be clustered")
         return self
 
 
@@ -464,10 +469,19 @@ class SearchConfig(Section):
 
     index: str = Field(min_length=1, description="auto (chosen by size and memory budget) or a FAISS factory string")
     memory_budget_mb: int = Field(ge=1, description="memory the index may take; auto compresses vectors beyond it")
+    storage: Literal["auto", "memory", "ondisk"] = Field(
+        description="where the inverted lists live: auto (on disk only when no index fits the budget), memory, or ondisk (IVF only)"
+    )
     target_recall: float = Field(gt=0, le=1, description="recall@k vs exact search that search parameters are tuned to")
     k: int = Field(ge=1, le=1000, description="neighbours per query when evaluating (and the query default)")
     eval_queries: int = Field(ge=1, description="test-split items used as evaluation queries (at most)")
     examples: int = Field(ge=0, le=20, description="queries shown on examples.png")
+
+    @model_validator(mode="after")
+    def _ondisk_needs_ivf(self) -> SearchConfig:
+        if self.storage == "ondisk" and self.index != "auto" and "IVF" not in self.index:
+            raise ValueError(f"storage ondisk keeps inverted lists on disk: index must be auto or an IVF factory, got {self.index!r}")
+        return self
 
 
 class HeatmapConfig(Section):

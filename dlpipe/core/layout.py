@@ -30,6 +30,8 @@ EMBEDDINGS_SIDECAR = "embeddings.json"
 # Inside an index folder (``search``'s output, and the word index of ``word2vec``).
 INDEX_FILE = "index.faiss"
 INDEX_SIDECAR = "index.json"
+# An index stored on disk keeps its inverted lists beside index.faiss, memory-mapped when loaded.
+INDEX_DATA_FILE = "index.ivfdata"
 # Inside a word2vec folder.
 VECTORS_FILE = "vectors.kv"
 WORD2VEC_SIDECAR = "word2vec.json"

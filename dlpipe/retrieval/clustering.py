@@ -1,10 +1,18 @@
-"""k-means, the choice of k, agreement with the true labels, and the raw-pixel baseline.
+"""k-means, the choice of k, agreement with the true labels, the raw-pixel baseline, and the UMAP map.
 
 The cluster stage runs the same k-means on two feature sets, the deep embeddings
 and downscaled raw pixels, and compares how well each recovers the labels
 ("unsupervised clustering on raw images vs on deep features"). k-means is FAISS's
 (on the GPU when the GPU build of FAISS sees one); scikit-learn provides the
 metrics. This module computes and returns; the stage plots and writes files.
+
+Large inputs stream: a memory-mapped embeddings file is read in blocks through the file
+(:func:`dlpipe.retrieval.embeddings.row_blocks`), never whole. k-means trains on at most
+``k * max_points_per_centroid`` rows (FAISS's own limit, 256 per centroid by default; a seeded
+sample beyond it) and then assigns every row block by block; UMAP fits on a sample and places
+the other rows with ``transform``. Memory holds the samples, one block, and a label, a distance
+and two coordinates per row. With no more rows than the samples, everything is computed on all
+rows at once, as it always was.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.core.parallel import parallel_map
 from dlpipe.data.media import Rejected
 from dlpipe.data.media.images import load_rgb
+from dlpipe.retrieval.embeddings import first_bad_row, row_blocks, take_rows
 from dlpipe.retrieval.faiss_runtime import faiss_threads, gpu_wanted
 
 Init = Literal["k-means++", "random"]
@@ -35,8 +44,12 @@ _INIT_METHODS = {
 }
 # FAISS keeps its seed in a C int.
 _FAISS_SEED_RANGE = 2**31 - 1
-# Values per block (32 MiB in float64) when recomputing inertia.
-_INERTIA_BLOCK_VALUES = 1 << 22
+# Values per block read, assigned and scored at a time: 16 MiB as float32, 32 MiB in float64 for the inertia.
+BLOCK_VALUES = 1 << 22
+# FAISS's default k-means training sample per centroid (Clustering.max_points_per_centroid); it asks for at least 39.
+MAX_POINTS_PER_CENTROID = 256
+# Rows UMAP places per transform call: its cost per call is mostly fixed, its memory grows with the rows.
+UMAP_BLOCK_ROWS = 65_536
 # Below this much work per iteration (rows x clusters x dimensions, ~1 ms on one core), FAISS runs on one
 # thread: waking OpenMP threads costs more, and on a busy machine each parallel region can wait ~10 ms for a core.
 _SERIAL_WORK = 1 << 22
@@ -56,12 +69,14 @@ class KMeansResult:
         inertia: sum of squared L2 distances of each row to its centroid, over all rows
             (scikit-learn's ``inertia_``), computed in float64.
         sizes: points per cluster, indexed by cluster id (0 for a cluster no row is nearest to).
+        distances: float32 (N,), the L2 distance of each row to its centroid.
     """
 
     labels: np.ndarray
     centroids: np.ndarray
     inertia: float
     sizes: list[int]
+    distances: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,22 @@ class KChoice:
 
     k: int
     silhouette: dict[int, float]
+
+
+@dataclass(frozen=True)
+class UmapMap:
+    """A 2-D UMAP of N rows.
+
+    Attributes:
+        coords: (N, 2) coordinates of every row.
+        fitted_rows: int64, sorted: the rows UMAP was fitted on (all of them when N <= the sample); the
+            others were placed by ``reducer.transform``.
+        reducer: the fitted ``umap.UMAP``; its ``transform`` places new points on this map.
+    """
+
+    coords: np.ndarray
+    fitted_rows: np.ndarray
+    reducer: Any
 
 
 def kmeans(
@@ -88,10 +119,11 @@ def kmeans(
 
     On the CPU the result is deterministic for a given seed. Every row is assigned
     to its nearest final centroid, and the inertia is recomputed exactly over all
-    rows (FAISS's own objective covers only its training sample, in float32).
+    rows (FAISS's own objective covers only its training sample, in float32), in
+    blocks of :data:`BLOCK_VALUES` values, so a memory-mapped input is never read whole.
 
     Args:
-        vectors: (N, D) numbers; converted to float32.
+        vectors: (N, D) numbers (a memory-mapped ``.npy`` is fine); converted to float32 block by block.
         k: number of clusters, 2 <= k <= N.
         niter: Lloyd iterations (all of them run; there is no early stop).
         nredo: independent runs with different initialisations; the lowest training objective wins.
@@ -111,7 +143,61 @@ def kmeans(
         ConfigError: niter or nredo below 1, or an unknown ``init``.
         DependencyError: ``use_gpu=True`` but FAISS sees no GPU.
     """
-    x = _as_matrix(vectors, source)
+    x = _checked(vectors, source)
+    model = _trained(x, k, niter, nredo, seed, max_points_per_centroid, use_gpu, init, source)
+    centroids = np.ascontiguousarray(model.centroids, dtype=np.float32)
+    labels = np.empty(len(x), dtype=np.int64)
+    distances = np.empty(len(x), dtype=np.float32)
+    total = 0.0
+    for start, block in row_blocks(x, _block_rows(x.shape[1])):
+        rows = np.ascontiguousarray(block, dtype=np.float32)
+        stop = start + len(rows)
+        labels[start:stop] = _nearest(model, rows)
+        distances[start:stop] = np.linalg.norm(rows - centroids[labels[start:stop]], axis=1)
+        total += _block_inertia(rows, centroids, labels[start:stop])
+    return KMeansResult(
+        labels=labels,
+        centroids=centroids,
+        inertia=total,
+        sizes=np.bincount(labels, minlength=k).tolist(),
+        distances=distances,
+    )
+
+
+def inertia(vectors: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> float:
+    """Return the sum of squared L2 distances of each row to its centroid, accumulated in float64.
+
+    Computed as the direct difference (not ``|x|² + |c|² - 2x·c``, which loses
+    precision), in blocks of :data:`BLOCK_VALUES` values so memory stays small for large N.
+    """
+    total = 0.0
+    for start, block in row_blocks(vectors, _block_rows(vectors.shape[1])):
+        total += _block_inertia(block, centroids, labels[start : start + len(block)])
+    return total
+
+
+def _block_inertia(block: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> float:
+    diff = block.astype(np.float64) - centroids[labels].astype(np.float64)
+    return float(np.einsum("ij,ij->", diff, diff))
+
+
+def _block_rows(dimension: int) -> int:
+    return max(1, BLOCK_VALUES // max(1, dimension))
+
+
+def _trained(
+    x: np.ndarray,
+    k: int,
+    niter: int,
+    nredo: int,
+    seed: int,
+    max_points_per_centroid: int | None,
+    use_gpu: bool | None,
+    init: Init,
+    source: str,
+) -> Any:
+    """A FAISS ``Kmeans`` trained on at most ``k * max_points_per_centroid`` rows of checked ``x`` (all rows when there
+    are no more; else a seeded sample, read row by row), after checking k and the options."""
     n, d = x.shape
     if k < 2:
         raise InputDataError(f"k-means needs k >= 2 clusters, got k={k}", "set cluster.k to 2 or more (or auto)")
@@ -138,33 +224,36 @@ def kmeans(
         options["max_points_per_centroid"] = max_points_per_centroid
     if on_gpu:
         options["gpu"] = True
+    limit = k * (max_points_per_centroid or MAX_POINTS_PER_CENTROID)
+    # FAISS would draw the same-sized sample itself, but only from a matrix already in memory
+    sample = _float32_rows(x, None if n <= limit else np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False)))
     model = faiss.Kmeans(d, k, **options)
-    with faiss_threads(1 if n * k * d < _SERIAL_WORK else faiss.omp_get_max_threads()):
-        model.train(x)
-        _, nearest = model.assign(x)
-    labels = nearest.astype(np.int64, copy=False)
-    centroids = np.ascontiguousarray(model.centroids, dtype=np.float32)
-    return KMeansResult(
-        labels=labels,
-        centroids=centroids,
-        inertia=inertia(x, centroids, labels),
-        sizes=np.bincount(labels, minlength=k).tolist(),
-    )
+    with _threads_for(len(sample) * k * d):
+        model.train(sample)
+    return model
 
 
-def inertia(vectors: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> float:
-    """Return the sum of squared L2 distances of each row to its centroid, accumulated in float64.
+def _nearest(model: Any, rows: np.ndarray) -> np.ndarray:
+    """The nearest centroid of each row of a float32 block, as int64."""
+    with _threads_for(rows.size * model.k):
+        _, nearest = model.assign(rows)
+    return nearest.astype(np.int64, copy=False)
 
-    Computed as the direct difference (not ``|x|² + |c|² - 2x·c``, which loses
-    precision), in blocks of rows so memory stays small for large N.
-    """
-    rows = max(1, _INERTIA_BLOCK_VALUES // max(1, vectors.shape[1]))
-    total = 0.0
-    for start in range(0, len(vectors), rows):
-        stop = start + rows
-        diff = vectors[start:stop].astype(np.float64) - centroids[labels[start:stop]].astype(np.float64)
-        total += float(np.einsum("ij,ij->", diff, diff))
-    return total
+
+def _threads_for(work: int) -> Any:
+    return faiss_threads(1 if work < _SERIAL_WORK else faiss.omp_get_max_threads())
+
+
+def _float32_rows(x: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    """The given rows of ``x`` (all when None) as one C-contiguous float32 array in memory."""
+    if rows is not None:
+        return np.ascontiguousarray(take_rows(x, rows), dtype=np.float32)
+    if not isinstance(x, np.memmap):
+        return np.ascontiguousarray(x, dtype=np.float32)
+    whole = np.empty(x.shape, dtype=np.float32)
+    for start, block in row_blocks(x):
+        whole[start : start + len(block)] = block
+    return whole
 
 
 def choose_k(
@@ -182,12 +271,13 @@ def choose_k(
 
     ``k_max`` is clipped to N - 1 (the silhouette is undefined when every row is its
     own cluster). Every k is scored on the same seeded sample of at most
-    ``sample_size`` rows (the silhouette costs O(sample² · D)). The highest score
-    wins; on a tie the smaller k. :func:`kmeans` with the same k and arguments
-    reproduces the chosen clustering exactly (on the CPU).
+    ``sample_size`` rows (the silhouette costs O(sample² · D)); only those rows are
+    assigned to the centroids :func:`kmeans` trains. The highest score wins; on a tie
+    the smaller k. :func:`kmeans` with the same k and arguments reproduces the chosen
+    clustering exactly (on the CPU).
 
     Args:
-        vectors: (N, D) numbers.
+        vectors: (N, D) numbers (a memory-mapped ``.npy`` is fine).
         k_min, k_max: the range of k tried, inclusive.
         niter, nredo, seed: passed to :func:`kmeans` for every k.
         sample_size: most rows the silhouette is computed on.
@@ -204,7 +294,7 @@ def choose_k(
         )
     if sample_size < 3:
         raise ConfigError(f"cluster.silhouette_sample={sample_size}: expected at least 3 rows", "raise cluster.silhouette_sample")
-    x = _as_matrix(vectors, source)
+    x = _checked(vectors, source)
     n = len(x)
     if n < 3:
         raise InputDataError(f"{source} has {n} rows; choosing k needs at least 3", "add data, or set cluster.k explicitly")
@@ -215,10 +305,10 @@ def choose_k(
         )
     # The same rows for every k, so the scores are comparable.
     sample = np.sort(np.random.default_rng(seed).choice(n, size=min(sample_size, n), replace=False))
-    points = x[sample]
+    points = _float32_rows(x, sample)
     scores: dict[int, float] = {}
     for k in range(k_min, top + 1):
-        labels = kmeans(x, k, niter=niter, nredo=nredo, seed=seed, source=source).labels[sample]
+        labels = _nearest(_trained(x, k, niter, nredo, seed, None, None, "k-means++", source), points)
         distinct = len(np.unique(labels))
         # Duplicate rows can leave clusters empty; the silhouette needs 2..n-1 clusters in the sample.
         if 2 <= distinct <= len(sample) - 1:
@@ -229,6 +319,57 @@ def choose_k(
         )
     best = max(scores, key=lambda k: (scores[k], -k))
     return KChoice(k=best, silhouette=scores)
+
+
+def umap_map(
+    vectors: np.ndarray,
+    *,
+    sample: int,
+    n_neighbors: int,
+    min_dist: float,
+    metric: str,
+    seed: int,
+    block_rows: int = UMAP_BLOCK_ROWS,
+) -> UmapMap:
+    """A seeded 2-D UMAP of every row: fitted on at most ``sample`` rows, the others placed by ``transform``.
+
+    With N <= ``sample`` this is ``fit_transform`` on all rows. Beyond it UMAP is fitted on a seeded
+    random sample (the fitted rows keep the coordinates of the fit) and the other rows are
+    transformed ``block_rows`` at a time, read block by block.
+
+    Args:
+        vectors: (N, D) numbers, N >= 2 (a memory-mapped ``.npy`` is fine).
+        sample: most rows UMAP is fitted on (at least 2).
+        n_neighbors: UMAP's neighbourhood size, clipped to the fitted rows minus one.
+        min_dist: how tightly UMAP may pack points.
+        metric: ``cosine`` or ``euclidean`` (any metric UMAP knows).
+        seed: seeds UMAP and the sample.
+        block_rows: rows per ``transform`` call.
+    """
+    import umap
+
+    n = vectors.shape[0]
+    fitted = np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(n_neighbors, len(fitted) - 1),
+        min_dist=min_dist,
+        metric=metric,
+        random_state=seed,
+        n_jobs=1,  # a seeded UMAP runs single-threaded anyway; saying so keeps its warning away
+    )
+    if n <= sample:
+        return UmapMap(reducer.fit_transform(_float32_rows(vectors, None)), fitted, reducer)
+    reducer.fit(_float32_rows(vectors, fitted))
+    coords = np.empty((n, 2), dtype=reducer.embedding_.dtype)
+    coords[fitted] = reducer.embedding_
+    placed = np.zeros(n, dtype=bool)
+    placed[fitted] = True
+    for start, block in row_blocks(vectors, block_rows):
+        rest = ~placed[start : start + len(block)]
+        if rest.any():
+            coords[start : start + len(block)][rest] = reducer.transform(np.ascontiguousarray(block[rest], dtype=np.float32))
+    return UmapMap(coords, fitted, reducer)
 
 
 def agreement(labels_true: Sequence[str] | np.ndarray, clusters: np.ndarray) -> dict[str, float]:
@@ -299,7 +440,8 @@ def raw_pixel_features(paths: Sequence[Path], side: int, *, workers: int = 0) ->
 
     Memory: N × side² × 3 float32, with a peak of about twice that while
     standardising: 307 MB at side 16 for 100,000 images, four times as much
-    (1.2 GB) at side 32. Meant for side 16-32.
+    (1.2 GB) at side 32. Meant for side 16-32; the cluster stage passes at most
+    ``cluster.baseline_sample`` images.
 
     Args:
         paths: the image files, in the order of the rows returned.
@@ -346,25 +488,32 @@ def _downscaled_pixels(path: Path, side: int) -> np.ndarray | str:
     return np.asarray(small, dtype=np.uint8).reshape(-1)
 
 
-def _as_matrix(vectors: np.ndarray, source: str) -> np.ndarray:
-    """``vectors`` as a C-contiguous float32 (N, D) array of finite numbers within ±1e15, N and D >= 1."""
+def _checked(vectors: np.ndarray, source: str) -> np.ndarray:
+    """``vectors`` as a numeric (N, D) array, N and D >= 1, of finite numbers within ±1e15 (checked block by block).
+
+    A numeric array is returned as it is (a memory map stays one); anything else is converted to float32.
+    """
     try:
-        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        x = vectors if isinstance(vectors, np.ndarray) and vectors.dtype.kind in "fiu" else np.asarray(vectors, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise InputDataError(f"{source} is not a numeric array: {exc}", "pass the embeddings as an (N, D) float array") from None
     if x.ndim != 2:
         raise InputDataError(f"{source} has shape {x.shape}; expected 2-D (rows, features)", "pass an (N, D) array")
     if x.size == 0:
         raise InputDataError(f"{source} is empty (shape {x.shape})", "check that the earlier stage produced vectors")
-    # One comparison catches NaN (never <=), infinity and overflow-prone magnitudes.
-    usable = (np.abs(x) <= _MAX_ABS_VALUE).all(axis=1)
-    if not usable.all():
-        bad = int(np.argmin(usable))
+    bad = first_bad_row(x, _first_unusable)
+    if bad is not None:
         raise InputDataError(
-            f"{source} row {bad} contains NaN, infinity or a value beyond ±{_MAX_ABS_VALUE:g} ({int((~usable).sum())} such rows)",
+            f"{source} row {bad} contains NaN, infinity or a value beyond ±{_MAX_ABS_VALUE:g}",
             "rerun the stage that produced the vectors; check its inputs for corrupt items",
         )
     return x
+
+
+def _first_unusable(block: np.ndarray) -> int | None:
+    # One comparison catches NaN (never <=), infinity and overflow-prone magnitudes, as float32 holds them.
+    usable = (np.abs(block.astype(np.float32, copy=False)) <= _MAX_ABS_VALUE).all(axis=1)
+    return None if usable.all() else int(np.argmin(usable))
 
 
 def _paired(labels_true: Sequence[str] | np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

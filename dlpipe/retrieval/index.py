@@ -38,8 +38,27 @@ smallest at ``nlist = sqrt(nprobe * N)``; the ``nprobe`` that reaches recall@10
 lists, 10 with 4,096), which puts the balance at ``2 sqrt(N)``. FAISS's own
 guideline, ``4 to 16 sqrt(N)``, assumes the larger ``nprobe`` of higher recall
 targets (and HNSW or GPU coarse quantizers, whose centroid search is cheap).
-No choice ever needs more training vectors than ``N``;
-a budget too small even for the smallest PQ code is a :class:`ConfigError`.
+No choice ever needs more training vectors than ``N``.
+
+**Storage** (``storage`` of :func:`choose_index`). In memory, a budget too small even for the
+smallest PQ code is a :class:`ConfigError`. With ``storage="auto"`` (the stage's default) such a
+collection gets ``IVF{nlist},SQ8`` with its inverted lists on disk instead (:func:`build_ondisk_index`):
+in ``index.ivfdata`` beside ``index.faiss``, memory-mapped when loaded. Memory then holds the trained
+quantizers (``4 D nlist`` bytes of centroids) and, while building, one shard of lists; the lists
+themselves are pages of the kernel's page cache, read as queries probe them (counted in the
+process's resident memory while mapped, but the kernel's to drop under pressure). SQ8, because what a
+query costs on disk is the bytes of the lists it probes: a quarter of float32's, at nearly its
+recall. ``storage="ondisk"`` asks for that layout whatever the size.
+
+The on-disk index is FAISS's ``OnDiskInvertedLists``, merged from shards by
+``faiss.contrib.ondisk.merge_ondisk`` (as in FAISS's ``demos/demo_ondisk_ivf.py``), rather than N
+shard files searched together through ``IndexShards``: the merged index is one ordinary ``IndexIVF``,
+so a query is quantized once (not once per shard), nprobe is tuned and searched by the same code as
+in memory, and for the same factory, seed and vectors it holds the same lists in the same order as
+the in-memory index, hence returns the same neighbours and scores. Shards exist only while building,
+one range of rows each, so building holds one shard's lists, never all of them. The lists' file is
+recorded by name only and found beside ``index.faiss`` at load (``IO_FLAG_ONDISK_SAME_DIR``), so the
+folder can be built in a staging folder, swapped in, moved or copied whole.
 
 Reproducibility: the training sample is drawn with ``seed`` and the k-means of
 the IVF quantizer and of the PQ codebooks are seeded with it too, so IVF, SQ and PQ
@@ -53,9 +72,13 @@ only the stages that search do.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import math
+import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,10 +88,11 @@ from typing import Any
 import faiss
 import numpy as np
 
-from dlpipe.core.arrays import first_failing_row, first_non_finite_row
+from dlpipe.core.arrays import first_non_finite_row
 from dlpipe.core.artifacts import atomic_write_bytes, atomic_write_json, library_versions, read_json, sha256_file
 from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
-from dlpipe.core.layout import INDEX_FILE, INDEX_SIDECAR
+from dlpipe.core.layout import INDEX_DATA_FILE, INDEX_FILE, INDEX_SIDECAR
+from dlpipe.retrieval.embeddings import first_bad_row, row_blocks, rows_per_block, take_rows
 from dlpipe.retrieval.faiss_runtime import faiss_threads, gpu_wanted
 
 METRICS = {"inner_product": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
@@ -87,8 +111,11 @@ MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this many training points per 
 PQ_MAX_CODE_BYTES = 64  # beyond this, PQ scans cost more than they gain; IVF-Flat or SQ8 would be the better tool
 # default training sample per k-means centroid: FAISS asks for 39 to 256; training time on 2 cores grows with it
 TRAIN_POINTS_PER_CENTROID = 40
-# rows added (and checked for NaN) per call, so a memory-mapped input is read in bounded pieces
+# rows added (and scanned by exact search) per call, so a memory-mapped input is read in bounded pieces
 CHUNK_BYTES = 64 << 20
+# the codec auto gives lists on disk: a query reads the bytes of its probed lists, and SQ8 reads a quarter of float32's
+ONDISK_CODEC = "SQ8"
+STORAGES = ("auto", "memory", "ondisk")
 # a doubling of nprobe/efSearch that raises recall by less than this fraction ends the tuning ladder
 PLATEAU_GAIN = 0.01
 # tuning bisects between the last doubling rung that misses the target and the first that reaches it, to 1/8
@@ -104,12 +131,15 @@ class IndexChoice:
     Attributes:
         factory: FAISS ``index_factory`` string, e.g. ``"Flat"``, ``"IVF1024,Flat"``, ``"IVF4096,PQ32x8"``.
         reason: one sentence for the sidecar and the log: why this index for this size and budget.
-        memory_bytes: estimated size of the built index in memory (:func:`estimate_memory`).
+        memory_bytes: estimated size of the built index in memory (:func:`estimate_memory`); for lists on
+            disk, of what stays in memory (the trained quantizers).
+        storage: ``"memory"``, or ``"ondisk"``: build with :func:`build_ondisk_index`.
     """
 
     factory: str
     reason: str
     memory_bytes: int
+    storage: str = "memory"
 
 
 @dataclass(frozen=True)
@@ -133,7 +163,7 @@ def nlist_for(count: int) -> int:
     return max(1, min(target, count // MIN_POINTS_PER_CENTROID))
 
 
-def choose_index(count: int, dimension: int, memory_budget_bytes: int) -> IndexChoice:
+def choose_index(count: int, dimension: int, memory_budget_bytes: int, storage: str = "memory") -> IndexChoice:
     """The ``index: auto`` rule: Flat when small, else IVF with float16, 8-bit or PQ codes, the most exact that fits.
 
     See the module docstring for the rule and its reasons.
@@ -142,14 +172,19 @@ def choose_index(count: int, dimension: int, memory_budget_bytes: int) -> IndexC
         count: number of vectors to index.
         dimension: their dimension.
         memory_budget_bytes: the most the index may take in memory.
+        storage: ``"memory"`` (refuse a budget too small for every index), ``"auto"`` (then put the lists
+            on disk) or ``"ondisk"`` (always ``IVF{nlist},SQ8`` with its lists on disk).
 
     Returns:
-        The chosen factory string, a one-sentence reason and its estimated size.
+        The chosen factory string, a one-sentence reason, its estimated size and where its lists live.
 
     Raises:
         InputDataError: ``count`` or ``dimension`` is below 1.
-        ConfigError: the budget is not positive, or too small for even the most compact index.
+        ConfigError: an unknown ``storage``, a budget that is not positive, too small for even the most compact
+            index in memory (storage ``"memory"``), or too small for the centroids an index on disk keeps in memory.
     """
+    if storage not in STORAGES:
+        raise ConfigError(f"unknown index storage '{storage}'", f"use one of: {', '.join(STORAGES)}")
     if count < 1 or dimension < 1:
         raise InputDataError(
             f"cannot index {count} vectors of dimension {dimension}", "embed at least one item before building an index"
@@ -160,6 +195,8 @@ def choose_index(count: int, dimension: int, memory_budget_bytes: int) -> IndexC
         )
     budget_mb = memory_budget_bytes / 2**20
     size = f"{count:,} x {dimension}-d vectors"
+    if storage == "ondisk":
+        return _ondisk_choice(count, dimension, memory_budget_bytes, f"{size} keep their lists on disk as asked (storage: ondisk)")
     flat = estimate_memory("Flat", count, dimension)
     if flat <= memory_budget_bytes and (count * dimension <= FLAT_MAX_FLOATS or count < FLAT_MAX_COUNT):
         return IndexChoice(
@@ -194,10 +231,34 @@ def choose_index(count: int, dimension: int, memory_budget_bytes: int) -> IndexC
                     f"searched through {nlist} inverted lists; recall is bounded by the compression",
                     pq_bytes,
                 )
+    too_large = f"{one_byte / 2**20:,.1f} MB as 1-byte components, and no product-quantized index fits"
+    if storage == "auto":
+        why = f"{size} exceed the {budget_mb:,.0f} MB budget in memory ({too_large})"
+        return _ondisk_choice(count, dimension, memory_budget_bytes, why)
     raise ConfigError(
-        f"a memory budget of {budget_mb:,.1f} MB is too small to index {size} "
-        f"({one_byte / 2**20:,.1f} MB as 1-byte components, and no product-quantized index fits)",
-        "raise memory_budget_mb, or index fewer vectors",
+        f"a memory budget of {budget_mb:,.1f} MB is too small to index {size} ({too_large})",
+        "raise memory_budget_mb, keep the lists on disk (search.storage: auto or ondisk), or index fewer vectors",
+    )
+
+
+def _ondisk_choice(count: int, dimension: int, memory_budget_bytes: int, why: str) -> IndexChoice:
+    """``IVF{nlist},SQ8`` with its lists on disk, once its centroids (what stays in memory) fit the budget."""
+    nlist = nlist_for(count)
+    factory = f"IVF{nlist},{ONDISK_CODEC}"
+    resident = estimate_memory(factory, 0, dimension)
+    if resident >= memory_budget_bytes:
+        raise ConfigError(
+            f"a memory budget of {memory_budget_bytes / 2**20:,.1f} MB cannot hold the {nlist} centroids "
+            f"({resident / 2**20:,.1f} MB) that index '{factory}' keeps in memory with its lists on disk",
+            "raise memory_budget_mb",
+        )
+    on_disk = estimate_memory(factory, count, dimension) - resident
+    return IndexChoice(
+        factory,
+        f"{why}: the inverted lists ({on_disk / 2**20:,.0f} MB of 1-byte components and ids) live on disk in {INDEX_DATA_FILE}, "
+        f"memory-mapped, built in shards that each fit the budget and searched through {nlist} inverted lists",
+        resident,
+        "ondisk",
     )
 
 
@@ -302,7 +363,7 @@ def min_train_points(index: faiss.Index) -> int:
 
 
 def _chunk_rows(dimension: int) -> int:
-    return max(1, CHUNK_BYTES // (4 * dimension))
+    return rows_per_block(dimension, 4, CHUNK_BYTES)
 
 
 def _as_float32(block: np.ndarray) -> np.ndarray:
@@ -325,20 +386,25 @@ def _check_values(vectors: np.ndarray, what: str, *, float16_index: str | None =
     Args:
         float16_index: the factory of an index that stores float16; rows beyond its range are refused too.
     """
-    row = first_non_finite_row(vectors)
+    row = first_bad_row(vectors, first_non_finite_row)
     if row is not None:
         raise InputDataError(
             f"{what} contain NaN or infinite values (first at row {row})",
             "re-run the stage that produced them; a NaN usually comes from a diverged model or a blank input",
         )
     if float16_index is not None:
-        row = first_failing_row(vectors, lambda block: (np.abs(block) <= FLOAT16_MAX).all(axis=1))
+        row = first_bad_row(vectors, _first_beyond_float16)
         if row is not None:
             raise InputDataError(
                 f"{what} have a component beyond float16's range (+-{FLOAT16_MAX:,.0f}) at row {row}, "
                 f"which index '{float16_index}' stores as float16",
                 "normalise the embeddings, or set search.index to an IVF<n>,Flat or IVF<n>,SQ8 index",
             )
+
+
+def _first_beyond_float16(block: np.ndarray) -> int | None:
+    within = (np.abs(block) <= FLOAT16_MAX).all(axis=1)
+    return None if within.all() else int(np.argmin(within))
 
 
 def _make_index(factory: str, dimension: int, metric: str) -> faiss.Index:
@@ -381,8 +447,9 @@ def build_index(
     """Build a FAISS index of ``vectors``; their ids are their row numbers.
 
     Args:
-        vectors: float (N, D) array, usually float32; a ``np.memmap`` is read in 64 MiB chunks
-            (once to check for NaN/inf, once to add), so memory holds the index plus one chunk.
+        vectors: float (N, D) array, usually float32; a memory-mapped ``.npy`` is read through its file
+            in 64 MiB chunks (to check for NaN/inf, to add), so memory holds the index, the training
+            sample and one chunk, and none of the mapping's pages stay resident.
         factory: FAISS ``index_factory`` string (see :func:`choose_index`).
         metric: ``"inner_product"`` (cosine similarity when the vectors are L2-normalised) or ``"l2"``.
         seed: seeds the training sample and the k-means of the IVF and PQ quantizers.
@@ -411,6 +478,139 @@ def build_index(
         return _add(index, vectors, gpu)
 
 
+@dataclass(frozen=True)
+class OnDiskBuild:
+    """An index built by :func:`build_ondisk_index`.
+
+    Attributes:
+        index: the trained IVF index holding every row, its lists memory-mapped from ``lists_path``.
+        lists_path: the ``index.ivfdata`` file of its inverted lists.
+        shards: how many row ranges were built one at a time and merged.
+        shard_rows: rows per shard (the last may hold fewer).
+    """
+
+    index: faiss.Index
+    lists_path: Path
+    shards: int
+    shard_rows: int
+
+
+def supports_ondisk(factory: str, dimension: int) -> bool:
+    """Whether ``factory`` can keep its lists on disk: an inverted-file index whose vectors all live in its lists
+    (no refinement, which keeps raw vectors or their residual codes in memory)."""
+    index = _make_index(factory, dimension, "l2")
+    return faiss.try_extract_index_ivf(index) is not None and _refine(index) is None
+
+
+def build_ondisk_index(
+    vectors: np.ndarray,
+    factory: str,
+    folder: Path,
+    *,
+    memory_budget_bytes: int | None = None,
+    shard_rows: int | None = None,
+    metric: str = "inner_product",
+    seed: int = 0,
+    max_train: int | None = None,
+    use_gpu: bool | None = None,
+) -> OnDiskBuild:
+    """Build an IVF index of ``vectors`` with its inverted lists in ``folder/index.ivfdata``; ids are row numbers.
+
+    The quantizers are trained once, on the same sample and seed as :func:`build_index`. Each range of
+    ``shard_rows`` rows is then added to an empty copy of the trained index (a shard: the only lists in
+    memory at a time) and written to ``folder``; FAISS merges the shards' lists into ``index.ivfdata``
+    (``merge_ondisk``) and the shard files are removed. Within each list the rows stay in row order,
+    so the index answers exactly as :func:`build_index`'s of the same factory, seed and vectors.
+    Pass the result's ``index`` to :func:`save_index` with the same ``folder``.
+
+    Args:
+        vectors: float (N, D) array; a memory-mapped ``.npy`` is read in 64 MiB chunks through its file.
+        factory: an IVF factory string that :func:`supports_ondisk`.
+        folder: where ``index.ivfdata`` is written (a staging folder: shard files pass through it).
+        memory_budget_bytes: size shards so that the trained index plus one shard's codes and ids fit it.
+        shard_rows: rows per shard, instead of a budget.
+        metric, seed, max_train, use_gpu: as for :func:`build_index`.
+
+    Raises:
+        InputDataError: as for :func:`build_index`.
+        ConfigError: an invalid factory, one that cannot keep its lists on disk, or a budget too small for
+            the trained index itself.
+        DependencyError: ``use_gpu=True`` but FAISS sees no GPU.
+    """
+    from faiss.contrib.ondisk import merge_ondisk
+
+    if (memory_budget_bytes is None) == (shard_rows is None):
+        raise ValueError("build_ondisk_index needs exactly one of memory_budget_bytes and shard_rows")
+    _check_shape(vectors, "embeddings")
+    count, dimension = vectors.shape
+    if not supports_ondisk(factory, dimension):
+        raise ConfigError(
+            f"index '{factory}' cannot keep its lists on disk: only an inverted-file index without refinement can",
+            "use e.g. IVF1024,SQ8 or IVF1024,PQ32x8, or search.storage: memory",
+        )
+    index = _make_index(factory, dimension, metric)
+    _check_values(vectors, "embeddings", float16_index=factory if _stores_float16(index) else None)
+    gpu = gpu_wanted(use_gpu) and _gpu_capable(index)
+    folder = Path(folder)
+    lists_path = folder / INDEX_DATA_FILE
+    if not index.is_trained:
+        _train(index, vectors, factory, seed, max_train, gpu)
+    rows = shard_rows or _shard_rows(index, factory, memory_budget_bytes or 0)
+    shard_paths = []
+    for number, start in enumerate(range(0, count, rows)):
+        shard = _add(faiss.clone_index(index), vectors, gpu, start, min(start + rows, count))
+        shard_paths.append(folder / f".shard-{number:05d}.faiss")
+        faiss.write_index(shard, str(shard_paths[-1]))
+        del shard  # one shard's lists in memory at a time
+    with _c_stdout_silenced():
+        merge_ondisk(index, [str(path) for path in shard_paths], str(lists_path))
+    for path in shard_paths:
+        path.unlink()
+    return OnDiskBuild(index, lists_path, len(shard_paths), rows)
+
+
+def _shard_rows(index: faiss.Index, factory: str, memory_budget_bytes: int) -> int:
+    """Rows per shard such that the trained index and one shard's codes and ids fit the budget."""
+    resident = int(faiss.serialize_index(index).nbytes)
+    rows = (memory_budget_bytes - resident) // (faiss.extract_index_ivf(index).code_size + ID_BYTES)
+    if rows < 1:
+        raise ConfigError(
+            f"a memory budget of {memory_budget_bytes / 2**20:,.1f} MB cannot hold the trained index '{factory}' "
+            f"({resident / 2**20:,.1f} MB of centroids and codec tables) and any of its lists",
+            "raise memory_budget_mb, or use fewer inverted lists",
+        )
+    return int(rows)
+
+
+def _ondisk_lists(index: faiss.Index) -> Any:
+    """The index's ``OnDiskInvertedLists``, or None when its lists (if any) are in memory."""
+    ivf = faiss.try_extract_index_ivf(index)
+    lists = faiss.downcast_InvertedLists(ivf.invlists) if ivf is not None else None
+    return lists if isinstance(lists, faiss.OnDiskInvertedLists) else None
+
+
+@contextlib.contextmanager
+def _c_stdout_silenced() -> Iterator[None]:
+    """Discard what C code prints to stdout inside the block.
+
+    FAISS's on-disk lists printf() a line when they resize or are found beside their index; on stdout it
+    would corrupt the CLI's ``--json`` output, so file descriptor 1 points to /dev/null meanwhile.
+    """
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    libc.fflush(None)
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        libc.fflush(None)  # C's stdout buffer holds what was printed until flushed: flush it to /dev/null
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _train(index: faiss.Index, vectors: np.ndarray, factory: str, seed: int, max_train: int | None, gpu: bool) -> None:
     count = vectors.shape[0]
     needed = min_train_points(index)
@@ -423,7 +623,7 @@ def _train(index: faiss.Index, vectors: np.ndarray, factory: str, seed: int, max
         raise ConfigError(f"max_train={max_train} is below the {needed} training vectors '{factory}' needs")
     size = min(count, max_train or TRAIN_POINTS_PER_CENTROID * needed)
     rows = np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
-    sample = _as_float32(vectors[rows])  # sorted rows: sequential reads from a memmap
+    sample = _as_float32(take_rows(vectors, rows))  # sorted rows: sequential reads from a memmap
     _prepare_training(index, seed)
     ivf = faiss.try_extract_index_ivf(index)
     resources = faiss.StandardGpuResources() if gpu and ivf is not None else None
@@ -439,8 +639,8 @@ def _train(index: faiss.Index, vectors: np.ndarray, factory: str, seed: int, max
             ivf.clustering_index = None
 
 
-def _add(index: faiss.Index, vectors: np.ndarray, gpu: bool) -> faiss.Index:
-    """Add every row in chunks (ids = row numbers), on a GPU copy when ``gpu``; return the CPU index."""
+def _add(index: faiss.Index, vectors: np.ndarray, gpu: bool, start: int = 0, stop: int | None = None) -> faiss.Index:
+    """Add rows ``start:stop`` in chunks (ids = row numbers), on a GPU copy when ``gpu``; return the CPU index."""
     resources = faiss.StandardGpuResources() if gpu else None
     target = index
     if resources is not None:
@@ -448,9 +648,11 @@ def _add(index: faiss.Index, vectors: np.ndarray, gpu: bool) -> faiss.Index:
             target = faiss.index_cpu_to_gpu(resources, 0, index)
         except RuntimeError:  # e.g. a PQ code size the GPU kernels lack: add on the CPU instead
             resources = None
-    step = _chunk_rows(vectors.shape[1])
-    for start in range(0, vectors.shape[0], step):
-        target.add(_as_float32(vectors[start : start + step]))
+    for first, block in row_blocks(vectors, _chunk_rows(vectors.shape[1]), start, stop):
+        if target.ntotal == first:  # sequential ids are the row numbers (Flat and HNSW take no others)
+            target.add(_as_float32(block))
+        else:  # a shard of a later range of rows
+            target.add_with_ids(_as_float32(block), np.arange(first, first + len(block), dtype=np.int64))
     return faiss.index_gpu_to_cpu(target) if resources is not None else target
 
 
@@ -584,9 +786,8 @@ def exact_search(
     if not 1 <= k <= count:
         raise InputDataError(f"k={k} but there are {count} vectors", f"use 1 <= k <= {count}")
     heap = faiss.ResultHeap(len(queries), k, keep_max=metric == "inner_product")
-    step = _chunk_rows(dimension)
-    for start in range(0, count, step):
-        chunk = _as_float32(vectors[start : start + step])
+    for start, block in row_blocks(vectors, _chunk_rows(dimension)):
+        chunk = _as_float32(block)
         scores, ids = faiss.knn(queries, chunk, min(k, len(chunk)), _metric(metric))
         heap.add_result(scores, ids + start)
     heap.finalize()
@@ -636,15 +837,36 @@ def save_index(index: faiss.Index, folder: Path, info: dict[str, Any]) -> Path:
     The sidecar holds the caller's ``info`` (e.g. stage, embeddings_sha256, how the index was chosen)
     plus what is measured from the index, which wins over same-named keys: factory (``info["factory"]``
     when given, else FAISS's description), metric, dimension, count, index_sha256, index_bytes,
-    search_params and library versions. The index file is written first: an interrupted save leaves
+    search_params, storage (``"memory"``, or ``"ondisk"`` with ``lists_sha256`` and ``lists_bytes`` of
+    ``index.ivfdata``) and library versions. The index file is written first: an interrupted save leaves
     either the old pair or a new index whose hash the old sidecar refuses at load.
+
+    An index from :func:`build_ondisk_index` must be saved to the folder it was built in, where its
+    lists already are; ``index.faiss`` then names them ``index.ivfdata``, without a folder.
 
     Returns:
         The path of ``index.faiss``.
+
+    Raises:
+        ValueError: the index keeps its lists on disk outside ``folder``.
     """
     from faiss.contrib.factory_tools import reverse_index_factory
 
-    data = faiss.serialize_index(index)  # a uint8 array, written and hashed as it is (no second copy)
+    folder = Path(folder)
+    lists = _ondisk_lists(index)
+    storage: dict[str, Any] = {"storage": "memory"}
+    if lists is None:
+        data = faiss.serialize_index(index)  # a uint8 array, written and hashed as it is (no second copy)
+    else:
+        lists_path = folder / INDEX_DATA_FILE
+        if Path(lists.filename).resolve() != lists_path.resolve():
+            raise ValueError(f"the index keeps its lists in {lists.filename}, not in {lists_path}: save it where it was built")
+        built_at, lists.filename = lists.filename, INDEX_DATA_FILE
+        try:
+            data = faiss.serialize_index(index)
+        finally:
+            lists.filename = built_at
+        storage = {"storage": "ondisk", "lists_sha256": sha256_file(lists_path), "lists_bytes": lists_path.stat().st_size}
     record = {
         **info,
         "factory": info.get("factory") or reverse_index_factory(index),
@@ -654,9 +876,9 @@ def save_index(index: faiss.Index, folder: Path, info: dict[str, Any]) -> Path:
         "index_sha256": hashlib.sha256(data).hexdigest(),
         "index_bytes": int(data.nbytes),
         "search_params": search_params(index),
+        **storage,
         "versions": library_versions("faiss-cpu", "numpy"),
     }
-    folder = Path(folder)
     path = folder / INDEX_FILE
     atomic_write_bytes(path, memoryview(data))
     atomic_write_json(folder / INDEX_SIDECAR, record)
@@ -666,14 +888,19 @@ def save_index(index: faiss.Index, folder: Path, info: dict[str, Any]) -> Path:
 def load_index(folder: Path, expected: dict[str, Any] | None = None) -> LoadedIndex:
     """Read ``folder/index.faiss``, check it against ``index.json`` and ``expected``, apply its search params.
 
+    An index stored on disk (sidecar ``storage: ondisk``) is read with its lists memory-mapped, read-only,
+    from ``index.ivfdata`` beside it. That file is checked by size, not hashed: hashing would read the
+    whole collection at every load, which is what keeping it on disk avoids (its sha256 is in the sidecar).
+
     Args:
         folder: the folder :func:`save_index` wrote.
         expected: sidecar keys the caller requires, e.g. ``{"dimension": 128, "embeddings_sha256": ...}``.
 
     Raises:
-        ArtifactError: either file missing, the sidecar corrupt or incomplete, the index file's sha256 not
-            the sidecar's (truncated or replaced), FAISS unable to read it, its count or dimension not the
-            sidecar's, or a key of ``expected`` that differs from the sidecar.
+        ArtifactError: a file missing (``index.ivfdata`` too, for an index on disk), the sidecar corrupt or
+            incomplete, the index file's sha256 or the lists' size not the sidecar's (truncated or replaced),
+            FAISS unable to read it, its count or dimension not the sidecar's, or a key of ``expected`` that
+            differs from the sidecar.
     """
     folder = Path(folder)
     path, sidecar_path = folder / INDEX_FILE, folder / INDEX_SIDECAR
@@ -698,8 +925,10 @@ def load_index(folder: Path, expected: dict[str, Any] | None = None) -> LoadedIn
             f"{info['index_sha256'][:12]}...): it was replaced or modified after the sidecar was written",
             rebuild,
         )
+    flags = _lists_on_disk(folder, info, sidecar_path, rebuild)
     try:
-        index = faiss.read_index(str(path))
+        with _c_stdout_silenced() if flags else contextlib.nullcontext():
+            index = faiss.read_index(str(path), flags)
     except RuntimeError as exc:
         raise ArtifactError(f"FAISS cannot read {path}: {str(exc).strip().splitlines()[-1]}", rebuild) from None
     for key, actual in (("count", index.ntotal), ("dimension", index.d)):
@@ -718,3 +947,26 @@ def load_index(folder: Path, expected: dict[str, Any] | None = None) -> LoadedIn
     except ConfigError as exc:
         raise ArtifactError(f"index sidecar {sidecar_path}: {exc.message}", rebuild) from None
     return LoadedIndex(index, info, path)
+
+
+def _lists_on_disk(folder: Path, info: dict[str, Any], sidecar_path: Path, rebuild: str) -> int:
+    """FAISS's read flags for the sidecar's storage, after checking an on-disk index's lists file is whole."""
+    storage = info.get("storage", "memory")
+    if storage == "memory":
+        return 0
+    if storage != "ondisk":
+        raise ArtifactError(f"index sidecar {sidecar_path}: storage is {storage!r}, expected 'memory' or 'ondisk'", rebuild)
+    if "lists_bytes" not in info:
+        raise ArtifactError(f"index sidecar {sidecar_path} lacks lists_bytes (the size of index.ivfdata)", rebuild)
+    lists_path = folder / INDEX_DATA_FILE
+    if not lists_path.is_file():
+        raise ArtifactError(f"inverted lists not found: {lists_path} (the index {folder / INDEX_FILE} keeps them there)", rebuild)
+    size = lists_path.stat().st_size
+    if size != info["lists_bytes"]:
+        raise ArtifactError(
+            f"inverted lists {lists_path} hold {size} bytes, the sidecar {sidecar_path} says {info['lists_bytes']} "
+            "(truncated or replaced)",
+            rebuild,
+        )
+    # the lists are found beside index.faiss wherever the folder is now, and mapped read-only (DVC's cache may be)
+    return faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY

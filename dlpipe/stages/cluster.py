@@ -6,6 +6,11 @@ same k-means and the same k, and measure how well each grouping agrees with the 
 (NMI, ARI, purity). Alongside: a seeded UMAP map (CSV, PNG by label and by cluster, the
 fitted reducer for projecting new points) and one contact sheet per cluster (documents: a
 table of each cluster's members nearest its centroid), so a person can see what it holds.
+
+The embeddings are never read whole (see :mod:`dlpipe.retrieval.clustering`): k-means trains on a
+sample and assigns block by block, the silhouette and the baseline use a sample of rows
+(``cluster.silhouette_sample``, ``cluster.baseline_sample``), and UMAP is fitted on
+``cluster.umap.sample`` rows and places the rest with ``transform``; umap.png draws the fitted rows.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from dlpipe.reports.cluster_plots import write_silhouette_plot, write_umap_png
 from dlpipe.reports.sheets import RIGHT, WRONG, Tile, contact_sheet
 from dlpipe.reports.tables import write_table
 from dlpipe.retrieval import clustering
-from dlpipe.retrieval.embeddings import Embeddings, load_embeddings
+from dlpipe.retrieval.embeddings import Embeddings, load_embeddings, take_rows
 
 STAGE = "cluster"
 REDUCER_FILE = "umap_reducer.pkl"
@@ -50,7 +55,7 @@ def run(project: Project, dataset: str) -> Result:
     cfg = project.params.cluster
     seed = project.params.base.seed
     embeddings = load_embeddings(project, dataset)
-    vectors = np.ascontiguousarray(embeddings.vectors, dtype=np.float32)
+    vectors = embeddings.vectors  # memory-mapped, and read in blocks through the file: never whole
     count = vectors.shape[0]
     if count < 3:
         raise InputDataError(f"dataset '{dataset}' has {count} embeddings; clustering needs at least 3", "ingest more images")
@@ -73,7 +78,7 @@ def run(project: Project, dataset: str) -> Result:
             write_silhouette_plot(silhouette, k, staging / "silhouette.png", f"{dataset}: choosing k by silhouette")
         info(f"k-means with k={k} on {count} embeddings of dimension {vectors.shape[1]}")
         deep = clustering.kmeans(vectors, k, niter=cfg.niter, nredo=cfg.nredo, seed=seed)
-        distances = np.linalg.norm(vectors - deep.centroids[deep.labels], axis=1)
+        distances = deep.distances
         metrics: dict[str, Any] = {
             "dataset": dataset,
             "count": count,
@@ -87,7 +92,7 @@ def run(project: Project, dataset: str) -> Result:
         if len(set(labels)) >= 2:
             metrics.update(_judge_against_baseline(embeddings, labels, deep.labels, k, cfg, seed))
         _write_tables(staging, embeddings, labels, deep.labels, distances)
-        metrics["umap_seconds"] = _write_umap(
+        metrics["umap_seconds"], metrics["umap_fit_rows"] = _write_umap(
             staging, vectors, labels if labelled else None, deep.labels, cfg, seed, embeddings.normalized, dataset
         )
         if embeddings.manifest.documents is None:
@@ -127,9 +132,12 @@ def _choose_k(vectors: np.ndarray, cfg: ClusterConfig, seed: int) -> tuple[int, 
 
 def _silhouette_at(vectors: np.ndarray, clusters: np.ndarray, sample: int, seed: int) -> float:
     from sklearn.metrics import silhouette_score
+    from sklearn.utils import check_random_state
 
-    size = min(sample, vectors.shape[0])
-    return round(float(silhouette_score(vectors, clusters, sample_size=size, random_state=seed)), 6)
+    # the rows silhouette_score(sample_size=, random_state=seed) would draw, read without loading the rest
+    rows = check_random_state(seed).permutation(vectors.shape[0])[:sample]
+    points = np.ascontiguousarray(take_rows(vectors, rows), dtype=np.float32)
+    return round(float(silhouette_score(points, clusters[rows])), 6)
 
 
 def _judge_against_baseline(
@@ -138,20 +146,30 @@ def _judge_against_baseline(
     """Agreement with the labels of the deep clustering and of the baseline features clustered the same way.
 
     The baseline is raw pixels for images, a TF-IDF bag of words (LSA) for documents; the metric names say which.
+    It is computed on at most ``cluster.baseline_sample`` rows (``<baseline>_rows``, drawn with the seed), and
+    the NMI gain compares it with the deep clustering on those same rows.
     """
-    documents = embeddings.manifest.documents
-    if documents is None:
-        baseline, features = "raw_pixels", clustering.raw_pixel_features(embeddings.manifest.paths(), cfg.raw_pixels_side)
+    manifest = embeddings.manifest
+    count = len(labels)
+    rows = np.arange(count)
+    if count > cfg.baseline_sample:
+        rows = np.sort(np.random.default_rng(seed).choice(count, size=cfg.baseline_sample, replace=False))
+    if manifest.documents is None:
+        paths = [manifest.resolve(manifest.rows[i]["path"]) for i in rows]
+        baseline, features = "raw_pixels", clustering.raw_pixel_features(paths, cfg.raw_pixels_side)
     else:
-        baseline, features = "bag_of_words", clustering.bag_of_words_features(documents, seed)
+        baseline, features = "bag_of_words", clustering.bag_of_words_features([manifest.documents[i] for i in rows], seed)
     raw = clustering.kmeans(features, k, niter=cfg.niter, nredo=cfg.nredo, seed=seed)
+    truth = [labels[i] for i in rows]
     deep_scores = clustering.agreement(labels, deep_clusters)
-    raw_scores = clustering.agreement(labels, raw.labels)
+    raw_scores = clustering.agreement(truth, raw.labels)
+    deep_on_rows = deep_scores if len(rows) == count else clustering.agreement(truth, deep_clusters[rows])
     info(f"NMI against the labels: deep features {deep_scores['nmi']:.3f}, {baseline.replace('_', ' ')} {raw_scores['nmi']:.3f}")
     return {
         **deep_scores,
         **{f"{baseline}_{key}": value for key, value in raw_scores.items()},
-        f"nmi_gain_over_{baseline}": round(deep_scores["nmi"] - raw_scores["nmi"], 4),
+        f"{baseline}_rows": len(rows),
+        f"nmi_gain_over_{baseline}": round(deep_on_rows["nmi"] - raw_scores["nmi"], 4),
     }
 
 
@@ -187,22 +205,21 @@ def _write_umap(
     seed: int,
     normalized: bool,
     dataset: str,
-) -> float:
-    """Fit the seeded 2-D UMAP, write umap.csv, umap.png (by label and by cluster; by cluster only when
-    ``labels`` is None) and the pickled reducer; return the seconds it took."""
-    import umap
-
+) -> tuple[float, int]:
+    """Fit the seeded 2-D UMAP (on ``cluster.umap.sample`` rows at most), write umap.csv (every row), umap.png
+    (the fitted rows, by label and by cluster; by cluster only when ``labels`` is None) and the pickled reducer;
+    return the seconds it took and the rows it was fitted on."""
     start = time.perf_counter()
-    reducer = umap.UMAP(
-        n_components=2,
-        n_neighbors=min(cfg.umap.n_neighbors, vectors.shape[0] - 1),
+    mapped = clustering.umap_map(
+        vectors,
+        sample=cfg.umap.sample,
+        n_neighbors=cfg.umap.n_neighbors,
         min_dist=cfg.umap.min_dist,
         metric="cosine" if normalized else "euclidean",
-        random_state=seed,
-        n_jobs=1,  # a seeded UMAP runs single-threaded anyway; saying so keeps its warning away
+        seed=seed,
     )
-    coords = reducer.fit_transform(vectors)
     seconds = time.perf_counter() - start
+    coords, drawn = mapped.coords, mapped.fitted_rows
     write_csv(
         folder / "umap.csv",
         ("index", "label", "cluster", "x", "y"),
@@ -211,10 +228,14 @@ def _write_umap(
             for i, (label, c, (x, y)) in enumerate(zip(labels or [""] * len(coords), clusters, coords, strict=True))
         ),
     )
-    write_umap_png(coords, labels, clusters, folder / "umap.png", f"{dataset}: UMAP of {len(coords)} embeddings")
+    title = f"{dataset}: UMAP of {len(coords)} embeddings"
+    if len(drawn) < len(coords):
+        title = f"{dataset}: UMAP of {len(coords):,} embeddings, the {len(drawn):,} it was fitted on drawn"
+        labels = None if labels is None else [labels[i] for i in drawn]
+    write_umap_png(coords[drawn], labels, clusters[drawn], folder / "umap.png", title)
     # The reducer can place new points on this map: pickle.load(...).transform(new_vectors).
-    atomic_write_bytes(folder / REDUCER_FILE, pickle.dumps(reducer, protocol=pickle.HIGHEST_PROTOCOL))
-    return round(seconds, 3)
+    atomic_write_bytes(folder / REDUCER_FILE, pickle.dumps(mapped.reducer, protocol=pickle.HIGHEST_PROTOCOL))
+    return round(seconds, 3), len(drawn)
 
 
 def _write_document_table(
@@ -250,11 +271,12 @@ def _write_sheets(
 
     Without labels (None) tiles are captioned with their file names and not coloured.
     """
-    paths = embeddings.manifest.paths()
+    manifest = embeddings.manifest
     for entry in clustering.cluster_label_table(labels or [""] * len(clusters), clusters):
         cluster = entry["cluster"]
         members = np.flatnonzero(clusters == cluster)
         nearest = members[np.argsort(distances[members], kind="stable")][:per_cluster]
+        paths = {i: manifest.resolve(manifest.rows[i]["path"]) for i in nearest}
         if labels is None:
             tiles = [Tile(paths[i], paths[i].name) for i in nearest]
             title = f"cluster {cluster}: {entry['size']} items"

@@ -10,6 +10,12 @@ the validation split; it is then judged on held-out queries from the test split:
 - precision@k: the share of returned neighbours that carry the query's label.
 
 Each query's own row is left out of its results (it would always be first).
+
+The embeddings are read in bounded blocks, never whole: the index is trained on a sample and filled
+chunk by chunk, and exact neighbours for the evaluation are found by a block-by-block scan. When
+no index fits ``search.memory_budget_mb`` in memory (or ``search.storage: ondisk`` asks for it),
+the inverted lists are built in shards and merged into ``index.ivfdata`` on disk, beside
+``index.faiss`` (see :mod:`dlpipe.retrieval.index`); tuning and evaluation are the same.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from dlpipe.core.results import StageResult
 from dlpipe.reports.sheets import RIGHT, WRONG, Tile, contact_sheet
 from dlpipe.reports.tables import write_table
 from dlpipe.retrieval import index as faiss_index
-from dlpipe.retrieval.embeddings import Embeddings, load_embeddings
+from dlpipe.retrieval.embeddings import Embeddings, load_embeddings, take_rows
 
 STAGE = "search"
 # Fields of the embeddings sidecar that say how a query must be embedded; copied into index.json.
@@ -49,19 +55,21 @@ def run(project: Project, dataset: str) -> Result:
     Raises:
         ArtifactError: embeddings missing, stale or corrupt.
         InputDataError: too few items for the chosen index or for the requested k.
-        ConfigError: an invalid FAISS factory string.
+        ConfigError: an invalid FAISS factory string, one that cannot keep its lists on disk when asked to,
+            or a memory budget too small for any index (with ``storage: memory``) or for the trained quantizers.
     """
     cfg = project.params.search
     seed = project.params.base.seed
     embeddings = load_embeddings(project, dataset)
-    vectors = embeddings.vectors  # memory-mapped: the index is built and checked in chunks
+    vectors = embeddings.vectors  # memory-mapped, and read in blocks through the file: never whole
     count, dimension = vectors.shape
     if count < cfg.k + 1:
         raise InputDataError(
             f"dataset '{dataset}' has {count} items; evaluating k={cfg.k} neighbours needs at least {cfg.k + 1}", "lower search.k"
         )
     metric = "inner_product" if embeddings.normalized else "l2"
-    choice = _choose(cfg, count, dimension)
+    budget = cfg.memory_budget_mb * 1024 * 1024
+    choice = _choose(cfg, count, dimension, budget)
     info(f"index {choice.factory} for {count} vectors of dimension {dimension}: {choice.reason}")
     layout = project.layout(dataset)
     out_dir = layout.stage_dir(STAGE)
@@ -69,7 +77,13 @@ def run(project: Project, dataset: str) -> Result:
 
     with stage_lock(layout.root, STAGE), atomic_dir(out_dir) as staging:
         start = time.perf_counter()
-        index = faiss_index.build_index(vectors, choice.factory, metric=metric, seed=seed)
+        storage: dict[str, Any] = {"storage": choice.storage}
+        if choice.storage == "ondisk":
+            built = faiss_index.build_ondisk_index(vectors, choice.factory, staging, memory_budget_bytes=budget, metric=metric, seed=seed)
+            index = built.index
+            storage |= {"shards": built.shards, "shard_rows": built.shard_rows, "lists_bytes": built.lists_path.stat().st_size}
+        else:
+            index = faiss_index.build_index(vectors, choice.factory, metric=metric, seed=seed)
         build_seconds = time.perf_counter() - start
         rng = np.random.default_rng(seed)
         tune_rows = _sample(embeddings.manifest.split("val") or embeddings.manifest.split("train"), cfg.eval_queries, rng)
@@ -88,6 +102,7 @@ def run(project: Project, dataset: str) -> Result:
                 "embeddings_sha256": embeddings.sidecar["embeddings_sha256"],
                 "manifest_sha256": embeddings.manifest.sha256,
                 "query_embedding": recorded,
+                **storage,
             },
         )
         if embeddings.manifest.documents is None:
@@ -97,6 +112,7 @@ def run(project: Project, dataset: str) -> Result:
         metrics = {
             "dataset": dataset,
             "index": choice.factory,
+            **storage,
             "count": count,
             "dimension": dimension,
             "metric": metric,
@@ -112,11 +128,20 @@ def run(project: Project, dataset: str) -> Result:
     return Result(dataset, out_dir, metrics_path, metrics, factory=choice.factory)
 
 
-def _choose(cfg: SearchConfig, count: int, dimension: int) -> faiss_index.IndexChoice:
-    budget = cfg.memory_budget_mb * 1024 * 1024
+def _choose(cfg: SearchConfig, count: int, dimension: int, budget: int) -> faiss_index.IndexChoice:
+    """The index and where its lists live: ``search.index`` (or the auto rule) and ``search.storage``.
+
+    A factory from params keeps its lists on disk when asked, or under ``storage: auto`` when its estimated size
+    exceeds the budget and it is an IVF index that can (others stay in memory, as the user chose them).
+    """
     if cfg.index == "auto":
-        return faiss_index.choose_index(count, dimension, budget)
+        return faiss_index.choose_index(count, dimension, budget, storage=cfg.storage)
     memory = faiss_index.estimate_memory(cfg.index, count, dimension)
+    over_budget = cfg.storage == "auto" and memory > budget and faiss_index.supports_ondisk(cfg.index, dimension)
+    if cfg.storage == "ondisk" or over_budget:
+        why = "search.storage: ondisk" if cfg.storage == "ondisk" else f"{memory / 2**20:,.0f} MB in memory exceed search.memory_budget_mb"
+        resident = faiss_index.estimate_memory(cfg.index, 0, dimension)
+        return faiss_index.IndexChoice(cfg.index, f"set in params.yaml (search.index), its lists on disk ({why})", resident, "ondisk")
     return faiss_index.IndexChoice(cfg.index, "set in params.yaml (search.index)", memory)
 
 
@@ -140,14 +165,14 @@ def _tune(index, vectors: np.ndarray, rows: list[int], cfg: SearchConfig) -> tup
     """Smallest search effort reaching the target recall on ``rows`` (self included on both sides)."""
     if not rows:
         return {}, 1.0
-    return faiss_index.tune_search_params(index, vectors, vectors[rows], None, cfg.k + 1, cfg.target_recall)
+    return faiss_index.tune_search_params(index, vectors, take_rows(vectors, rows), None, cfg.k + 1, cfg.target_recall)
 
 
 def _evaluate(index, vectors: np.ndarray, embeddings: Embeddings, rows: list[int], k: int, metric: str) -> dict[str, Any]:
     """recall@k against exact search and label precision@k on held-out queries; queries/s of the index."""
     if not rows:
         return {"queries": 0}
-    queries = vectors[rows]
+    queries = take_rows(vectors, rows)
     _, exact = faiss_index.exact_search(vectors, queries, k + 1, metric)
     start = time.perf_counter()
     _, found = faiss_index.search(index, queries, k + 1)
@@ -159,8 +184,10 @@ def _evaluate(index, vectors: np.ndarray, embeddings: Embeddings, rows: list[int
         "queries_per_second": round(len(rows) / max(seconds, 1e-9), 1),
     }
     if embeddings.manifest.labelled:  # without labels there is nothing for a neighbour to agree with
-        labels = np.asarray([row["label"] for row in embeddings.manifest.rows])
-        figures["precision_at_k"] = round(float(np.mean(labels[found] == labels[rows][:, None])), 4)
+        manifest_rows = embeddings.manifest.rows
+        found_labels = np.asarray([manifest_rows[i]["label"] for i in found.ravel()]).reshape(found.shape)
+        query_labels = np.asarray([manifest_rows[i]["label"] for i in rows])
+        figures["precision_at_k"] = round(float(np.mean(found_labels == query_labels[:, None])), 4)
     return figures
 
 
@@ -170,7 +197,7 @@ def _write_document_examples(path: Path, index, vectors: np.ndarray, embeddings:
     documents = manifest.documents or []
     table = []
     if rows:
-        scores, ids = faiss_index.search(index, vectors[rows], k + 1)
+        scores, ids = faiss_index.search(index, take_rows(vectors, rows), k + 1)
         for row, row_scores, row_ids in zip(rows, scores, ids, strict=True):
             query = {"query": manifest.rows[row]["path"], "query_label": manifest.rows[row]["label"], "rank": 0}
             table.append(query | {"label": query["query_label"], "same_label": True, "score": "", "document": documents[row]})
@@ -192,7 +219,7 @@ def _write_examples(path: Path, index, vectors: np.ndarray, embeddings: Embeddin
     manifest = embeddings.manifest
     labelled = manifest.labelled
     if rows:
-        scores, ids = faiss_index.search(index, vectors[rows], k + 1)
+        scores, ids = faiss_index.search(index, take_rows(vectors, rows), k + 1)
         for row, row_scores, row_ids in zip(rows, scores, ids, strict=True):
             query_path = manifest.resolve(manifest.rows[row]["path"])
             query_label = manifest.rows[row]["label"]

@@ -206,3 +206,48 @@ def test_cli_search_query_json_and_exit_codes(embedded: Workspace, monkeypatch: 
     assert answers[0]["query"] == item and [n["rank"] for n in answers[0]["neighbours"]] == [1, 2, 3]
     result = runner.invoke(app, ["search", "query", "--item", "nope.png"])
     assert result.exit_code == 4 and "not in the manifest" in result.output
+
+
+def test_search_build_with_lists_on_disk_answers_like_in_memory(embedded: Workspace, tmp_path: Path) -> None:
+    """The layout a collection too large for memory gets, forced on the 40 items; queried from a moved copy."""
+    memory, disk = copy_of(embedded, tmp_path / "memory"), copy_of(embedded, tmp_path / "disk")
+    search.run(memory.load(*SMALL, "search.index=IVF2,SQ8", "search.storage=memory"), "shapes")
+    search.run(disk.load(*SMALL, "search.index=IVF2,SQ8", "search.storage=ondisk"), "shapes")
+    metrics = json.loads((disk.root / "data/shapes/metrics/search.json").read_text())
+    in_memory = json.loads((memory.root / "data/shapes/metrics/search.json").read_text())
+    assert metrics["storage"] == "ondisk" and metrics["shards"] == 1 and in_memory["storage"] == "memory"
+    for key in ("search_params", "tuned_recall_at_k", "recall_at_k", "precision_at_k"):
+        assert metrics[key] == in_memory[key], key
+    out = disk.root / "data/shapes/search"
+    assert sorted(path.name for path in out.iterdir()) == ["examples.png", "index.faiss", "index.ivfdata", "index.json"]
+    assert json.loads((out / "index.json").read_text())["lists_bytes"] == (out / "index.ivfdata").stat().st_size
+    moved = copy_of(disk, tmp_path / "moved")
+    shutil.rmtree(disk.root)
+    item = manifest_rows(embedded)[7]["path"]
+    expected = search_query.run(memory.load(*SMALL), "shapes", [], [item], 5, None).answers[0].neighbours
+    found = search_query.run(moved.load(*SMALL), "shapes", [], [item], 5, None).answers[0].neighbours
+    assert found == expected
+    (moved.root / "data/shapes/search/index.ivfdata").unlink()
+    with pytest.raises(ArtifactError, match="inverted lists not found: .*index.ivfdata") as caught:
+        search_query.run(moved.load(*SMALL), "shapes", [], [item], 5, None)
+    assert caught.value.exit_code == 5
+
+
+def test_cluster_with_samples_smaller_than_the_dataset_covers_every_row(embedded: Workspace, tmp_path: Path) -> None:
+    copy = copy_of(embedded, tmp_path / "copy")
+    full = json.loads((embedded.root / "data/shapes/metrics/cluster.json").read_text())
+    assert full["raw_pixels_rows"] == full["umap_fit_rows"] == full["count"] == 40
+    cluster.run(copy.load(*SMALL, "cluster.umap.sample=20", "cluster.baseline_sample=25"), "shapes")
+    metrics = json.loads((copy.root / "data/shapes/metrics/cluster.json").read_text())
+    assert metrics["umap_fit_rows"] == 20 and metrics["raw_pixels_rows"] == 25
+    # k-means, its agreement with the labels and the silhouette do not depend on either sample
+    for key in ("k", "nmi", "ari", "purity", "silhouette", "inertia", "cluster_sizes"):
+        assert metrics[key] == full[key], key
+    out = copy.root / "data/shapes/cluster"
+    coords = np.array([[float(r["x"]), float(r["y"])] for r in csv.DictReader(open(out / "umap.csv"))])
+    assert coords.shape == (40, 2) and np.isfinite(coords).all()
+    reducer = pickle.loads((out / "umap_reducer.pkl").read_bytes())
+    assert reducer.embedding_.shape == (20, 2)
+    # the 20 fitted rows are on umap.csv with the coordinates of the fit
+    fitted = {(round(float(x), 5), round(float(y), 5)) for x, y in reducer.embedding_}
+    assert len(fitted & {(x, y) for x, y in coords.tolist()}) == 20

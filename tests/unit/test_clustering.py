@@ -73,7 +73,7 @@ def test_inertia_helper_sums_over_blocks(monkeypatch: pytest.MonkeyPatch) -> Non
     labels = np.arange(51) % 4
     expected = numpy_inertia(vectors, centroids, labels)
     assert inertia(vectors, centroids, labels) == pytest.approx(expected, rel=1e-12)
-    monkeypatch.setattr(clustering, "_INERTIA_BLOCK_VALUES", 12)  # 4 rows per block, the last one partial
+    monkeypatch.setattr(clustering, "BLOCK_VALUES", 12)  # 4 rows per block, the last one partial
     assert inertia(vectors, centroids, labels) == pytest.approx(expected, rel=1e-12)
 
 
