@@ -404,7 +404,9 @@ class RayEngineConfig(Section):
     address: str = Field(
         description="a Ray cluster to join (ray://host:10001 or host:6379); empty: $RAY_ADDRESS if set, else a local Ray on this machine"
     )
-    actors: int = Field(ge=0, description="model replicas (Ray actors), each loading the model once; 0: as many as the cluster's resources allow")
+    actors: int = Field(
+        ge=0, description="model replicas (Ray actors), each loading the model once; 0: as many as the cluster's resources allow"
+    )
     cpus_per_actor: float = Field(gt=0, le=1024, description="CPUs reserved by each actor (its decode and TensorFlow threads)")
     gpus_per_actor: float = Field(ge=0, le=64, description="GPUs reserved by each actor (fractions share a GPU); 0 runs on CPUs")
     shard_batches: int = Field(

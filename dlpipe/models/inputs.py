@@ -80,8 +80,8 @@ def image_splits(manifest: Manifest, head: Head, cfg: FinetuneConfig, seed: int)
         )
         return dataset, targets
 
-    (train, train_targets), (val, _), (test, test_targets) = (pipeline(split) for split in ("train", "val", "test"))
-    return Splits(train, val, test, train_targets, test_targets)
+    (train, train_targets), (val, val_targets), (test, test_targets) = (pipeline(split) for split in ("train", "val", "test"))
+    return Splits(train, val, test, train_targets, val_targets, test_targets)
 
 
 def image_dataset(
@@ -207,5 +207,5 @@ def array_splits(features: np.ndarray, targets: np.ndarray, manifest: Manifest, 
             dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
         return dataset.batch(batch_size).prefetch(_PREFETCH_BATCHES), targets[rows]
 
-    (train, train_targets), (val, _), (test, test_targets) = split("train", True), split("val", False), split("test", False)
-    return Splits(train, val, test, train_targets, test_targets)
+    (train, train_targets), (val, val_targets), (test, test_targets) = split("train", True), split("val", False), split("test", False)
+    return Splits(train, val, test, train_targets, val_targets, test_targets)

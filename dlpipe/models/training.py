@@ -10,12 +10,18 @@ The text classifier trains in one phase (:func:`train_single_phase`): it has no 
 
 Progress is kept in a resume folder: Keras' BackupAndRestore checkpoints per phase, the
 CSVLogger history, and the head-phase weights once that phase has finished.
+
+``finetune.distribute: mirrored`` trains under ``tf.distribute.MirroredStrategy`` (:func:`distribution`):
+the caller builds the model inside ``Distribution.scope()`` and trains and predicts there; Keras'
+``fit`` splits each global batch between the replicas and averages their gradients. One machine
+only: Keras 3 does not support MultiWorkerMirroredStrategy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -25,11 +31,12 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from dlpipe.core.artifacts import write_csv
 from dlpipe.core.config import FinetuneConfig
 from dlpipe.core.console import info
-from dlpipe.core.errors import InputDataError
+from dlpipe.core.errors import ConfigError, InputDataError
 from dlpipe.core.layout import TRAINING_LOG
 from dlpipe.data.manifest import Manifest
 from dlpipe.models.heads.base import Head
@@ -43,6 +50,7 @@ class Splits:
     val: Any
     test: Any  # unshuffled, in manifest order, as test_targets
     train_targets: np.ndarray
+    val_targets: np.ndarray
     test_targets: np.ndarray
 
     @property
@@ -94,6 +102,63 @@ def check_evaluation_splits(manifest: Manifest) -> None:
             )
 
 
+@dataclass(frozen=True)
+class Distribution:
+    """The devices finetune trains on (``finetune.distribute``), and the strategy that spreads training over them."""
+
+    name: str  # none | mirrored
+    strategy: Any  # a tf.distribute.Strategy: the default (one device) for none
+    devices: tuple[str, ...]
+
+    @property
+    def replicas(self) -> int:
+        """Model copies that train in step: each takes an equal share of every global batch."""
+        return int(self.strategy.num_replicas_in_sync)
+
+    def scope(self) -> contextlib.AbstractContextManager[Any]:
+        """The strategy's scope: build, compile, train and predict inside it."""
+        return self.strategy.scope()
+
+    def record(self) -> dict[str, Any]:
+        """What model.json records: the strategy, the replica count and the devices."""
+        return {"strategy": self.name, "replicas": self.replicas, "devices": list(self.devices)}
+
+
+def distribution(name: str, batch_size: int, batch_key: str) -> Distribution:
+    """The strategy for ``finetune.distribute``: ``none`` (TensorFlow's default device) or ``mirrored``.
+
+    ``mirrored`` takes every GPU TensorFlow sees, or without one every logical CPU device. With a
+    single device it says so and trains as one replica, so params written for a GPU machine still
+    run on a laptop or in CI.
+
+    Args:
+        name: ``none`` or ``mirrored``.
+        batch_size: the global batch (``batch_key`` in params.yaml), split evenly between the replicas.
+
+    Raises:
+        ConfigError: the batch size is not a multiple of the replica count.
+    """
+    gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
+    devices = gpus or [device.name for device in tf.config.list_logical_devices("CPU")]
+    if name == "none":
+        return Distribution(name, tf.distribute.get_strategy(), tuple(devices[:1]))
+    if len(devices) == 1:
+        info(f"finetune.distribute: mirrored finds one device ({devices[0]}): training runs as 1 replica")
+    elif batch_size % len(devices):
+        raise ConfigError(
+            f"{batch_key}: {batch_size} does not split evenly between the {len(devices)} replicas of finetune.distribute: mirrored",
+            f"set it to a multiple of {len(devices)} (each replica takes an equal share of every batch)",
+        )
+    return Distribution(name, _mirrored_strategy(tuple(devices)), tuple(devices))
+
+
+@functools.cache
+def _mirrored_strategy(devices: tuple[str, ...]) -> Any:
+    # One per process: a second MirroredStrategy reuses the first one's collective keys, and the next
+    # model's all-reduce fails on the shapes of the last one's (tensorflow/tensorflow#62790).
+    return tf.distribute.MirroredStrategy(list(devices))
+
+
 def resume_folder(root: Path, key: str) -> Path:
     """The resume folder for ``key`` under ``root``; folders of other keys (old params) are removed."""
     if root.is_dir():
@@ -130,11 +195,13 @@ def train(
 ) -> History:
     """Run phase (a) and, for a pretrained base, phase (b), resuming from ``resume_dir``.
 
+    Call it inside the scope of the :class:`Distribution` the model was built in.
+
     Args:
         model: the network from ``build_network``; ``base`` is its backbone.
         head: supplies the loss and Keras metrics.
-        cfg: epochs, learning rates, patience, clipping and how much of the base to unfreeze.
-        splits: the input pipelines; val drives early stopping.
+        cfg: epochs, learning rates, patience, clipping, how much of the base to unfreeze, the batch size.
+        splits: the input pipelines (batches of ``cfg.batch_size``); val drives early stopping.
         resume_dir: this run's resume folder (see :func:`resume_folder`).
         class_weight: Keras class weights, or None.
         extra_callbacks: added to every ``fit`` (tests use one to interrupt training).
@@ -142,7 +209,7 @@ def train(
     log_path = resume_dir / TRAINING_LOG
     resumed_from = _announce_resume(log_path, resume_dir)
     pretrained = cfg.backbone.weights != "none"
-    phase = Phase(model, head, splits, resume_dir, cfg.clipnorm, cfg.early_stopping_patience, class_weight, extra_callbacks)
+    phase = Phase(model, head, splits, cfg.batch_size, resume_dir, cfg.clipnorm, cfg.early_stopping_patience, class_weight, extra_callbacks)
     head_done = resume_dir / "head.weights.h5"
     base.trainable = not pretrained
     if head_done.is_file():
@@ -173,6 +240,7 @@ class Phase:
     model: keras.Model
     head: Head
     splits: Splits
+    batch_size: int  # of splits.train (the global batch under a distribution strategy)
     resume_dir: Path
     clipnorm: float  # 0 turns clipping off
     patience: int
@@ -189,9 +257,10 @@ class Phase:
             EpochLine(name, epochs, self.splits.train_count),
             *self.extra_callbacks,
         ]
+        replicas = self.model.distribute_strategy.num_replicas_in_sync
         self.model.fit(
-            self.splits.train,
-            validation_data=self.splits.val,
+            replica_batches(self.splits.train, self.splits.train_count, self.batch_size, replicas, "training"),
+            validation_data=replica_batches(self.splits.val, len(self.splits.val_targets), self.batch_size, replicas, "validation"),
             initial_epoch=initial_epoch,
             epochs=epochs,
             class_weight=self.class_weight,
@@ -199,6 +268,47 @@ class Phase:
             shuffle=False,  # the tf.data pipeline already shuffles, from the seed
             verbose=0,
         )
+
+
+def predict_split(model: keras.Model, batches: Any, count: int, batch_size: int) -> np.ndarray:
+    """The model's outputs for the ``count`` items of an evaluation split, on every replica of the strategy it was built in."""
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    return model.predict(replica_batches(batches, count, batch_size, replicas, "test"), verbose=0)
+
+
+def replica_batches(batches: Any, count: int, batch_size: int, replicas: int, split: str) -> Any:
+    """A split's ``batch_size`` batches of ``count`` items, regrouped so that every replica takes a share of each.
+
+    Keras 3 builds a distributed model from the replicas' shares of the first batch and fails when
+    they differ (keras-team/keras#19246); a replica handed an empty share fails or, in training, puts
+    NaN into BatchNormalization's moving statistics. So the first batch is a multiple of ``replicas``
+    and none is smaller. ``batch_size`` is a multiple of ``replicas`` (:func:`distribution` refuses
+    others), so only the end of a split changes: training drops its last ``count % replicas`` items
+    (other ones every epoch, as the split is reshuffled); evaluation adds them to its last batch.
+
+    Raises:
+        InputDataError: the split is too small to give every replica an item of its first batch.
+    """
+    if replicas == 1:
+        return batches
+    extra = count % replicas
+    whole = count - extra
+    sizes = [batch_size] * (whole // batch_size) + ([whole % batch_size] if whole % batch_size else [])
+    if split != "training" and extra and len(sizes) == 1:
+        # one batch that does not split evenly: a first batch that does, and the rest
+        sizes = [whole - replicas, replicas + extra] if whole >= 2 * replicas else []
+    elif split != "training" and extra:
+        sizes[-1] += extra
+    if not sizes:
+        raise InputDataError(
+            f"the {split} split has {count} items, too few for the {replicas} replicas of finetune.distribute: mirrored",
+            "set finetune.distribute: none, or add data",
+        )
+    # tf.data cannot infer the count of rebatched data; stating it keeps Keras' epoch bookkeeping exact.
+    cardinality = tf.data.experimental.assert_cardinality(len(sizes))
+    if split == "training" and extra:
+        return batches.rebatch([*sizes, extra]).take(len(sizes)).apply(cardinality)
+    return batches.rebatch(sizes).apply(cardinality)
 
 
 def _announce_resume(log_path: Path, resume_dir: Path) -> int:

@@ -14,6 +14,10 @@ An interrupted run resumes: Keras' BackupAndRestore keeps its checkpoints in
 ``<data_dir>/<dataset>/.finetune-resume/<key>/`` (outside the DVC outputs, which
 DVC deletes before a run), where the key hashes the params, seed and manifest,
 so changed params start fresh.
+
+``finetune.distribute: mirrored`` builds, trains and evaluates the network under
+``tf.distribute.MirroredStrategy`` (``models.training.distribution``); ``model.json`` records the
+strategy, the replica count and the devices, and the saved model loads anywhere without it.
 """
 
 from __future__ import annotations
@@ -41,11 +45,14 @@ from dlpipe.models.inputs import image_splits
 from dlpipe.models.network import EMBEDDING_LAYER, build_network
 from dlpipe.models.sequence_network import build_frame_network
 from dlpipe.models.training import (
+    Distribution,
     FinetuneResult,
     History,
     Phase,
     check_evaluation_splits,
+    distribution,
     precision_policy,
+    predict_split,
     resume_folder,
     train,
     train_single_phase,
@@ -68,8 +75,9 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
 
     Raises:
         ArtifactError: the dataset has not been ingested, or its manifest was edited.
-        InputDataError: the training split cannot train the head (a class with no item), or the
-            validation or test split is empty.
+        InputDataError: the training split cannot train the head (a class with no item), the validation
+            or test split is empty, or a split is too small to share between the replicas of ``mirrored``.
+        ConfigError: ``finetune.batch_size`` is not a multiple of the replica count under ``mirrored``.
         ConfigError / DependencyError: the backbone or its weights cannot be resolved.
     """
     cfg = project.params.finetune
@@ -85,6 +93,7 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
     frames = cfg.audio_sequence.architecture if project.dataset(dataset).modality == "audio" else "none"
     params_hash = sha256_json({"finetune": cfg.model_dump(), "seed": seed})
     resume_key = sha256_json([params_hash, manifest.sha256, names])[:16]
+    devices = distribution(cfg.distribute, cfg.batch_size, "finetune.batch_size")
 
     with stage_lock(layout.root, STAGE), precision_policy(cfg.mixed_precision):
         # Inside the lock: pruning other keys' checkpoints must not race another run.
@@ -94,18 +103,22 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
         splits = image_splits(manifest, head, cfg, seed)
         class_weight = head.balanced_weights(splits.train_targets, len(names)) if cfg.class_weight == "balanced" else None
         started = time.perf_counter()
-        if frames == "none":
-            model, base = build_network(cfg, head, len(names), seed)
-            history = train(model, base, head, cfg, splits, resume_dir, class_weight, extra_callbacks)
-        else:
-            model = build_frame_network(cfg, head, len(names), seed)
-            clipnorm = cfg.audio_sequence.clipnorm
-            phase = Phase(model, head, splits, resume_dir, clipnorm, cfg.early_stopping_patience, class_weight, extra_callbacks)
-            history = train_single_phase(phase, cfg.head_lr, cfg.head_epochs)
-        train_seconds = time.perf_counter() - started
+        with devices.scope():
+            if frames == "none":
+                model, base = build_network(cfg, head, len(names), seed)
+                history = train(model, base, head, cfg, splits, resume_dir, class_weight, extra_callbacks)
+            else:
+                model = build_frame_network(cfg, head, len(names), seed)
+                clipnorm = cfg.audio_sequence.clipnorm
+                phase = Phase(
+                    model, head, splits, cfg.batch_size, resume_dir, clipnorm, cfg.early_stopping_patience, class_weight, extra_callbacks
+                )
+                history = train_single_phase(phase, cfg.head_lr, cfg.head_epochs)
+            train_seconds = time.perf_counter() - started
+            predictions = predict_split(model, splits.test, len(splits.test_targets), cfg.batch_size)
         test_rows = [manifest.rows[i] for i in manifest.split("test")]
         sizes = image_sizes(test_rows) if head.item_sizes_needed() else None
-        evaluation = head.evaluate(model.predict(splits.test, verbose=0), splits.test_targets, names, sizes)
+        evaluation = head.evaluate(predictions, splits.test_targets, names, sizes)
 
         metrics = {
             "dataset": dataset,
@@ -114,13 +127,14 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
             **evaluation.metrics,
             **history.figures(splits.train_count, train_seconds, "images"),
             "head_epochs_run": history.phase_boundary,
+            "replicas": devices.replicas,
         }
         with atomic_dir(layout.model_dir) as staging:
             model.save(staging / MODEL_FILE)
             write_log(staging / TRAINING_LOG, history.epochs)
             atomic_write_json(
                 staging / MODEL_SIDECAR,
-                _model_sidecar(cfg, head, dataset, names, manifest, model, staging / MODEL_FILE, params_hash, seed, frames),
+                _model_sidecar(cfg, head, dataset, names, manifest, model, staging / MODEL_FILE, params_hash, seed, frames, devices),
             )
         with atomic_dir(layout.plots(STAGE)) as staging:
             _write_plots(staging, head, history, evaluation, names, _test_paths(manifest), cfg.top_losses)
@@ -157,7 +171,9 @@ def _write_plots(
     contact_sheet(tiles, folder / "top_losses.png", columns=8, tile_size=128, title="test images with the highest loss")
 
 
-def _model_sidecar(cfg: FinetuneConfig, head: Head, dataset, names, manifest: Manifest, model, model_path, params_hash, seed, frames):
+def _model_sidecar(
+    cfg: FinetuneConfig, head: Head, dataset, names, manifest: Manifest, model, model_path, params_hash, seed, frames, devices: Distribution
+):
     if frames == "none":
         preprocessing, backbone = get_spec(cfg.backbone.name).preprocessing, cfg.backbone.model_dump()
     else:  # no ImageNet base: the network reads the window's columns as frames (models.layers.MelFrames)
@@ -183,6 +199,7 @@ def _model_sidecar(cfg: FinetuneConfig, head: Head, dataset, names, manifest: Ma
         spectrogram=manifest.spectrogram,
         params_hash=params_hash,
         params=cfg.model_dump(),
+        distribute=devices.record(),
         seed=seed,
         versions=library_versions("tensorflow", "keras", "numpy"),
     )

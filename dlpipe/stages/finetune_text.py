@@ -10,6 +10,9 @@ phase with early stopping and gradient clipping, resumable like the image recipe
 Outputs match the image stage's: ``model/`` (model.keras, vocabulary.txt, model.json,
 training_log.csv), DVCLive curves, the head's confusion matrix, and the most confidently
 wrong test documents as ``top_losses.csv`` and ``top_losses.md``.
+
+``finetune.distribute: mirrored`` trains under ``tf.distribute.MirroredStrategy`` as for images
+(``models.training.distribution``), with ``finetune.text.batch_size`` as the global batch.
 """
 
 from __future__ import annotations
@@ -36,10 +39,13 @@ from dlpipe.models.inputs import array_splits
 from dlpipe.models.network import EMBEDDING_LAYER
 from dlpipe.models.sequence_network import build_text_network
 from dlpipe.models.training import (
+    Distribution,
     FinetuneResult,
     History,
     Phase,
     check_evaluation_splits,
+    distribution,
+    predict_split,
     resume_folder,
     train_single_phase,
     write_log,
@@ -65,10 +71,12 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
 
     Raises:
         ConfigError: the dataset is not labelled text, or ``word2vec.tokenize.phrases`` is on, or the
-            word2vec vectors were tokenised differently.
+            word2vec vectors were tokenised differently, or ``finetune.text.batch_size`` is not a multiple
+            of the replica count under ``finetune.distribute: mirrored``.
         ArtifactError: the dataset has not been ingested (or changed since), or the word2vec folder is not
             what its stage wrote.
-        InputDataError: a class has no training document, or the validation or test split is empty.
+        InputDataError: a class has no training document, the validation or test split is empty, or a
+            split is too small to share between the replicas of ``finetune.distribute: mirrored``.
     """
     cfg = project.params.finetune
     text = cfg.text
@@ -101,19 +109,24 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
     params = _params_read(project)
     params_hash = sha256_json({"params": params, "seed": seed, "vectors": vectors.source if vectors else None})
     resume_key = sha256_json([params_hash, manifest.sha256, names])[:16]
+    devices = distribution(cfg.distribute, text.batch_size, "finetune.text.batch_size")
 
     with stage_lock(layout.root, STAGE):
         resume_dir = resume_folder(layout.resume_dir(STAGE), resume_key)
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
-        model = build_text_network(text, cfg.rnn, head, len(vocabulary), len(names), seed, vectors.matrix if vectors else None)
         splits = array_splits(encoded.ids, head.targets(manifest.rows, names), manifest, text.batch_size, seed)
         class_weight = head.balanced_weights(splits.train_targets, len(names)) if cfg.class_weight == "balanced" else None
-        phase = Phase(model, head, splits, resume_dir, text.clipnorm, cfg.early_stopping_patience, class_weight, extra_callbacks)
-        started = time.perf_counter()
-        history = train_single_phase(phase, text.lr, text.epochs)
-        train_seconds = time.perf_counter() - started
-        evaluation = head.evaluate(model.predict(splits.test, verbose=0), splits.test_targets, names)
+        with devices.scope():
+            model = build_text_network(text, cfg.rnn, head, len(vocabulary), len(names), seed, vectors.matrix if vectors else None)
+            phase = Phase(
+                model, head, splits, text.batch_size, resume_dir, text.clipnorm, cfg.early_stopping_patience, class_weight, extra_callbacks
+            )
+            started = time.perf_counter()
+            history = train_single_phase(phase, text.lr, text.epochs)
+            train_seconds = time.perf_counter() - started
+            predictions = predict_split(model, splits.test, len(splits.test_targets), text.batch_size)
+        evaluation = head.evaluate(predictions, splits.test_targets, names)
 
         metrics = {
             **evaluation.metrics,
@@ -122,6 +135,7 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
             "truncated_documents": encoded.truncated,
             "oov_token_fraction": round(encoded.oov_tokens / max(encoded.tokens, 1), 6),
             "word2vec_missing_words": vectors.missing if vectors else 0,
+            "replicas": devices.replicas,
         }
         with atomic_dir(layout.model_dir) as staging:
             model.save(staging / MODEL_FILE)
@@ -129,7 +143,7 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
             write_log(staging / TRAINING_LOG, history.epochs)
             atomic_write_json(
                 staging / MODEL_SIDECAR,
-                _model_sidecar(project, dataset, head, names, manifest, model, staging, vocabulary, encoded, vectors, params_hash),
+                _model_sidecar(project, dataset, head, names, manifest, model, staging, vocabulary, encoded, vectors, params_hash, devices),
             )
         with atomic_dir(layout.plots(STAGE)) as staging:
             _write_plots(staging, head, history, evaluation, names, manifest, cfg.top_losses)
@@ -175,6 +189,7 @@ def _params_read(project: Project) -> dict[str, Any]:
             "early_stopping_patience": cfg.early_stopping_patience,
             "class_weight": cfg.class_weight,
             "top_losses": cfg.top_losses,
+            "distribute": cfg.distribute,
         },
         "word2vec": {"tokenize": project.params.word2vec.tokenize.model_dump()},
     }
@@ -192,6 +207,7 @@ def _model_sidecar(
     encoded: Encoded,
     vectors: StartingVectors | None,
     params_hash: str,
+    devices: Distribution,
 ) -> dict[str, Any]:
     cfg = project.params.finetune
     return sidecar(
@@ -220,6 +236,7 @@ def _model_sidecar(
         manifest_sha256=manifest.sha256,
         params_hash=params_hash,
         params=_params_read(project),
+        distribute=devices.record(),
         seed=project.params.base.seed,
         versions=library_versions("tensorflow", "keras", "numpy"),
     )
