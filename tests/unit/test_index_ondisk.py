@@ -6,7 +6,6 @@ import ctypes
 import json
 import math
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -18,18 +17,9 @@ from dlpipe.core.errors import ArtifactError, ConfigError
 from dlpipe.core.layout import INDEX_DATA_FILE, INDEX_FILE
 from dlpipe.retrieval import index as ix
 from tests.conftest import REPO
-from tests.unit.test_index import clustered
+from tests.unit.test_index import clustered, one_thread  # noqa: F401  (autouse: FAISS on one thread here too)
 
 MB = 2**20
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny indices gain nothing from threads, and OpenMP spinning on a busy machine slows them many times."""
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
 
 
 @pytest.fixture
