@@ -7,7 +7,6 @@ half-copied manifest, and gives every consumer the same view of it.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +16,7 @@ from dlpipe.core.artifacts import read_json, sha256_file, write_csv
 from dlpipe.core.config import Project
 from dlpipe.core.errors import ArtifactError, ConfigError
 from dlpipe.core.layout import CORPUS_FILE, MANIFEST_FILE, MANIFEST_SIDECAR, SPECTROGRAM_SIDECAR
+from dlpipe.data.table import Table
 
 # The columns image stages read; an audio dataset's spectrogram manifest has them too (plus its own).
 IMAGE_MANIFEST_COLUMNS = ("path", "label", "split", "sha256", "size_bytes", "width", "height", "format", "mode", "conversion")
@@ -31,7 +31,7 @@ class Manifest:
     dataset: str
     modality: str
     source_root: Path
-    rows: list[dict[str, str]]
+    rows: Table  # row i as a dict (table[i]["path"]), held column by column
     sha256: str
     # For an audio dataset's spectrogram manifest: how its clips became these images
     # (the record :mod:`dlpipe.audio.transform` reads); None for photos.
@@ -46,16 +46,16 @@ class Manifest:
     @property
     def labelled(self) -> bool:
         """True when the rows carry class labels (a regression or localisation CSV may have none)."""
-        return any(row["label"] for row in self.rows)
+        return any(self.rows.column("label"))
 
     @property
     def classes(self) -> list[str]:
         """Sorted class names: index i is the model's output unit i."""
-        return sorted({row["label"] for row in self.rows if row["label"]})
+        return sorted(set(self.rows.column("label")) - {""})
 
     def paths(self) -> list[Path]:
         """Absolute path of every item, in manifest order."""
-        return [self.resolve(row["path"]) for row in self.rows]
+        return [self.resolve(relpath) for relpath in self.rows.column("path")]
 
     def resolve(self, relpath: str) -> Path:
         """Absolute path of one manifest entry."""
@@ -64,7 +64,7 @@ class Manifest:
 
     def split(self, name: str) -> list[int]:
         """Row indices of one split, in manifest order."""
-        return [index for index, row in enumerate(self.rows) if row["split"] == name]
+        return [index for index, split in enumerate(self.rows.column("split")) if split == name]
 
 
 def write_rejected(path: Path, items: Iterable[tuple[str, str, str, str]]) -> int:
@@ -178,10 +178,9 @@ def load_model_manifest(project: Project, dataset: str) -> Manifest:
     return load_image_manifest(project, dataset)
 
 
-def _rows_matching(path: Path, sidecar: dict[str, Any], problem: str, hint: str) -> tuple[list[dict[str, str]], str]:
+def _rows_matching(path: Path, sidecar: dict[str, Any], problem: str, hint: str) -> tuple[Table, str]:
     """A manifest CSV's rows and sha256, refused (ArtifactError: ``path`` + ``problem``) unless the sidecar recorded that hash."""
     digest = sha256_file(path) if path.is_file() else ""
     if digest != sidecar.get("manifest_sha256"):
         raise ArtifactError(f"{path} {problem}", hint)
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle)), digest
+    return Table.read_csv(path), digest

@@ -27,6 +27,9 @@ from dlpipe.models.inputs import image_dataset, needs_pillow
 from dlpipe.models.network import EMBEDDING_LAYER, backbone_embedding_model, embedding_model
 from dlpipe.models.store import load_model_trained_on, load_trained_model
 
+# Batches per tf.data pipeline: a new one starts every this many batches, so the file list it holds stays bounded.
+_PIPELINE_BATCHES = 256
+
 
 @dataclass(frozen=True)
 class Extractor:
@@ -147,16 +150,31 @@ class ImageEmbedder:
 
         Batches start at the first item, so two calls whose first items sit a whole number of batches
         apart in one list give the same numbers as one call over the list (the engines rely on it).
+        Items are read a bounded number of batches at a time, so memory does not grow with their count.
         """
-        paths = [str(path) for path, _ in items]
-        pillow = [bool(use) for _, use in items]
-        for images in image_dataset(paths, pillow, self.extractor.image_size, self.batch_size, dtype=tf.uint8):
-            yield self.forward(images).numpy()
+        step = self.batch_size * _PIPELINE_BATCHES
+        for start in range(0, len(items), step):
+            chunk = items[start : start + step]
+            paths = [str(path) for path, _ in chunk]
+            pillow = [bool(use) for _, use in chunk]
+            for images in image_dataset(paths, pillow, self.extractor.image_size, self.batch_size, dtype=tf.uint8):
+                yield self.forward(images).numpy()
 
 
-def embedding_items(manifest: Manifest) -> list[tuple[str, bool]]:
-    """The manifest's images as an engine's items: ``(path, decode with Pillow)`` in row order."""
-    return [(str(path), needs_pillow(row)) for path, row in zip(manifest.paths(), manifest.rows, strict=True)]
+class ManifestImages(Sequence[tuple[str, bool]]):
+    """A manifest's images as an engine's items, ``(absolute path, decode with Pillow)`` in row order, made on demand."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+
+    def __len__(self) -> int:
+        return len(self.manifest.rows)
+
+    def __getitem__(self, index):  # type: ignore[override]  (int -> item, slice -> list of items)
+        if isinstance(index, slice):
+            return [self[row] for row in range(*index.indices(len(self)))]
+        row = self.manifest.rows[index]
+        return str(self.manifest.resolve(row["path"])), needs_pillow(row)
 
 
 def write_embeddings(path: Path, extractor: Extractor, manifest: Manifest, batch_size: int, normalize: bool) -> tuple[float, int]:
@@ -170,7 +188,7 @@ def write_embeddings(path: Path, extractor: Extractor, manifest: Manifest, batch
     """
     embedder = ImageEmbedder(extractor, batch_size)
     start = time.perf_counter()
-    write_vectors(path, embedder.run(embedding_items(manifest)), manifest, embedder.width, normalize, "images")
+    write_vectors(path, embedder.run(ManifestImages(manifest)), manifest, embedder.width, normalize, "images")
     return time.perf_counter() - start, embedder.width
 
 

@@ -20,7 +20,7 @@ from dlpipe.core.results import StageResult
 from dlpipe.data.manifest import load_image_manifest
 from dlpipe.models.engines.base import InferenceJob
 from dlpipe.models.engines.registry import open_engine
-from dlpipe.models.extractor import EmbedderRecipe, ImageEmbedder, configured_extractor, embedding_items, embeddings_sidecar, write_blocks
+from dlpipe.models.extractor import EmbedderRecipe, ImageEmbedder, ManifestImages, configured_extractor, embeddings_sidecar, write_blocks
 
 STAGE = "embed"
 
@@ -50,7 +50,7 @@ def run(project: Project, dataset: str) -> Result:
         extractor = configured_extractor(cfg, layout.model_dir, manifest)
         recipe = EmbedderRecipe.of(extractor, layout.model_dir, dataset, cfg.batch_size)
         embedder = ImageEmbedder(extractor, cfg.batch_size)  # traced here, before the clock starts
-        job = InferenceJob(recipe, embedding_items(manifest), cfg.batch_size, local=embedder)
+        job = InferenceJob(recipe, ManifestImages(manifest), cfg.batch_size, local=embedder)
         dimension = embedder.width
         with atomic_dir(out_dir) as staging, open_engine(cfg) as engine:
             embeddings = staging / EMBEDDINGS_FILE

@@ -20,7 +20,7 @@ from dlpipe.core.errors import ArtifactError, ConfigError, DependencyError
 from dlpipe.data.manifest import load_image_manifest
 from dlpipe.models.engines.base import InferenceJob
 from dlpipe.models.engines.local import LocalEngine
-from dlpipe.models.extractor import EmbedderRecipe, configured_extractor, embedding_items, write_blocks
+from dlpipe.models.extractor import EmbedderRecipe, ManifestImages, configured_extractor, write_blocks
 from dlpipe.stages import embed, finetune
 from tests.conftest import Workspace
 from tests.unit.test_image_models import TINY, tiny_shapes
@@ -57,7 +57,7 @@ def embed_job(workspace: Workspace, recipe_class: type[EmbedderRecipe] = Embedde
     model_dir = project.layout("shapes").model_dir
     extractor = configured_extractor(project.params.embed, model_dir, manifest)
     recipe = recipe_class(**vars(EmbedderRecipe.of(extractor, model_dir, "shapes", 4)))
-    return InferenceJob(recipe, embedding_items(manifest), 4)
+    return InferenceJob(recipe, ManifestImages(manifest), 4)
 
 
 def test_ray_engine_writes_the_local_engines_embeddings_bit_for_bit(trained: Workspace, tmp_path: Path) -> None:

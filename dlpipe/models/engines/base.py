@@ -10,7 +10,7 @@ worker batches them exactly as one pass over every item would, and the model see
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,7 +26,7 @@ class Worker(Protocol):
 
     width: int | None  # columns of each array result; None when results are objects
 
-    def run(self, items: list[Any]) -> Iterator[Results]:
+    def run(self, items: Sequence[Any]) -> Iterator[Results]:
         """Results for ``items`` in order, in consecutive batches (batch ``i`` starts at item ``i * batch_size``)."""
         ...
 
@@ -45,13 +45,14 @@ class InferenceJob:
 
     Attributes:
         recipe: how a worker elsewhere builds the model (remote engines send this, not the model).
-        items: picklable items, row ``i`` of the output being item ``i``.
+        items: picklable items, row ``i`` of the output being item ``i`` (any sequence: a lazy view
+            over a manifest keeps the driver's memory flat).
         batch_size: shards start at multiples of it.
         local: the driver's own worker, already built and checked (the local engine runs it; None builds one).
     """
 
     recipe: Recipe
-    items: list[Any]
+    items: Sequence[Any]
     batch_size: int
     local: Worker | None = None
 
