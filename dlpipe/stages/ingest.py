@@ -48,7 +48,7 @@ UNITS = {"image": "images", "audio": "clips", "text": "files"}
 DEDUPLICATION_REASONS = frozenset({"duplicate", "label_conflict", "duplicate_row"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: no per-instance dict, for folders of millions of files
 class Candidate:
     """One item to inspect: its absolute path, its path as recorded, and its label.
 
@@ -69,7 +69,7 @@ class Candidate:
         return (self.relpath.rsplit(":", 1)[0], self.line) if self.line else (self.relpath, 0)
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """The result of inspecting one candidate: facts for the manifest, or a rejection."""
 
