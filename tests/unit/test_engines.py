@@ -190,3 +190,35 @@ def test_predict_on_a_folder_gives_the_same_answers_on_both_engines(trained: Wor
     with pytest.raises(InputDataError, match="cannot predict .*named.png") as caught:
         predict.run(model, [str(folder), str(tmp_path / "named.png")], 2, None, engine_cfg=trained.load(*RAY).params.embed)
     assert caught.value.exit_code == 4
+
+
+def test_embed_joins_a_running_cluster_and_leaves_it_running(trained: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # A cluster of its own, without Ray's token authentication (the driver would need the cluster's token).
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", "--block"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        address = f"127.0.0.1:{port}"
+        for _ in range(60):
+            if subprocess.run([ray_cli, "status", "--address", address], capture_output=True).returncode == 0:
+                break
+            time.sleep(1)
+        local_vectors, _ = read_embeddings(trained)
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        embed.run(trained.load(*TINY, *RAY), "shapes")
+        vectors, sidecar = read_embeddings(trained)
+        assert sidecar["engine"]["cluster"] == "joined" and np.array_equal(vectors, local_vectors)
+        # dlpipe only disconnected: the cluster it joined still answers
+        assert subprocess.run([ray_cli, "status", "--address", address], capture_output=True).returncode == 0
+    finally:
+        head.terminate()  # --block: the head stops the Ray processes it started
+        head.wait(timeout=60)
