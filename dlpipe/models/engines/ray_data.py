@@ -62,7 +62,8 @@ class RayEngine:
             if self.address:
                 ray.init(address=self.address, **options)
             else:
-                ray.init(num_cpus=os.cpu_count() or 1, **options)
+                # "local": a Ray of its own even when `ray start` left a cluster running on this machine
+                ray.init(address="local", num_cpus=os.cpu_count() or 1, **options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray"
             raise DependencyError(
