@@ -44,6 +44,7 @@ bench: install
 	$(RUN) $(BIN)/python bench/bench_cluster.py
 	$(RUN) $(BIN)/python bench/bench_heatmap.py
 	$(RUN) $(BIN)/python bench/bench_word2vec.py
+	$(RUN) $(BIN)/python bench/bench_scale.py
 
 clean:
 	rm -rf data dvc.lock .pytest_cache
