@@ -192,7 +192,8 @@ def test_predict_on_a_folder_gives_the_same_answers_on_both_engines(trained: Wor
     assert caught.value.exit_code == 4
 
 
-def test_embed_joins_a_running_cluster_and_leaves_it_running(trained: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embed_joins_a_running_cluster_and_leaves_it_running(trained: Workspace) -> None:
+    """Through the CLI, in a process of its own as a user runs it (a pytest worker has held local Rays before)."""
     import socket
     import subprocess
 
@@ -200,25 +201,31 @@ def test_embed_joins_a_running_cluster_and_leaves_it_running(trained: Workspace,
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     # A cluster of its own, without Ray's token authentication (the driver would need the cluster's token).
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": f"127.0.0.1:{port}"}
     ray_cli = str(Path(sys.executable).with_name("ray"))
     head = subprocess.Popen(
         [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", "--block"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={k: v for k, v in env.items() if k != "RAY_ADDRESS"},
     )
     try:
-        address = f"127.0.0.1:{port}"
+        status = [ray_cli, "status", "--address", env["RAY_ADDRESS"]]
         for _ in range(60):
-            if subprocess.run([ray_cli, "status", "--address", address], capture_output=True).returncode == 0:
+            if subprocess.run(status, capture_output=True, env=env).returncode == 0:
                 break
             time.sleep(1)
         local_vectors, _ = read_embeddings(trained)
-        monkeypatch.setenv("RAY_ADDRESS", address)
-        embed.run(trained.load(*TINY, *RAY), "shapes")
+        trained.load()  # writes params.yaml
+        overrides = [part for override in (*TINY, *RAY) for part in ("--set", override)]
+        dlpipe = str(Path(sys.executable).with_name("dlpipe"))
+        run = subprocess.run(
+            [dlpipe, "embed", "--params", str(trained.params_path), "--dataset", "shapes", *overrides],
+            capture_output=True, text=True, env=env, timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
         vectors, sidecar = read_embeddings(trained)
         assert sidecar["engine"]["cluster"] == "joined" and np.array_equal(vectors, local_vectors)
         # dlpipe only disconnected: the cluster it joined still answers
-        assert subprocess.run([ray_cli, "status", "--address", address], capture_output=True).returncode == 0
+        assert subprocess.run(status, capture_output=True, env=env).returncode == 0
     finally:
         head.terminate()  # --block: the head stops the Ray processes it started
         head.wait(timeout=60)
