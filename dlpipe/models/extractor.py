@@ -23,6 +23,7 @@ from dlpipe.core.console import progress
 from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.data.manifest import Manifest
 from dlpipe.models.backbones import get_spec
+from dlpipe.models.engines.base import sequential_blocks
 from dlpipe.models.inputs import image_dataset, needs_pillow
 from dlpipe.models.network import EMBEDDING_LAYER, backbone_embedding_model, embedding_model
 from dlpipe.models.store import load_model_trained_on, load_trained_model
@@ -201,14 +202,6 @@ def write_vectors(
         InputDataError: a vector holds NaN or inf (named by its manifest path).
     """
     write_blocks(path, sequential_blocks(batches), manifest, dimension, normalize, unit)
-
-
-def sequential_blocks(batches: Iterable[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
-    """``(first row, vectors)`` for batches that follow each other from row 0."""
-    row = 0
-    for batch in batches:
-        yield row, batch
-        row += len(batch)
 
 
 def write_blocks(

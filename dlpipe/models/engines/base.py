@@ -10,7 +10,7 @@ worker batches them exactly as one pass over every item would, and the model see
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -70,6 +70,14 @@ def shards(job: InferenceJob, rows_per_shard: int) -> Iterator[Shard]:
     """The job's items cut into contiguous shards of ``rows_per_shard`` (the last may be shorter)."""
     for shard_id, start in enumerate(range(0, len(job.items), rows_per_shard)):
         yield Shard(shard_id, start, job.items[start : start + rows_per_shard])
+
+
+def sequential_blocks(blocks: Iterable[Results]) -> Iterator[tuple[int, Results]]:
+    """``(first row, results)`` for blocks that follow each other from row 0."""
+    row = 0
+    for block in blocks:
+        yield row, block
+        row += len(block)
 
 
 def concatenated(blocks: list[Results]) -> Results:

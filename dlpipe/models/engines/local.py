@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from dlpipe.models.engines.base import InferenceJob, Results
+from dlpipe.models.engines.base import InferenceJob, Results, sequential_blocks
 
 
 class LocalEngine:
@@ -20,10 +20,7 @@ class LocalEngine:
     def map(self, job: InferenceJob) -> Iterator[tuple[int, Results]]:
         """The driver's worker (or one built from the recipe) over all items, from row 0 on."""
         worker = job.local if job.local is not None else job.recipe.build()
-        row = 0
-        for block in worker.run(job.items):
-            yield row, block
-            row += len(block)
+        return sequential_blocks(worker.run(job.items))
 
     def describe(self) -> dict[str, Any]:
         """``{"name": "local"}``."""
