@@ -212,7 +212,10 @@ embed = _stage_command(
 
     Writes data/<dataset>/embed/embeddings.npy (float32, manifest order) and embeddings.json.
     A labelled text dataset is embedded by its own text model (embed.source: finetuned).
+    embed.engine: ray runs the model on Ray Data actors (the ray extra), with the same vectors as the local engine:
+    on a local Ray, or on the cluster $RAY_ADDRESS or embed.ray.address names (docs/SCALING.md).
     Example: dlpipe embed --dataset shapes --set embed.source=backbone      dlpipe embed --dataset reviews
+    Example: RAY_ADDRESS=head:6379 dlpipe embed --set embed.engine=ray --set embed.ray.gpus_per_actor=1
     """,
     modalities=("image", "audio", "text"),
     dataset_help="Run on this dataset (default: every image, audio and labelled text dataset in params).",
