@@ -48,8 +48,8 @@ _FAISS_SEED_RANGE = 2**31 - 1
 BLOCK_VALUES = 1 << 22
 # FAISS's default k-means training sample per centroid (Clustering.max_points_per_centroid); it asks for at least 39.
 MAX_POINTS_PER_CENTROID = 256
-# Rows UMAP places per transform call: its cost per call is mostly fixed, its memory grows with the rows.
-UMAP_BLOCK_ROWS = 65_536
+# Rows UMAP places per transform call: its memory grows with the rows, while fewer, larger calls save little time.
+UMAP_BLOCK_ROWS = 8_192
 # Below this much work per iteration (rows x clusters x dimensions, ~1 ms on one core), FAISS runs on one
 # thread: waking OpenMP threads costs more, and on a busy machine each parallel region can wait ~10 ms for a core.
 _SERIAL_WORK = 1 << 22
