@@ -1,10 +1,22 @@
-"""Checks over 2-D arrays that may be memory-mapped: read in blocks, so a large file stays on disk."""
+"""Reading arrays that may be memory-mapped in bounded blocks, and checks over their rows.
+
+:func:`row_blocks` and :func:`take_rows` read rows of any array; from a memory-mapped ``.npy``
+they read through the file instead of the mapping. Every page touched through a mapping stays
+mapped, and counted in the process's resident memory, until the mapping is closed: one pass over
+a 2.4 GiB ``embeddings.npy`` would leave 2.4 GiB resident, whatever size of block the caller
+reads. Read through the file, those pages are the kernel's page cache and the process holds
+only the block it asked for.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import mmap
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
+
+from dlpipe.core.errors import ArtifactError
 
 # Bytes read per block: large enough to stream at disk speed, small beside any machine's memory.
 BLOCK_BYTES = 64 << 20
@@ -12,9 +24,8 @@ BLOCK_BYTES = 64 << 20
 
 def first_failing_row(vectors: np.ndarray, row_ok: Callable[[np.ndarray], np.ndarray]) -> int | None:
     """The index of the first row for which ``row_ok`` (block -> one bool per row) is False, or None."""
-    step = max(1, BLOCK_BYTES // max(1, vectors.itemsize * int(np.prod(vectors.shape[1:]))))
-    for start in range(0, vectors.shape[0], step):
-        ok = row_ok(np.asarray(vectors[start : start + step]))
+    for start, block in row_blocks(vectors):
+        ok = row_ok(block)
         if not ok.all():
             return start + int(np.argmin(ok))
     return None
@@ -23,3 +34,75 @@ def first_failing_row(vectors: np.ndarray, row_ok: Callable[[np.ndarray], np.nda
 def first_non_finite_row(vectors: np.ndarray) -> int | None:
     """The index of the first row holding NaN or an infinity, or None when every value is finite."""
     return first_failing_row(vectors, lambda block: np.isfinite(block).all(axis=tuple(range(1, block.ndim))))
+
+
+def rows_per_block(dimension: int, itemsize: int = 4, block_bytes: int = BLOCK_BYTES) -> int:
+    """How many rows of ``dimension`` values of ``itemsize`` bytes make one block of ``block_bytes`` (at least 1)."""
+    return max(1, block_bytes // max(1, dimension * itemsize))
+
+
+def row_blocks(
+    vectors: np.ndarray, rows: int | None = None, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, block)`` over rows ``start:stop`` (the first axis) of an array, in order, ``rows`` rows per block.
+
+    ``rows`` defaults to :data:`dlpipe.core.arrays.BLOCK_BYTES` (64 MiB) of the array's values. A block
+    is a view of an array already in memory. From a memory-mapped ``.npy`` it is read through the file
+    into one buffer that every block reuses, so no page of the mapping stays resident (see the module
+    docstring) and one block's memory is all it takes: copy what must outlive the next block.
+    """
+    count, row_shape = vectors.shape[0], vectors.shape[1:]
+    stop = count if stop is None else min(stop, count)
+    step = rows or rows_per_block(int(np.prod(row_shape)), vectors.itemsize)
+    source = _mapped_file(vectors)
+    if source is None:
+        for first in range(start, stop, step):
+            yield first, np.asarray(vectors[first : first + step])
+        return
+    path, offset = source
+    row_bytes = int(np.prod(row_shape)) * vectors.itemsize
+    buffer = np.empty((min(step, max(stop - start, 0)), *row_shape), dtype=vectors.dtype)
+    with open(path, "rb") as handle:
+        for first in range(start, stop, step):
+            block = buffer[: min(step, stop - first)]
+            handle.seek(offset + first * row_bytes)
+            _read_exactly(handle, memoryview(block).cast("B"), path)
+            yield first, block
+
+
+def take_rows(vectors: np.ndarray, rows: np.ndarray | list[int]) -> np.ndarray:
+    """A copy of the given rows (in the order given) of an array; a memory-mapped ``.npy`` is read through its file."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    source = _mapped_file(vectors)
+    if source is None:
+        return np.asarray(vectors[rows])
+    path, offset = source
+    count, row_shape = vectors.shape[0], vectors.shape[1:]
+    if len(rows) and (rows.min() < 0 or rows.max() >= count):
+        raise IndexError(f"rows must lie in 0..{count - 1}")
+    row_bytes = int(np.prod(row_shape)) * vectors.itemsize
+    taken = np.empty((len(rows), *row_shape), dtype=vectors.dtype)
+    buffer = memoryview(taken).cast("B")
+    with open(path, "rb") as handle:
+        for i, row in enumerate(rows.tolist()):
+            handle.seek(offset + row * row_bytes)
+            _read_exactly(handle, buffer[i * row_bytes : (i + 1) * row_bytes], path)
+    return taken
+
+
+def _mapped_file(vectors: np.ndarray) -> tuple[str, int] | None:
+    """``(file, byte offset)`` of a C-ordered ``np.memmap`` that maps a whole file array; None for anything else.
+
+    A slice of a memmap keeps its parent's ``offset``, so only an array whose buffer is the mapping itself qualifies.
+    """
+    if isinstance(vectors, np.memmap) and isinstance(vectors.base, mmap.mmap) and vectors.flags.c_contiguous and vectors.filename:
+        return vectors.filename, vectors.offset
+    return None
+
+
+def _read_exactly(handle: Any, buffer: memoryview, path: str) -> None:
+    while buffer.nbytes:
+        got = handle.readinto(buffer)
+        if not got:
+            raise ArtifactError(f"{path} ended early: it was truncated while being read", "rerun the stage that wrote it")
+        buffer = buffer[got:]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import overload
 
@@ -85,14 +85,6 @@ class Table(Sequence[dict[str, str]]):
             for record in reader:
                 # csv.DictReader's rules: a short record leaves "" (DictReader: None) cells, extra cells are dropped
                 table.append(record + [""] * (len(table.columns) - len(record)))
-        return table
-
-    @classmethod
-    def of(cls, columns: Sequence[str], rows: Iterable[dict[str, str]]) -> Table:
-        """A table of dict rows (each must hold every column)."""
-        table = cls(columns)
-        for row in rows:
-            table.append([row[name] for name in table.columns])
         return table
 
     def append(self, record: Sequence[str]) -> None:

@@ -7,7 +7,7 @@ and downscaled raw pixels, and compares how well each recovers the labels
 metrics. This module computes and returns; the stage plots and writes files.
 
 Large inputs stream: a memory-mapped embeddings file is read in blocks through the file
-(:func:`dlpipe.retrieval.embeddings.row_blocks`), never whole. k-means trains on at most
+(:func:`dlpipe.core.arrays.row_blocks`), never whole. k-means trains on at most
 ``k * max_points_per_centroid`` rows (FAISS's own limit, 256 per centroid by default; a seeded
 sample beyond it) and then assigns every row block by block; UMAP fits on a sample and places
 the other rows with ``transform``. Memory holds the samples, one block, and a label, a distance
@@ -29,11 +29,11 @@ from PIL import Image
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 from sklearn.metrics.cluster import contingency_matrix
 
+from dlpipe.core.arrays import first_failing_row, row_blocks, rows_per_block, take_rows
 from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.core.parallel import parallel_map
 from dlpipe.data.media import Rejected
 from dlpipe.data.media.images import load_rgb
-from dlpipe.retrieval.embeddings import first_bad_row, row_blocks, take_rows
 from dlpipe.retrieval.faiss_runtime import faiss_threads, gpu_wanted
 
 Init = Literal["k-means++", "random"]
@@ -182,7 +182,7 @@ def _block_inertia(block: np.ndarray, centroids: np.ndarray, labels: np.ndarray)
 
 
 def _block_rows(dimension: int) -> int:
-    return max(1, BLOCK_VALUES // max(1, dimension))
+    return rows_per_block(dimension, 4, 4 * BLOCK_VALUES)  # float32 rows of BLOCK_VALUES values
 
 
 def _trained(
@@ -501,19 +501,14 @@ def _checked(vectors: np.ndarray, source: str) -> np.ndarray:
         raise InputDataError(f"{source} has shape {x.shape}; expected 2-D (rows, features)", "pass an (N, D) array")
     if x.size == 0:
         raise InputDataError(f"{source} is empty (shape {x.shape})", "check that the earlier stage produced vectors")
-    bad = first_bad_row(x, _first_unusable)
+    # One comparison catches NaN (never <=), infinity and overflow-prone magnitudes, as float32 holds them.
+    bad = first_failing_row(x, lambda block: (np.abs(block.astype(np.float32, copy=False)) <= _MAX_ABS_VALUE).all(axis=1))
     if bad is not None:
         raise InputDataError(
             f"{source} row {bad} contains NaN, infinity or a value beyond ±{_MAX_ABS_VALUE:g}",
             "rerun the stage that produced the vectors; check its inputs for corrupt items",
         )
     return x
-
-
-def _first_unusable(block: np.ndarray) -> int | None:
-    # One comparison catches NaN (never <=), infinity and overflow-prone magnitudes, as float32 holds them.
-    usable = (np.abs(block.astype(np.float32, copy=False)) <= _MAX_ABS_VALUE).all(axis=1)
-    return None if usable.all() else int(np.argmin(usable))
 
 
 def _paired(labels_true: Sequence[str] | np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

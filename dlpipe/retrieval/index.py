@@ -88,11 +88,10 @@ from typing import Any
 import faiss
 import numpy as np
 
-from dlpipe.core.arrays import first_non_finite_row
+from dlpipe.core.arrays import first_failing_row, first_non_finite_row, row_blocks, rows_per_block, take_rows
 from dlpipe.core.artifacts import atomic_write_bytes, atomic_write_json, library_versions, read_json, sha256_file
 from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.core.layout import INDEX_DATA_FILE, INDEX_FILE, INDEX_SIDECAR
-from dlpipe.retrieval.embeddings import first_bad_row, row_blocks, rows_per_block, take_rows
 from dlpipe.retrieval.faiss_runtime import faiss_threads, gpu_wanted
 
 METRICS = {"inner_product": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
@@ -386,25 +385,20 @@ def _check_values(vectors: np.ndarray, what: str, *, float16_index: str | None =
     Args:
         float16_index: the factory of an index that stores float16; rows beyond its range are refused too.
     """
-    row = first_bad_row(vectors, first_non_finite_row)
+    row = first_non_finite_row(vectors)
     if row is not None:
         raise InputDataError(
             f"{what} contain NaN or infinite values (first at row {row})",
             "re-run the stage that produced them; a NaN usually comes from a diverged model or a blank input",
         )
     if float16_index is not None:
-        row = first_bad_row(vectors, _first_beyond_float16)
+        row = first_failing_row(vectors, lambda block: (np.abs(block) <= FLOAT16_MAX).all(axis=1))
         if row is not None:
             raise InputDataError(
                 f"{what} have a component beyond float16's range (+-{FLOAT16_MAX:,.0f}) at row {row}, "
                 f"which index '{float16_index}' stores as float16",
                 "normalise the embeddings, or set search.index to an IVF<n>,Flat or IVF<n>,SQ8 index",
             )
-
-
-def _first_beyond_float16(block: np.ndarray) -> int | None:
-    within = (np.abs(block) <= FLOAT16_MAX).all(axis=1)
-    return None if within.all() else int(np.argmin(within))
 
 
 def _make_index(factory: str, dimension: int, metric: str) -> faiss.Index:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from dlpipe.core.arrays import take_rows
 from dlpipe.core.artifacts import atomic_dir, atomic_write_bytes, atomic_write_json, library_versions, sidecar, stage_lock, write_csv
 from dlpipe.core.config import ClusterConfig, Project
 from dlpipe.core.console import info
@@ -32,7 +33,7 @@ from dlpipe.reports.cluster_plots import write_silhouette_plot, write_umap_png
 from dlpipe.reports.sheets import RIGHT, WRONG, Tile, contact_sheet
 from dlpipe.reports.tables import write_table
 from dlpipe.retrieval import clustering
-from dlpipe.retrieval.embeddings import Embeddings, load_embeddings, take_rows
+from dlpipe.retrieval.embeddings import Embeddings, load_embeddings
 
 STAGE = "cluster"
 REDUCER_FILE = "umap_reducer.pkl"

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from dlpipe.core.arrays import take_rows
 from dlpipe.core.artifacts import atomic_dir, atomic_write_json, stage_lock
 from dlpipe.core.config import Project, SearchConfig
 from dlpipe.core.console import info, warn
@@ -35,7 +36,7 @@ from dlpipe.core.results import StageResult
 from dlpipe.reports.sheets import RIGHT, WRONG, Tile, contact_sheet
 from dlpipe.reports.tables import write_table
 from dlpipe.retrieval import index as faiss_index
-from dlpipe.retrieval.embeddings import Embeddings, load_embeddings, take_rows
+from dlpipe.retrieval.embeddings import Embeddings, load_embeddings
 
 STAGE = "search"
 # Fields of the embeddings sidecar that say how a query must be embedded; copied into index.json.

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlpipe.core.arrays import first_non_finite_row
+from dlpipe.core.arrays import first_non_finite_row, row_blocks, take_rows
 from dlpipe.core.errors import ArtifactError
-from dlpipe.retrieval.embeddings import first_bad_row, row_blocks, take_rows
 
 
 def saved(tmp_path: Path, array: np.ndarray) -> np.ndarray:
@@ -36,12 +35,12 @@ def test_blocks_and_rows_of_a_memory_map_are_numpys(tmp_path: Path, dtype: type)
         take_rows(mapped, [103])
 
 
-def test_first_bad_row_finds_the_row_across_blocks(tmp_path: Path) -> None:
+def test_first_non_finite_row_finds_the_row_across_blocks(tmp_path: Path) -> None:
     array = np.ones((50, 3), dtype=np.float32)
     array[37, 1] = np.nan
     mapped = saved(tmp_path, array)
-    assert first_bad_row(mapped, first_non_finite_row) == 37
-    assert first_bad_row(mapped[:30], first_non_finite_row) is None
+    assert first_non_finite_row(mapped) == 37
+    assert first_non_finite_row(mapped[:30]) is None
 
 
 def test_a_file_truncated_under_the_reader_is_an_artifact_error(tmp_path: Path) -> None:

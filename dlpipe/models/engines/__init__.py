@@ -1,6 +1,6 @@
-"""Batch-inference engines: how ``embed`` maps a model over every item of a manifest.
+"""Batch-inference engines: how ``embed`` (and ``predict`` on files) map a model over every item.
 
-``local`` runs the tf.data pipeline in this process; ``ray`` hands contiguous shards of rows to
-Ray Data actors, each of which loads the model once. Both yield ``(first row, vectors)`` blocks
-that :func:`dlpipe.models.extractor.write_blocks` merges into the same memory-mapped file.
+``local`` runs the worker in this process; ``ray`` hands contiguous shards of items to Ray Data
+actors, each of which loads the model once. Both yield ``(first row, results)`` blocks: ``embed``
+merges them into one memory-mapped file with :func:`dlpipe.models.extractor.write_blocks`.
 """

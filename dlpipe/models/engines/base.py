@@ -61,15 +61,14 @@ class InferenceJob:
 class Shard:
     """Items ``[start, start + len(items))`` of a job: the unit of work an engine hands out (and retries)."""
 
-    shard_id: int
     start: int
     items: list[Any]
 
 
 def shards(job: InferenceJob, rows_per_shard: int) -> Iterator[Shard]:
     """The job's items cut into contiguous shards of ``rows_per_shard`` (the last may be shorter)."""
-    for shard_id, start in enumerate(range(0, len(job.items), rows_per_shard)):
-        yield Shard(shard_id, start, job.items[start : start + rows_per_shard])
+    for start in range(0, len(job.items), rows_per_shard):
+        yield Shard(start, job.items[start : start + rows_per_shard])
 
 
 def sequential_blocks(blocks: Iterable[Results]) -> Iterator[tuple[int, Results]]:
