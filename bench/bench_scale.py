@@ -3,7 +3,8 @@
 Two parts, each step in a fresh process whose memory is sampled every 50 ms (the process and its
 children, from /proc): peak resident memory in all (``rss``) and its anonymous part (``anon``: heap
 and buffers, what cannot be dropped; ``rss`` also counts pages of memory-mapped files, which the
-kernel reclaims under pressure).
+kernel reclaims under pressure). Both are proportional (``Pss``, ``Pss_Anon``): a page that forked
+workers still share with their parent is counted once, not once per process.
 
 1. **Images** (``--images``, e.g. 10k, 50k, 200k generated PNGs of 4 classes at ``--image-size`` px):
    the real stages through the CLI, as ``dvc repro`` runs them: ``ingest``, ``embed`` (a pretrained
@@ -60,19 +61,19 @@ def weights_path() -> Path | None:
 
 
 def tree_memory(pid: int) -> tuple[int, int]:
-    """(rss, anonymous rss) in bytes of a process and all its descendants, read from /proc."""
+    """(rss, anonymous rss) in bytes of a process and all its descendants, proportional to sharing, read from /proc."""
     total = anon = 0
     pending = [pid]
     while pending:
         current = pending.pop()
         try:
-            status = Path(f"/proc/{current}/status").read_text()
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
             children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except OSError:
             continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        total += int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
-        anon += int(fields.get("RssAnon", "0 kB").split()[0]) * 1024
+        fields = dict(line.split(":", 1) for line in rollup.splitlines()[1:] if ":" in line)
+        total += int(fields.get("Pss", "0 kB").split()[0]) * 1024
+        anon += int(fields.get("Pss_Anon", "0 kB").split()[0]) * 1024
         pending += [int(child) for child in children]
     return total, anon
 

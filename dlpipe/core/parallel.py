@@ -1,9 +1,11 @@
 """Map a function over many items in a process pool, with progress.
 
-Workers are forked with the function and the item list already in memory, and
-are handed contiguous index ranges, so the only data crossing process
-boundaries per item is its result. That keeps the overhead small enough for
-cheap items (decoding a 96 px thumbnail takes well under a millisecond).
+Workers come from a fork server (a clean process started for the purpose), not from a fork of the
+caller: a forked child shares the caller's heap, and the caller then writes to those pages (every
+read of a Python object updates its reference count), so each child ends up holding a private copy
+of the caller's items; it would also inherit every open file, the stage lock among them. Each task
+carries one contiguous slice of the items, so pickling costs one call per slice; that keeps the
+overhead small enough for cheap items (decoding a 96 px thumbnail takes well under a millisecond).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ _MIN_ITEMS_PER_WORKER = 4
 # Ranges per worker: enough to balance uneven items and move the progress bar, few enough to stay cheap.
 _RANGES_PER_WORKER = 8
 
-_job: tuple[Callable, Sequence] | None = None
+_function: Callable | None = None
 
 
 def resolve_workers(workers: int) -> int:
@@ -56,25 +58,25 @@ def parallel_map(
             return results
         size = max(1, math.ceil(total / (workers * _RANGES_PER_WORKER)))
         ranges = [(start, min(start + size, total)) for start in range(0, total, size)]
-        context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_install_job, initargs=(function, items)) as pool:
+        context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+        chunks = (items[start:stop] for start, stop in ranges)
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_install_function, initargs=(function,)) as pool:
             results = []
-            for batch in pool.map(_run_range, ranges):
+            for batch in pool.map(_run_chunk, chunks):
                 results.extend(batch)
                 advance(len(batch))
             return results
 
 
-def _install_job(function: Callable, items: Sequence) -> None:
-    global _job
-    _job = (function, items)
+def _install_function(function: Callable) -> None:
+    global _function
+    _function = function
     # The pool already has a process per core: BLAS threads inside each worker would only compete for them.
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
 
 
-def _run_range(bounds: tuple[int, int]) -> list:
-    assert _job is not None, "worker started without a job"
-    function, items = _job
-    return [function(items[index]) for index in range(*bounds)]
+def _run_chunk(chunk: Sequence) -> list:
+    assert _function is not None, "worker started without a function"
+    return [_function(item) for item in chunk]

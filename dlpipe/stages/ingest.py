@@ -13,13 +13,16 @@ source folder is only ever read.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import hashlib
+import itertools
 import os
+import sys
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ from dlpipe.data.documents import normalize_document, read_csv_documents, read_f
 from dlpipe.data.files import is_hidden
 from dlpipe.data.manifest import write_rejected
 from dlpipe.data.media import Rejected
+from dlpipe.data.media.text import TextInfo
 
 STAGE = "ingest"
 COMMON_COLUMNS = ("path", "label", "split", "sha256", "size_bytes")
@@ -50,18 +54,24 @@ DEDUPLICATION_REASONS = frozenset({"duplicate", "label_conflict", "duplicate_row
 
 @dataclass(frozen=True, slots=True)  # slots: no per-instance dict, for folders of millions of files
 class Candidate:
-    """One item to inspect: its absolute path, its path as recorded, and its label.
+    """One item to inspect: the folder its path is relative to, its path as recorded, and its label.
 
-    A document read from a fastText or CSV file also has its line there (``relpath`` is then
-    ``file:line``) and its text.
+    ``root`` is one string shared by every candidate of a folder (a path object per file would cost
+    more than the rest of the candidate). A document read from a fastText or CSV file also has its
+    line there (``relpath`` is then ``file:line``, ``root`` the file) and its text.
     """
 
-    source: Path
+    root: str
     relpath: str
     label: str
     line: int = 0
     document: str = ""
     targets: tuple[float, ...] = ()  # a regression or localisation row's values, in the CSV's units (pixels)
+
+    @property
+    def source(self) -> Path:
+        """The file to read (an absolute ``relpath`` stands for itself)."""
+        return Path(self.root) if self.line else Path(self.root, self.relpath)
 
     @property
     def sort_key(self) -> tuple[str, int]:
@@ -71,19 +81,44 @@ class Candidate:
 
 @dataclass(slots=True)
 class Outcome:
-    """The result of inspecting one candidate: facts for the manifest, or a rejection."""
+    """The result of inspecting one candidate: facts for the manifest, or a rejection.
+
+    ``facts`` is the modality's info record (ImageInfo, AudioInfo or TextInfo), whose fields are
+    the manifest's modality columns.
+    """
 
     candidate: Candidate
     sha256: str = ""
     size_bytes: int = 0
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: Any = None
     reason: str = ""
     detail: str = ""
     document: str = ""  # a labelled text document's normal form (written to corpus.txt, not the manifest)
+    split: str = ""  # train, val or test once assigned (labelled datasets only)
 
     @property
     def accepted(self) -> bool:
         return not self.reason
+
+    def findings(self) -> tuple:
+        """Everything but the candidate: what a worker sends back to the parent, which holds the candidate already."""
+        return (self.sha256, self.size_bytes, self.facts, self.reason, self.detail, self.document)
+
+
+@dataclass(frozen=True)
+class _Findings:
+    """A picklable inspector that returns an outcome's findings, not the outcome (see :meth:`Outcome.findings`)."""
+
+    inspect: Callable[[Candidate], Outcome]
+
+    def __call__(self, candidate: Candidate) -> tuple:
+        return self.inspect(candidate).findings()
+
+
+def inspect_all(candidates: list[Candidate], inspect: Callable[[Candidate], Outcome], workers: int, description: str, unit: str) -> list[Outcome]:
+    """Inspect every candidate across ``workers`` processes; outcomes in candidate order."""
+    findings = parallel_map(_Findings(inspect), candidates, workers, description, unit)
+    return [Outcome(candidate, *found) for candidate, found in zip(candidates, findings, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -129,27 +164,27 @@ def run(project: Project, dataset: str) -> Result:
             candidates = [o.candidate for o in outcomes]
         elif spec.task != "classification":
             candidates, refused, ignored = target_candidates(source, spec, dataset)
-            outcomes = parallel_map(inspector(spec, cfg), candidates, cfg.workers, f"ingest {dataset}", _units(spec)) + refused
+            outcomes = inspect_all(candidates, inspector(spec, cfg), cfg.workers, f"ingest {dataset}", _units(spec)) + refused
             _check_inside_images(outcomes, spec)
             candidates = [o.candidate for o in outcomes]
         else:
             candidates, ignored = enumerate_candidates(source, spec, dataset)
             if not candidates:
                 raise InputDataError(f"dataset '{dataset}': no files found in {source}", _layout_hint(spec))
-            inspect = inspector(spec, cfg)
-            outcomes = parallel_map(inspect, candidates, cfg.workers, f"ingest {dataset}", _units(spec))
+            outcomes = inspect_all(candidates, inspector(spec, cfg), cfg.workers, f"ingest {dataset}", _units(spec))
         if spec.labelled:
             _deduplicate(outcomes)
         accepted = [o for o in outcomes if o.accepted]
         rejected = [o for o in outcomes if not o.accepted]
         _check_usable(dataset, spec, cfg, source, candidates, outcomes, accepted)
-        splits = _assign_splits(accepted, cfg, project.params.base.seed, _strata(accepted, spec)) if spec.labelled else {}
-        metrics = _metrics(dataset, spec, outcomes, accepted, rejected, ignored, splits)
+        if spec.labelled:
+            _assign_splits(accepted, cfg, project.params.base.seed, _strata(accepted, spec))
+        metrics = _metrics(dataset, spec, outcomes, accepted, rejected, ignored)
         if metrics["label_conflicts"]:
             warn(f"{metrics['label_conflicts']} files share content under different labels; none was kept (rejected.csv)")
 
         with atomic_dir(out_dir) as staging:
-            _write_manifest(staging / MANIFEST_FILE, spec, accepted, splits)
+            _write_manifest(staging / MANIFEST_FILE, spec, accepted)
             write_rejected(staging / REJECTED_FILE, _rejected_items(rejected + ignored))
             if spec.labelled and spec.modality == "text":
                 _write_documents(staging / CORPUS_FILE, accepted)
@@ -231,7 +266,8 @@ def enumerate_candidates(source: Path, spec: DatasetConfig, dataset: str) -> tup
             raise InputDataError(f"dataset '{dataset}': source {source} is a file, not a folder of class folders", _layout_hint(spec))
         return _from_csv(source), []
     if source.is_file():
-        return [Candidate(source, source.name, "")], []
+        return [Candidate(str(source.parent), source.name, "")], []
+    root = str(source)
     candidates: list[Candidate] = []
     ignored: list[Outcome] = []
     class_dirs = []
@@ -242,16 +278,15 @@ def enumerate_candidates(source: Path, spec: DatasetConfig, dataset: str) -> tup
             if len(parts) == 1 and not hidden:
                 class_dirs.append(relpath)
             continue
-        path = source / relpath
-        label = parts[0] if by_folder and len(parts) > 1 else ""
+        label = sys.intern(parts[0]) if by_folder and len(parts) > 1 else ""  # one string per class, not per file
         if hidden:
-            ignored.append(Outcome(Candidate(path, relpath, label), reason="hidden_file", detail="hidden file or folder"))
+            ignored.append(Outcome(Candidate(root, relpath, label), reason="hidden_file", detail="hidden file or folder"))
         elif by_folder and len(parts) == 1:
             ignored.append(
-                Outcome(Candidate(path, relpath, ""), reason="outside_class_folder", detail="not inside a class folder")
+                Outcome(Candidate(root, relpath, ""), reason="outside_class_folder", detail="not inside a class folder")
             )
         else:
-            candidates.append(Candidate(path, relpath, label))
+            candidates.append(Candidate(root, relpath, label))
     if by_folder:
         _check_classes(dataset, source, class_dirs, candidates)
     return candidates, ignored
@@ -273,7 +308,7 @@ def document_rows(source: Path, spec: DatasetConfig, cfg: IngestConfig, dataset:
         raise InputDataError(f"dataset '{dataset}': no document in {source}", _layout_hint(spec))
     outcomes = []
     for row in rows:
-        candidate = Candidate(source, f"{source.name}:{row.line}", row.label, row.line, row.text)
+        candidate = Candidate(str(source), f"{source.name}:{row.line}", row.label, row.line, row.text)
         if row.reason:
             outcomes.append(Outcome(candidate, reason=row.reason, detail=row.detail))
         else:
@@ -284,7 +319,7 @@ def document_rows(source: Path, spec: DatasetConfig, cfg: IngestConfig, dataset:
 def _document_outcome(candidate: Candidate, document: str, lines: int, encoding: str) -> Outcome:
     """An accepted document, identified by the sha256 of its normal form (so duplicates are found by content)."""
     data = document.encode("utf-8")
-    facts = {"lines": lines, "tokens": len(document.split()), "chars": len(document), "encoding": encoding}
+    facts = TextInfo(lines=lines, tokens=len(document.split()), chars=len(document), encoding=encoding)
     return Outcome(candidate, hashlib.sha256(data).hexdigest(), len(data), facts, document=document)
 
 
@@ -305,16 +340,16 @@ def target_candidates(source: Path, spec: DatasetConfig, dataset: str) -> tuple[
     if not rows:
         raise InputDataError(f"dataset '{dataset}': {source} has no data row", "add one row per image")
     candidates, refused = [], []
+    folder = str(source.parent)
     for row in rows:
-        path = Path(row.path)
-        candidate = Candidate(path if path.is_absolute() else source.parent / path, row.path, row.label, targets=row.values)
+        candidate = Candidate(folder, row.path, row.label, targets=row.values)
         if row.reason:
             refused.append(Outcome(candidate, reason=row.reason, detail=row.detail))
         else:
             candidates.append(candidate)
     listed = {row.path for row in rows}
     ignored = [
-        Outcome(Candidate(source.parent / relpath, relpath, ""), reason="no_target_row", detail=f"an image with no row in {source.name}")
+        Outcome(Candidate(folder, relpath, ""), reason="no_target_row", detail=f"an image with no row in {source.name}")
         for relpath in unlisted_images(source.parent, listed)
     ]
     return candidates, refused, ignored
@@ -327,7 +362,7 @@ def _check_inside_images(outcomes: list[Outcome], spec: DatasetConfig) -> None:
     for outcome in outcomes:
         if outcome.accepted:
             facts = outcome.facts
-            why = outside_image(outcome.candidate.targets, spec.task, facts["width"], facts["height"], spec.target_columns)
+            why = outside_image(outcome.candidate.targets, spec.task, facts.width, facts.height, spec.target_columns)
             if why:
                 outcome.reason, outcome.detail = "target_outside_image", why
 
@@ -339,7 +374,7 @@ def _strata(accepted: list[Outcome], spec: DatasetConfig) -> list[str]:
     from dlpipe.data.targets import strata
 
     values = np.array([o.candidate.targets for o in accepted], dtype=np.float64)
-    sizes = np.array([(o.facts["width"], o.facts["height"]) for o in accepted], dtype=np.float64)
+    sizes = np.array([(o.facts.width, o.facts.height) for o in accepted], dtype=np.float64)
     return strata(values, spec.task, sizes)
 
 
@@ -364,12 +399,12 @@ def _from_csv(table: Path) -> list[Candidate]:
                 "the CSV needs a header row with columns path,label",
             )
         rows = [(row["path"], row["label"]) for row in reader]
+    folder = str(table.parent)
     candidates = []
     for number, (relpath, label) in enumerate(rows, start=2):
         if not relpath or not label:
             raise InputDataError(f"{table}, line {number}: empty path or label", "fill in both columns on every row")
-        path = Path(relpath)
-        candidates.append(Candidate(path if path.is_absolute() else table.parent / path, relpath, label))
+        candidates.append(Candidate(folder, relpath, sys.intern(label)))
     return candidates
 
 
@@ -408,7 +443,7 @@ def _inspect_image(candidate: Candidate, min_side: int, max_pixels: int) -> Outc
     outcome, data = _read(candidate)
     if data is not None:
         try:
-            outcome.facts = asdict(inspect_image(data, min_side, max_pixels))
+            outcome.facts = inspect_image(data, min_side, max_pixels)
         except Rejected as rejection:
             outcome.reason, outcome.detail = rejection.reason, rejection.detail
     return outcome
@@ -420,9 +455,8 @@ def _inspect_audio(candidate: Candidate, min_duration: float) -> Outcome:
     outcome, data = _read(candidate)
     if data is not None:
         try:
-            facts = asdict(inspect_audio(data, min_duration))
-            facts["duration"] = round(facts["duration"], 6)
-            outcome.facts = facts
+            info = inspect_audio(data, min_duration)
+            outcome.facts = dataclasses.replace(info, duration=round(info.duration, 6))
         except Rejected as rejection:
             outcome.reason, outcome.detail = rejection.reason, rejection.detail
     return outcome
@@ -434,7 +468,7 @@ def _inspect_text(candidate: Candidate, encoding: str) -> Outcome:
     # Text files can be large: hash and decode by streaming rather than reading whole.
     outcome = Outcome(candidate, sha256=sha256_file(candidate.source), size_bytes=candidate.source.stat().st_size)
     try:
-        outcome.facts = {**asdict(inspect_text(candidate.source, encoding)), "encoding": encoding}
+        outcome.facts = inspect_text(candidate.source, encoding)
     except Rejected as rejection:
         outcome.reason, outcome.detail = rejection.reason, rejection.detail
     return outcome
@@ -460,11 +494,10 @@ def _inspect_document(candidate: Candidate, encoding: str) -> Outcome:
 
 def _deduplicate(outcomes: list[Outcome]) -> None:
     """Keep one copy of each content; reject every copy whose content carries two labels."""
-    by_hash: dict[str, list[Outcome]] = defaultdict(list)
-    for outcome in outcomes:
-        if outcome.accepted:
-            by_hash[outcome.sha256].append(outcome)
-    for copies in by_hash.values():
+    # Sorting by hash puts copies side by side; a dict of every hash would cost far more memory.
+    by_hash = sorted((o for o in outcomes if o.accepted), key=lambda o: o.sha256)
+    for _, group in itertools.groupby(by_hash, key=lambda o: o.sha256):
+        copies = list(group)
         if len(copies) < 2:
             continue
         copies.sort(key=lambda o: o.candidate.sort_key)
@@ -502,7 +535,7 @@ def _check_usable(
             "fix or remove the bad files, or raise ingest.max_reject_fraction",
         )
     if not spec.labelled:
-        if sum(o.facts["tokens"] for o in accepted) == 0:
+        if sum(o.facts.tokens for o in accepted) == 0:
             raise InputDataError(f"dataset '{dataset}': the corpus in {source} is empty (no words)", _layout_hint(spec))
         return
     if not accepted:
@@ -543,24 +576,21 @@ def _check_class_sizes(dataset: str, cfg: IngestConfig, accepted: list[Outcome])
         )
 
 
-def _assign_splits(accepted: list[Outcome], cfg: IngestConfig, seed: int, strata: list[str]) -> dict[str, str]:
+def _assign_splits(accepted: list[Outcome], cfg: IngestConfig, seed: int, strata: list[str]) -> None:
     """Stratified split: per stratum (a label, or a bin of numeric targets), shuffle by a seed that depends on it, then cut.
 
     Ordering by content hash first makes the split independent of file names and of
-    the order the files were listed in. Returns sha256 -> split.
+    the order the files were listed in. Sets each outcome's ``split``.
     """
-    by_label: dict[str, list[str]] = defaultdict(list)
+    by_label: dict[str, list[Outcome]] = defaultdict(list)
     for outcome, stratum in zip(accepted, strata, strict=True):
-        by_label[stratum].append(outcome.sha256)
-    splits: dict[str, str] = {}
-    for label, hashes in sorted(by_label.items()):
-        hashes.sort()
+        by_label[stratum].append(outcome)
+    for label, members in sorted(by_label.items()):
+        members.sort(key=lambda o: o.sha256)
         rng = np.random.default_rng([seed, zlib.crc32(label.encode("utf-8"))])
-        order = [hashes[i] for i in rng.permutation(len(hashes))]
-        n_test, n_val = _split_sizes(len(order), cfg.test_fraction, cfg.val_fraction)
-        for index, digest in enumerate(order):
-            splits[digest] = "test" if index < n_test else "val" if index < n_test + n_val else "train"
-    return splits
+        n_test, n_val = _split_sizes(len(members), cfg.test_fraction, cfg.val_fraction)
+        for index, member in enumerate(rng.permutation(len(members)).tolist()):
+            members[member].split = "test" if index < n_test else "val" if index < n_test + n_val else "train"
 
 
 def _split_sizes(n: int, test_fraction: float, val_fraction: float) -> tuple[int, int]:
@@ -581,7 +611,7 @@ def _split_sizes(n: int, test_fraction: float, val_fraction: float) -> tuple[int
 # --- outputs ------------------------------------------------------------------------------------
 
 
-def _write_manifest(path: Path, spec: DatasetConfig, accepted: list[Outcome], splits: dict[str, str]) -> None:
+def _write_manifest(path: Path, spec: DatasetConfig, accepted: list[Outcome]) -> None:
     targets = tuple(spec.target_columns)
     columns = COMMON_COLUMNS + MODALITY_COLUMNS[spec.modality] + targets
     rows = (
@@ -589,10 +619,10 @@ def _write_manifest(path: Path, spec: DatasetConfig, accepted: list[Outcome], sp
             **dict(zip(targets, (repr(value) for value in o.candidate.targets), strict=True)),
             "path": o.candidate.relpath,
             "label": o.candidate.label,
-            "split": splits.get(o.sha256, "train"),
+            "split": o.split or "train",
             "sha256": o.sha256,
             "size_bytes": o.size_bytes,
-            **{key: o.facts[key] for key in MODALITY_COLUMNS[spec.modality]},
+            **{key: getattr(o.facts, key) for key in MODALITY_COLUMNS[spec.modality]},
         }
         for o in sorted(accepted, key=lambda o: o.candidate.sort_key)
     )
@@ -631,7 +661,6 @@ def _metrics(
     accepted: list[Outcome],
     rejected: list[Outcome],
     ignored: list[Outcome],
-    splits: dict[str, str],
 ) -> dict[str, Any]:
     reasons = Counter(o.reason for o in rejected + ignored)
     bad = sum(1 for o in rejected if o.reason not in DEDUPLICATION_REASONS)
@@ -647,14 +676,14 @@ def _metrics(
         "label_conflicts": reasons.get("label_conflict", 0),
         "rejected_by_reason": dict(sorted(reasons.items())),
         "classes": dict(sorted(Counter(o.candidate.label for o in accepted if o.candidate.label).items())),
-        "splits": dict(sorted(Counter(splits.values()).items())),
+        "splits": dict(sorted(Counter(o.split for o in accepted if o.split).items())),
         "bytes": sum(o.size_bytes for o in accepted),
     }
     if spec.modality == "text":
         if spec.labelled:
             metrics["documents"] = len(accepted)
-        metrics["lines"] = sum(o.facts["lines"] for o in accepted)
-        metrics["tokens"] = sum(o.facts["tokens"] for o in accepted)
+        metrics["lines"] = sum(o.facts.lines for o in accepted)
+        metrics["tokens"] = sum(o.facts.tokens for o in accepted)
     if spec.modality == "audio":
-        metrics["seconds_of_audio"] = round(sum(o.facts["duration"] for o in accepted), 3)
+        metrics["seconds_of_audio"] = round(sum(o.facts.duration for o in accepted), 3)
     return metrics

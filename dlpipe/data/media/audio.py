@@ -13,7 +13,7 @@ from dlpipe.data.media import Rejected
 _BLOCK_FRAMES = 1 << 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: ingest holds one per accepted file
 class AudioInfo:
     """What ingest records about an accepted clip."""
 

@@ -23,7 +23,7 @@ _BACKGROUND = (255, 255, 255)
 _PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, Image.DecompressionBombError)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: ingest holds one per accepted file
 class ImageInfo:
     """What ingest records about an accepted image (size after orientation)."""
 

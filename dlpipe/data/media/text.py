@@ -16,13 +16,14 @@ from dlpipe.data.media import Rejected
 CHUNK_BYTES = 1 << 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: ingest holds one per accepted file
 class TextInfo:
     """What ingest records about an accepted text file."""
 
     lines: int
     tokens: int
     chars: int
+    encoding: str  # what it was decoded as
 
 
 def iter_text_chunks(path: Path, encoding: str) -> Iterator[str]:
@@ -92,4 +93,4 @@ def inspect_text(path: Path, encoding: str) -> TextInfo:
         last_char = chunk[-1]
     if last_char != "\n":
         lines += 1
-    return TextInfo(lines=lines, tokens=tokens, chars=chars)
+    return TextInfo(lines=lines, tokens=tokens, chars=chars, encoding=encoding)
