@@ -32,6 +32,21 @@ def tree_digest(root: Path) -> dict[str, tuple[str, int]]:
     }
 
 
+class RunsCode:
+    """A pickle payload that creates ``marker`` when it is unpickled: proof that a loader ran code from an artifact."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def save_hostile_npy(path: Path, marker: Path) -> None:
+    """A .npy whose object array unpickles :class:`RunsCode` (numpy only loads it with allow_pickle=True)."""
+    np.save(path, np.array([RunsCode(marker), 1.0], dtype=object), allow_pickle=True)
+
+
 def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (32, 32), mode: str = "RGB", seed: int = 0, **save: Any) -> bytes:
     """Encode a small random image; different seeds give different content."""
     rng = np.random.default_rng(seed)

@@ -45,7 +45,7 @@ def train(
 ) -> None:
     """Tokenise an ingested text dataset, train CBOW or skip-gram vectors, evaluate and export them.
 
-    Writes data/<dataset>/word2vec (vectors.kv, model.w2v, vocab.csv, vectors.txt, projector/, words_umap.png,
+    Writes data/<dataset>/word2vec (vectors.npy, vocab.csv, model.w2v, vectors.txt, projector/, words_umap.png,
     index.faiss, word2vec.json), metrics/word2vec.json and plots/word2vec (the loss per epoch).
     Example: dlpipe word2vec train --dataset news --set word2vec.architecture=cbow
     """

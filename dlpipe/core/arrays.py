@@ -22,6 +22,29 @@ from dlpipe.core.errors import ArtifactError
 BLOCK_BYTES = 64 << 20
 
 
+def load_npy(path: Any, what: str, mmap_mode: str | None = None) -> np.ndarray:
+    """Open a ``.npy`` artifact as plain numbers: an object array (a pickle inside) is refused, never loaded.
+
+    Args:
+        path: the file.
+        what: what it is, for the error message.
+        mmap_mode: ``"r"`` to map it instead of reading it.
+
+    Raises:
+        ArtifactError: the file is missing, is a folder, is not a ``.npy`` file, is truncated, or holds objects.
+    """
+    rerun = "rerun the stage that writes it"
+    try:
+        array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except FileNotFoundError:
+        raise ArtifactError(f"{what} not found: {path}", rerun) from None
+    except (ValueError, OSError, EOFError) as exc:  # numpy's words for not-a-.npy, truncated, and pickled objects
+        raise ArtifactError(f"{what} in {path} is not a readable array of numbers ({exc})", rerun) from None
+    if not isinstance(array, np.ndarray) or array.dtype.hasobject:
+        raise ArtifactError(f"{what} in {path} is not an array of numbers", rerun)
+    return array
+
+
 def first_failing_row(vectors: np.ndarray, row_ok: Callable[[np.ndarray], np.ndarray]) -> int | None:
     """The index of the first row for which ``row_ok`` (block -> one bool per row) is False, or None."""
     for start, block in row_blocks(vectors):
@@ -41,9 +64,7 @@ def rows_per_block(dimension: int, itemsize: int = 4, block_bytes: int = BLOCK_B
     return max(1, block_bytes // max(1, dimension * itemsize))
 
 
-def row_blocks(
-    vectors: np.ndarray, rows: int | None = None, start: int = 0, stop: int | None = None
-) -> Iterator[tuple[int, np.ndarray]]:
+def row_blocks(vectors: np.ndarray, rows: int | None = None, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """``(first row, block)`` over rows ``start:stop`` (the first axis) of an array, in order, ``rows`` rows per block.
 
     ``rows`` defaults to :data:`dlpipe.core.arrays.BLOCK_BYTES` (64 MiB) of the array's values. A block

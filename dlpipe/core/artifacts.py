@@ -3,7 +3,10 @@
 An interrupted run must never leave a half-written file or folder that looks
 complete: files are written to a temporary name in the same folder and moved
 into place with ``os.replace``; a folder output is built beside its final name
-and swapped in only when everything in it has been written.
+and swapped in only when everything in it has been written. A run killed during
+that swap is repaired by the next one (:func:`recover_swap`). Files and folders
+get the modes the user's umask gives (``tempfile`` would leave them 0600 and
+0700), so a team can share a data folder.
 """
 
 from __future__ import annotations
@@ -42,10 +45,30 @@ def sha256_json(value: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+def umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it, a race with other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def temporary_file(path: Path) -> tuple[int, str]:
+    """A new file beside ``path`` (same filesystem, so it can be renamed over it) with the umask's mode: (fd, name)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~umask())
+    return fd, tmp_name
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    fd, tmp_name = temporary_file(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -70,8 +93,7 @@ def atomic_write_json(path: Path, value: Any) -> None:
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[dict[str, Any]]) -> int:
     """Write dict rows as CSV with a fixed column order (atomically); return the row count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = temporary_file(path)
     count = 0
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
@@ -98,16 +120,47 @@ def read_json(path: Path, what: str) -> Any:
         raise ArtifactError(f"{what} is corrupt: {path} ({exc})", "rerun the stage that produces it") from None
 
 
+def _staging_prefix(final: Path) -> str:
+    return f".{final.name}.partial-"
+
+
+def _retired_prefix(final: Path) -> str:
+    return f".{final.name}.old-"
+
+
+def recover_swap(final: Path) -> None:
+    """Repair what a killed :func:`atomic_dir` left beside ``final``; call it holding the stage's lock.
+
+    Staging folders are removed (none can be complete and in use: the lock says no other run
+    writes here). A run killed between its two renames left no ``final`` and the previous output
+    under a retired name: that output is put back. Retired copies beside a ``final`` are removed.
+    """
+    final = Path(final)
+    if not final.parent.is_dir():
+        return
+    for staging in final.parent.glob(_staging_prefix(final) + "*"):
+        shutil.rmtree(staging, ignore_errors=True)
+    retired = sorted(final.parent.glob(_retired_prefix(final) + "*"), key=lambda path: path.stat().st_mtime)
+    if retired and not final.exists():
+        os.replace(retired.pop(), final)
+    for path in retired:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Build a folder output beside ``final`` and swap it in only on success.
 
     Yields the temporary folder to write into. On an exception (or Ctrl-C) the
     temporary folder is removed and whatever was at ``final`` is left untouched.
+    What an earlier, killed run left beside ``final`` is repaired first (:func:`recover_swap`);
+    callers hold the stage's lock.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    recover_swap(final)
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(final), dir=final.parent))
+    os.chmod(staging, 0o777 & ~umask())
     try:
         yield staging
     except BaseException:
@@ -115,7 +168,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         raise
     retired = None
     if final.exists():
-        retired = final.parent / f".{final.name}.old-{os.getpid()}"
+        retired = final.parent / f"{_retired_prefix(final)}{os.getpid()}"
         os.replace(final, retired)
     os.replace(staging, final)
     if retired is not None:

@@ -717,4 +717,37 @@ def load_project(params_path: Path | str = "params.yaml", overrides: list[str] |
     project = Project(params, root=path.resolve().parent, params_path=path)
     for name in params.datasets:
         project.for_dataset(name)  # a bad per-dataset override fails now, before any work
+    check_sources_apart(project)
     return project
+
+
+def check_sources_apart(project: Project) -> None:
+    """Refuse a layout in which dlpipe could write into a dataset's source, or read its own outputs as data.
+
+    Every artifact goes under ``<data_dir>/<dataset>/``. A source (its folder, its file, or the folder
+    of a targets CSV, which is read whole) may not hold ``data_dir`` and may not overlap any
+    dataset's artifact folder; ``data_dir`` may not be a filesystem root. A source elsewhere under
+    ``data_dir`` (the demo's ``data/sample/``) is allowed: no stage writes there.
+
+    Raises:
+        ConfigError: naming the dataset, its source and the folder it collides with.
+    """
+    data_dir = project.data_dir.resolve()
+    if data_dir == Path(data_dir.anchor):
+        raise ConfigError(f"base.data_dir is a filesystem root ({data_dir})", "set base.data_dir to a folder of its own, e.g. data")
+    outputs = {name: project.dataset_dir(name).resolve() for name in project.params.datasets}
+    for name, spec in project.params.datasets.items():
+        source = project.resolve(spec.source).resolve()
+        # A targets CSV's folder is read whole (to report images with no row); any other file source is read alone.
+        read = source.parent if spec.task != "classification" else source
+        if data_dir == read or data_dir.is_relative_to(read):
+            raise ConfigError(
+                f"datasets.{name}.source ({source}) holds base.data_dir ({data_dir}): artifacts would be written among its files",
+                "put base.data_dir outside the source folder",
+            )
+        for other, folder in outputs.items():
+            if read == folder or read.is_relative_to(folder) or folder.is_relative_to(read):
+                raise ConfigError(
+                    f"datasets.{name}.source ({source}) overlaps {folder}, where dlpipe writes the artifacts of dataset '{other}'",
+                    "move the source out of base.data_dir, or rename the dataset",
+                )

@@ -33,7 +33,8 @@ INDEX_SIDECAR = "index.json"
 # An index stored on disk keeps its inverted lists beside index.faiss, memory-mapped when loaded.
 INDEX_DATA_FILE = "index.ivfdata"
 # Inside a word2vec folder.
-VECTORS_FILE = "vectors.kv"
+VECTORS_FILE = "vectors.npy"  # word vectors: float32 rows in vocab.csv order
+VOCAB_FILE = "vocab.csv"  # rank,word,count: the word of each row of vectors.npy
 WORD2VEC_SIDECAR = "word2vec.json"
 # Beside the class folders of the sample images: one bounding box per image.
 BOXES_FILE = "boxes.csv"
@@ -101,7 +102,7 @@ class DatasetLayout:
 
     @property
     def vectors_file(self) -> Path:
-        """``word2vec/vectors.kv``."""
+        """``word2vec/vectors.npy``."""
         return self.word2vec_dir / VECTORS_FILE
 
     def resume_dir(self, stage: str) -> Path:

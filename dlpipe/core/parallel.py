@@ -1,11 +1,12 @@
 """Map a function over many items in a process pool, with progress.
 
-Workers come from a fork server (a clean process started for the purpose), not from a fork of the
-caller: a forked child shares the caller's heap, and the caller then writes to those pages (every
-read of a Python object updates its reference count), so each child ends up holding a private copy
-of the caller's items; it would also inherit every open file, the stage lock among them. Each task
-carries one contiguous slice of the items, so pickling costs one call per slice; that keeps the
-overhead small enough for cheap items (decoding a 96 px thumbnail takes well under a millisecond).
+Workers are fresh interpreters (``spawn``), not forks of the caller: a forked child shares the
+caller's heap, and the caller then writes to those pages (every read of a Python object updates its
+reference count), so each child ends up holding a private copy of the caller's items; it would also
+inherit every open file, the stage lock among them. Each worker asks the kernel to kill it when the
+caller dies (:func:`die_with_parent`), so a killed stage leaves no worker behind. Each task carries
+one contiguous slice of the items, so pickling costs one call per slice; that keeps the overhead
+small enough for cheap items (decoding a 96 px thumbnail takes well under a millisecond).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
@@ -58,9 +61,10 @@ def parallel_map(
             return results
         size = max(1, math.ceil(total / (workers * _RANGES_PER_WORKER)))
         ranges = [(start, min(start + size, total)) for start in range(0, total, size)]
-        context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+        context = multiprocessing.get_context("spawn")
         chunks = (items[start:stop] for start, stop in ranges)
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_install_function, initargs=(function,)) as pool:
+        start_worker = (function, os.getpid())
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_install_function, initargs=start_worker) as pool:
             results = []
             for batch in pool.map(_run_chunk, chunks):
                 results.extend(batch)
@@ -68,7 +72,24 @@ def parallel_map(
             return results
 
 
-def _install_function(function: Callable) -> None:
+def die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when its parent (pid ``parent``) dies; Linux only, else nothing.
+
+    Call it first thing in a child process. A parent that died before the request took effect is
+    caught by comparing ``parent`` with the current parent.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _install_function(function: Callable, parent: int) -> None:
+    die_with_parent(parent)
     global _function
     _function = function
     # The pool already has a process per core: BLAS threads inside each worker would only compete for them.

@@ -114,7 +114,8 @@ def load_trained_model(location: Path) -> TrainedModel:
             "retrain with `dlpipe finetune`, or put back the model.keras that model.json describes",
         )
     try:
-        model = keras.saving.load_model(path, compile=False)
+        # safe_mode (the default, stated): a Lambda layer or other code in the archive is refused, never run.
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a damaged archive
         raise ArtifactError(f"cannot load model {path}: {exc}", "the file is corrupt: retrain with `dlpipe finetune`") from None
     record = sidecar.get("spectrogram")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dlpipe.core.arrays import first_non_finite_row
+from dlpipe.core.arrays import first_non_finite_row, load_npy
 from dlpipe.core.artifacts import read_json, sha256_file
 from dlpipe.core.config import Project
 from dlpipe.core.errors import ArtifactError
@@ -54,10 +54,7 @@ def load_embeddings(project: Project, dataset: str) -> Embeddings:
         raise ArtifactError(f"{path} does not match the sha256 in {EMBEDDINGS_SIDECAR} (truncated or replaced?)", rerun)
     if sidecar.get("manifest_sha256") != manifest.sha256:
         raise ArtifactError(f"dataset '{dataset}' was re-ingested after {path} was written (manifest sha256 differs)", rerun)
-    try:
-        vectors = np.load(path, mmap_mode="r")
-    except ValueError as exc:
-        raise ArtifactError(f"{path} is not a readable .npy file ({exc})", rerun) from None
+    vectors = load_npy(path, "the embeddings", mmap_mode="r")
     expected = (sidecar.get("count"), sidecar.get("dimension"))
     if vectors.ndim != 2 or vectors.shape != expected or vectors.shape[0] != len(manifest.rows):
         raise ArtifactError(

@@ -115,7 +115,9 @@ class _Findings:
         return self.inspect(candidate).findings()
 
 
-def inspect_all(candidates: list[Candidate], inspect: Callable[[Candidate], Outcome], workers: int, description: str, unit: str) -> list[Outcome]:
+def inspect_all(
+    candidates: list[Candidate], inspect: Callable[[Candidate], Outcome], workers: int, description: str, unit: str
+) -> list[Outcome]:
     """Inspect every candidate across ``workers`` processes; outcomes in candidate order."""
     findings = parallel_map(_Findings(inspect), candidates, workers, description, unit)
     return [Outcome(candidate, *found) for candidate, found in zip(candidates, findings, strict=True)]
@@ -282,9 +284,7 @@ def enumerate_candidates(source: Path, spec: DatasetConfig, dataset: str) -> tup
         if hidden:
             ignored.append(Outcome(Candidate(root, relpath, label), reason="hidden_file", detail="hidden file or folder"))
         elif by_folder and len(parts) == 1:
-            ignored.append(
-                Outcome(Candidate(root, relpath, ""), reason="outside_class_folder", detail="not inside a class folder")
-            )
+            ignored.append(Outcome(Candidate(root, relpath, ""), reason="outside_class_folder", detail="not inside a class folder"))
         else:
             candidates.append(Candidate(root, relpath, label))
     if by_folder:

@@ -6,8 +6,9 @@ manifest) is tokenised once, streaming, into ``corpus_tokens.txt``: gensim's
 Python iterator that limits multi-core speed otherwise. gensim ``Word2Vec`` then
 trains from that file in a process whose PYTHONHASHSEED is the stage's seed
 (:mod:`dlpipe.text.training`), with the per-epoch loss when ``workers: 1``.
-Outputs, in one folder swapped in whole: the KeyedVectors, the full model (for
-continued training), the vocabulary, the word2vec text format, TensorBoard
+Outputs, in one folder swapped in whole: the vectors (``vectors.npy`` and
+``vocab.csv``, data that cannot run code when loaded), the full model (a gensim
+pickle, for continued training; dlpipe never loads it), the word2vec text format, TensorBoard
 projector TSVs, a labelled UMAP map, a FAISS index and the sidecar. The benchmark
 scores (analogies, word similarity) go to the metrics beside the folder.
 """
@@ -22,7 +23,7 @@ from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_version
 from dlpipe.core.config import Project, Word2vecConfig
 from dlpipe.core.console import info, warn
 from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
-from dlpipe.core.layout import VECTORS_FILE, WORD2VEC_SIDECAR
+from dlpipe.core.layout import VECTORS_FILE, VOCAB_FILE, WORD2VEC_SIDECAR
 from dlpipe.core.parallel import resolve_workers
 from dlpipe.core.results import StageResult
 from dlpipe.data.manifest import load_manifest
@@ -30,7 +31,7 @@ from dlpipe.reports.live import write_live_history
 from dlpipe.text import export as export
 from dlpipe.text.tokens import TokenStats, tokenize_file
 from dlpipe.text.training import FLOAT32_EXACT_LIMIT, TrainResult, TrainSpec, train_isolated
-from dlpipe.text.vectors import evaluate, vector_files
+from dlpipe.text.vectors import evaluate, read_vectors, vector_files
 
 STAGE = "word2vec"
 TOKENS_FILE = "corpus_tokens.txt"
@@ -74,13 +75,13 @@ def run(project: Project, dataset: str) -> Result:
                 TrainSpec(
                     corpus_file=str(staging / TOKENS_FILE),
                     model_path=str(staging / MODEL_FILE),
-                    vectors_path=str(staging / VECTORS_FILE),
+                    vectors_folder=str(staging),
                     params=gensim_params(cfg),
                     hash_seed=cfg.seed,
                     description=f"word2vec {dataset}",
                 )
             )
-            kv = _load_trained(staging)
+            kv = read_vectors(staging)
             info(f"word2vec {dataset}: evaluating on {len(kv):,} words")
             scores = evaluate(kv, cfg.evaluate.restrict_vocab)
             exported = _export(staging, kv, cfg, dataset)
@@ -170,15 +171,8 @@ def _check_vocabulary(stats: TokenStats, cfg: Word2vecConfig, dataset: str) -> N
         )
 
 
-def _load_trained(folder: Path) -> Any:
-    from gensim.models import KeyedVectors
-
-    return KeyedVectors.load(str(folder / VECTORS_FILE))
-
-
 def _export(folder: Path, kv: Any, cfg: Word2vecConfig, dataset: str) -> dict[str, Any]:
     """Every export beside the vectors; returns what the sidecar records about them."""
-    export.write_vocab(folder / export.VOCAB_FILE, kv)
     export.write_text_format(folder / export.TEXT_FILE, kv)
     projector_rows = export.write_projector(folder / export.PROJECTOR_DIR, kv, cfg.export.projector_words)
     export.write_index(folder, kv, {"stage": STAGE, "dataset": dataset, "vectors_sha256": sha256_file(folder / VECTORS_FILE)})
@@ -194,7 +188,7 @@ def _export(folder: Path, kv: Any, cfg: Word2vecConfig, dataset: str) -> dict[st
         if not map_words:
             warn(f"only {len(kv)} words in the vocabulary: no {export.MAP_FILE} (it needs {export.MIN_MAP_WORDS})")
     return {
-        "vocab": export.VOCAB_FILE,
+        "vocab": VOCAB_FILE,
         "text_format": export.TEXT_FILE,
         "projector": {"folder": export.PROJECTOR_DIR, "rows": projector_rows},
         "index": "index.faiss",

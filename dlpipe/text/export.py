@@ -1,4 +1,4 @@
-"""Exports of trained word vectors: vocabulary table, word2vec text format, TensorBoard projector
+"""Exports of trained word vectors: word2vec text format, TensorBoard projector
 TSVs, a labelled UMAP map of the most frequent words, and a FAISS index.
 
 Every function writes into a folder that :func:`dlpipe.core.artifacts.atomic_dir` swaps
@@ -13,23 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from dlpipe.core.artifacts import write_csv
-
-VOCAB_FILE = "vocab.csv"
 TEXT_FILE = "vectors.txt"
 PROJECTOR_DIR = "projector"
 MAP_FILE = "words_umap.png"
 # UMAP needs a few points to build a neighbour graph; fewer words get no map.
 MIN_MAP_WORDS = 5
-
-
-def write_vocab(path: Path, kv: Any) -> int:
-    """``rank,word,count`` for every word, most frequent first; return the row count."""
-    return write_csv(
-        path,
-        ("rank", "word", "count"),
-        ({"rank": rank, "word": word, "count": kv.get_vecattr(word, "count")} for rank, word in enumerate(kv.index_to_key)),
-    )
 
 
 def write_text_format(path: Path, kv: Any) -> None:
@@ -61,9 +49,7 @@ def write_word_map(path: Path, kv: Any, words: int, seed: int, title: str) -> in
 
     from dlpipe.reports.figures import save_png
 
-    reducer = umap.UMAP(
-        n_components=2, n_neighbors=min(15, count - 1), min_dist=0.1, metric="cosine", random_state=seed, n_jobs=1
-    )
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, count - 1), min_dist=0.1, metric="cosine", random_state=seed, n_jobs=1)
     coords = reducer.fit_transform(kv.vectors[:count])
     fig = Figure(figsize=(14, 14), layout="constrained")
     ax = fig.subplots()

@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dlpipe.core.artifacts import temporary_file
 from dlpipe.core.config import TokenizeConfig
 
 # gensim's MAX_WORDS_IN_BATCH: corpus_file training truncates longer sentences to this length.
@@ -130,7 +130,7 @@ def _join_phrases(path: Path, cfg: TokenizeConfig) -> tuple[Counter[str], int]:
         threshold=cfg.phrases_threshold,
     ).freeze()
     counts: Counter[str] = Counter()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = temporary_file(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             for sentence in LineSentence(str(path), max_sentence_length=MAX_SENTENCE_TOKENS):

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from dlpipe.core.artifacts import atomic_write_json
+from dlpipe.core.parallel import die_with_parent
+from dlpipe.text.vectors import save_vectors
 
 # float32 tallies stop counting losses of about 1 once they pass 2**24.
 FLOAT32_EXACT_LIMIT = float(2**24)
@@ -45,7 +47,7 @@ class TrainSpec:
 
     corpus_file: str
     model_path: str
-    vectors_path: str
+    vectors_folder: str  # where vectors.npy and vocab.csv go
     params: dict[str, Any]
     hash_seed: int
     description: str
@@ -78,7 +80,8 @@ def train_isolated(spec: TrainSpec) -> TrainResult:
     atomic_write_json(spec_path, asdict(spec))
     env = {**os.environ, "PYTHONHASHSEED": str(spec.hash_seed)}
     try:
-        completed = subprocess.run([sys.executable, "-m", "dlpipe.text.training", str(spec_path), str(result_path)], env=env, check=False)
+        command = [sys.executable, "-m", "dlpipe.text.training", str(spec_path), str(result_path), str(os.getpid())]
+        completed = subprocess.run(command, env=env, check=False)
         report = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
     finally:
         for path in (spec_path, result_path):
@@ -89,7 +92,7 @@ def train_isolated(spec: TrainSpec) -> TrainResult:
 
 
 def train(spec: TrainSpec) -> TrainResult:
-    """Build the vocabulary from ``spec.corpus_file``, train, and save the full model and its KeyedVectors."""
+    """Build the vocabulary from ``spec.corpus_file``, train, and save the full model and its vectors (see save_vectors)."""
     from gensim.models import Word2Vec
 
     from dlpipe.core.console import progress
@@ -112,7 +115,7 @@ def train(spec: TrainSpec) -> TrainResult:
         )
         seconds = time.perf_counter() - start
     model.save(spec.model_path)
-    model.wv.save(spec.vectors_path)
+    save_vectors(model.wv, Path(spec.vectors_folder))
     return TrainResult(
         vocabulary=len(model.wv),
         corpus_words=int(model.corpus_total_words),
@@ -142,8 +145,9 @@ def _epoch_end_callback(advance: Any, compute_loss: bool) -> Any:
 
 
 def main(argv: list[str]) -> int:
-    """Child-process entry: ``python -m dlpipe.text.training SPEC.json RESULT.json``."""
-    spec_path, result_path = (Path(arg) for arg in argv)
+    """Child-process entry: ``python -m dlpipe.text.training SPEC.json RESULT.json PARENT_PID``."""
+    die_with_parent(int(argv[2]))  # a killed word2vec stage must not leave its training running
+    spec_path, result_path = Path(argv[0]), Path(argv[1])
     result = train(TrainSpec(**json.loads(spec_path.read_text(encoding="utf-8"))))
     atomic_write_json(result_path, asdict(result) | {"in_child_process": True})
     return 0

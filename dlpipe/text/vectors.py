@@ -1,22 +1,29 @@
 """Questions to trained word vectors: neighbours, analogies, the odd one out, benchmark scores.
 
-The vectors are read from a word2vec folder after checking them against the
-stage's sidecar (``word2vec.json``). Query words are folded to lower
+The vectors are stored as data that cannot carry code: ``vectors.npy`` (float32, read with
+``allow_pickle=False``) and ``vocab.csv`` (the word of each row, with its count). gensim's own
+formats (``KeyedVectors.save``, ``model.w2v``) are pickles, which run code when loaded; dlpipe writes
+``model.w2v`` for users who want to train further but never loads it. The vectors are read from a
+word2vec folder after checking them against the stage's sidecar (``word2vec.json``). Query words are folded to lower
 case when the vectors were trained on lower-cased text; an unknown word is an
 :class:`~dlpipe.core.errors.InputDataError` that suggests the closest words of the vocabulary.
 """
 
 from __future__ import annotations
 
+import csv
 import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlpipe.core.artifacts import read_json, sha256_file
+import numpy as np
+
+from dlpipe.core.arrays import load_npy
+from dlpipe.core.artifacts import read_json, sha256_file, write_csv
 from dlpipe.core.errors import ArtifactError, InputDataError
-from dlpipe.core.layout import VECTORS_FILE, WORD2VEC_SIDECAR
+from dlpipe.core.layout import VECTORS_FILE, VOCAB_FILE, WORD2VEC_SIDECAR
 
 ANALOGIES_FILE = "questions-words.txt"
 PAIRS_FILE = "wordsim353.tsv"
@@ -53,25 +60,74 @@ class Vectors:
 
 
 def vector_files(folder: Path) -> list[Path]:
-    """vectors.kv and the arrays gensim saved beside it (large ones go to separate .npy files)."""
-    return [folder / VECTORS_FILE, *sorted(folder.glob(f"{VECTORS_FILE}.*.npy"))]
+    """The files that hold the word vectors: vectors.npy and vocab.csv."""
+    return [folder / VECTORS_FILE, folder / VOCAB_FILE]
+
+
+def save_vectors(kv: Any, folder: Path) -> None:
+    """Write gensim KeyedVectors ``kv`` as ``vectors.npy`` and ``vocab.csv`` (``rank,word,count``, most frequent first)."""
+    np.save(folder / VECTORS_FILE, np.ascontiguousarray(kv.vectors, dtype=np.float32), allow_pickle=False)
+    write_csv(
+        folder / VOCAB_FILE,
+        ("rank", "word", "count"),
+        ({"rank": rank, "word": word, "count": kv.get_vecattr(word, "count")} for rank, word in enumerate(kv.index_to_key)),
+    )
+
+
+def read_vectors(folder: Path) -> Any:
+    """gensim KeyedVectors rebuilt from ``vectors.npy`` and ``vocab.csv`` in ``folder``; nothing in them can run code.
+
+    Raises:
+        ArtifactError: a file is missing, is not what it should be (not a 2-D float32 array, a vocabulary
+            without its columns, a count that is not a number), or the two disagree on the number of words.
+    """
+    from gensim.models import KeyedVectors
+
+    vectors = load_npy(folder / VECTORS_FILE, "the word vectors")
+    if vectors.ndim != 2 or vectors.dtype != np.float32:
+        raise ArtifactError(f"{folder / VECTORS_FILE} holds a {vectors.dtype} array of shape {vectors.shape}, not 2-D float32 word vectors")
+    words, counts = _read_vocabulary(folder / VOCAB_FILE)
+    if len(words) != len(vectors) or len(set(words)) != len(words):
+        raise ArtifactError(
+            f"{folder / VOCAB_FILE} lists {len(words)} words ({len(set(words))} distinct) for {len(vectors)} vectors in {VECTORS_FILE}",
+            "rerun word2vec train",
+        )
+    kv = KeyedVectors(vector_size=vectors.shape[1])
+    kv.index_to_key = words
+    kv.key_to_index = {word: index for index, word in enumerate(words)}
+    kv.vectors = vectors
+    kv.allocate_vecattrs(attrs=["count"], types=[np.int64])
+    kv.expandos["count"][:] = counts
+    return kv
+
+
+def _read_vocabulary(path: Path) -> tuple[list[str], list[int]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames != ["rank", "word", "count"]:
+                raise ArtifactError(f"{path}: the header is {reader.fieldnames}, not rank,word,count", "rerun word2vec train")
+            rows = [(row["word"], int(row["count"])) for row in reader]
+    except FileNotFoundError:
+        raise ArtifactError(f"the vocabulary is missing: {path}", "rerun word2vec train") from None
+    except (ValueError, TypeError, UnicodeDecodeError, csv.Error, IsADirectoryError) as exc:
+        raise ArtifactError(f"{path} is not a vocabulary of rank,word,count rows ({exc})", "rerun word2vec train") from None
+    return [word for word, _ in rows], [count for _, count in rows]
 
 
 def load_vectors(folder: Path, dataset: str) -> Vectors:
-    """Load the KeyedVectors in ``folder`` (dataset ``dataset``'s word2vec output) after checking every file against the sidecar.
+    """Load the word vectors in ``folder`` (dataset ``dataset``'s word2vec output) after checking every file against the sidecar.
 
     Raises:
         ArtifactError: the stage has not run, or a file is missing or differs from what it wrote.
     """
-    from gensim.models import KeyedVectors
-
     info = read_json(folder / WORD2VEC_SIDECAR, f"the word2vec sidecar of dataset '{dataset}'")
     rerun = f"rerun `dlpipe word2vec train --dataset {dataset}` (or dvc repro)"
     recorded = info.get("vector_files", {})
     found = {path.name: sha256_file(path) for path in vector_files(folder) if path.is_file()}
     if found != recorded:
         raise ArtifactError(f"the vectors in {folder} differ from what word2vec wrote (see {WORD2VEC_SIDECAR})", rerun)
-    kv = KeyedVectors.load(str(folder / VECTORS_FILE))
+    kv = read_vectors(folder)
     if (len(kv), kv.vector_size) != (info["vocabulary"]["words"], info["params"]["vector_size"]):
         raise ArtifactError(f"{folder / VECTORS_FILE} does not hold the words and dimension its sidecar records", rerun)
     return Vectors(dataset, kv, info)

@@ -11,8 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from dlpipe.cli.app import app
+from dlpipe.core.artifacts import sha256_file
 from tests.cli.test_cli import HEAVY
-from tests.conftest import REPO, Workspace
+from tests.conftest import REPO, Workspace, save_hostile_npy
 from tests.unit.test_word2vec import FAST, topic_corpus
 
 
@@ -99,7 +100,7 @@ def test_evaluate(project: list[str]) -> None:
 
 
 def test_queries_refuse_changed_vectors(project: list[str]) -> None:
-    vectors = Path(project[1]).parent / "data/words/word2vec/vectors.kv"
+    vectors = Path(project[1]).parent / "data/words/word2vec/vectors.npy"
     original = vectors.read_bytes()
     try:
         vectors.write_bytes(original + b"\0")
@@ -107,6 +108,25 @@ def test_queries_refuse_changed_vectors(project: list[str]) -> None:
         assert result.exit_code == 5 and "differ from what word2vec wrote" in said(result)
     finally:
         vectors.write_bytes(original)
+
+
+def test_vectors_that_would_run_code_are_refused(project: list[str], tmp_path: Path) -> None:
+    folder = Path(project[1]).parent / "data/words/word2vec"
+    saved = {name: (folder / name).read_bytes() for name in ("vectors.npy", "word2vec.json")}
+    marker = tmp_path / "ran"
+    try:
+        save_hostile_npy(folder / "vectors.npy", marker)
+        # whoever can write the folder can also make the sidecar vouch for the file
+        sidecar = json.loads(saved["word2vec.json"])
+        sidecar["vector_files"]["vectors.npy"] = sha256_file(folder / "vectors.npy")
+        (folder / "word2vec.json").write_text(json.dumps(sidecar), encoding="utf-8")
+        for command in (["similar", "king"], ["evaluate"]):
+            result = CliRunner().invoke(app, ["word2vec", *command, *project])
+            assert result.exit_code == 5 and "not a readable array of numbers" in said(result), result.output
+        assert not marker.exists()
+    finally:
+        for name, content in saved.items():
+            (folder / name).write_bytes(content)
 
 
 def test_no_vectors_yet_is_an_artifact_error(workspace: Workspace) -> None:

@@ -126,7 +126,7 @@ def test_repro_trains_word_vectors_on_the_sample_corpus(project: Path) -> None:
     metrics = json.loads((project / "data/news/metrics/word2vec.json").read_text())
     assert metrics["vocabulary"] == 1777 and metrics["analogy_questions"] == 19544
     vectors = project / "data/news/word2vec"
-    for name in ("vectors.kv", "model.w2v", "vectors.txt", "index.faiss", "words_umap.png", "projector/metadata.tsv"):
+    for name in ("vectors.npy", "model.w2v", "vectors.txt", "index.faiss", "words_umap.png", "projector/metadata.tsv"):
         assert (vectors / name).is_file(), name
     assert (project / "data/news/plots/word2vec/live/plots/metrics/train/loss.tsv").is_file()
     # gensim logs nothing to stderr here, so the combined output is the JSON alone

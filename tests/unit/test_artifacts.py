@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from dlpipe.core.artifacts import atomic_dir, atomic_write_json, read_json, stage_lock
+from dlpipe.core.artifacts import atomic_dir, atomic_write_json, read_json, recover_swap, stage_lock, write_csv
 from dlpipe.core.errors import ArtifactError
 
 
@@ -41,3 +45,69 @@ def test_stage_lock_refuses_a_second_writer(tmp_path: Path) -> None:
             pass
     with stage_lock(tmp_path, "ingest"):
         pass
+
+
+# The kill points of a swap, in the order a run meets them: (os calls counted, what the next run must find).
+KILL_POINTS = [
+    ("replace", 0, "old"),  # staging written, nothing renamed yet
+    ("replace", 1, "old"),  # the old output retired, the new one not yet in place: the old one must come back
+    ("rmtree", 0, "new"),  # the new output in place, the retired copy not yet removed
+    ("rmtree-partly", 0, "new"),  # killed while removing the retired copy
+]
+KILLED_SWAP = """
+import os, shutil, sys
+from pathlib import Path
+from dlpipe.core import artifacts
+call, after = sys.argv[2], int(sys.argv[3])
+seen = {"replace": 0, "rmtree": 0}
+real = {"replace": os.replace, "rmtree": shutil.rmtree}
+def counting(name):
+    def wrapped(*args, **kwargs):
+        if call.startswith(name) and seen[name] == after:
+            if call == "rmtree-partly":
+                (Path(args[0]) / "a.txt").unlink()  # part of the folder is gone, as when a kill lands mid-removal
+            os._exit(9)
+        seen[name] += 1
+        return real[name](*args, **kwargs)
+    return wrapped
+with artifacts.atomic_dir(Path(sys.argv[1])) as staging:
+    (staging / "a.txt").write_text("new")
+    (staging / "b.txt").write_text("new")
+    os.replace, shutil.rmtree = counting("replace"), counting("rmtree")
+"""
+
+
+@pytest.mark.parametrize(("call", "after", "expected"), KILL_POINTS)
+def test_a_swap_killed_at_any_step_is_repaired_by_the_next_run(tmp_path: Path, call: str, after: int, expected: str) -> None:
+    final = tmp_path / "out"
+    with atomic_dir(final) as staging:
+        (staging / "a.txt").write_text("old")
+        (staging / "b.txt").write_text("old")
+    killed = subprocess.run([sys.executable, "-c", KILLED_SWAP, str(final), call, str(after)], check=False)
+    assert killed.returncode == 9
+    assert any(path.name.startswith(".out.") for path in tmp_path.iterdir())  # the kill left something behind
+    recover_swap(final)
+    assert [path.name for path in tmp_path.iterdir()] == ["out"]
+    assert {path.name: path.read_text() for path in final.iterdir()} == {"a.txt": expected, "b.txt": expected}
+
+
+def test_staging_left_by_a_killed_run_is_removed_under_the_lock(tmp_path: Path) -> None:
+    final = tmp_path / "out"
+    stale = tmp_path / ".out.partial-abc123"
+    (stale / "sub").mkdir(parents=True)
+    with stage_lock(tmp_path, "s"), atomic_dir(final) as staging:
+        (staging / "a.txt").write_text("x")
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".s.lock", "out"]
+
+
+def test_outputs_follow_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o002)
+    try:
+        with atomic_dir(tmp_path / "out") as staging:
+            (staging / "plain.txt").write_text("x")
+        atomic_write_json(tmp_path / "out.json", {"x": 1})
+        write_csv(tmp_path / "rows.csv", ["a"], [{"a": 1}])
+    finally:
+        os.umask(previous)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
+    assert modes == {"out": 0o775, "out.json": 0o664, "rows.csv": 0o664}

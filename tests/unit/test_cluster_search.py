@@ -18,7 +18,7 @@ from dlpipe.core.artifacts import sha256_file
 from dlpipe.core.errors import ArtifactError, InputDataError
 from dlpipe.queries import search as search_query
 from dlpipe.stages import cluster, embed, finetune, search
-from tests.conftest import Workspace, tree_digest
+from tests.conftest import Workspace, save_hostile_npy, tree_digest
 from tests.unit.test_image_models import TINY, tiny_shapes
 
 SMALL = (*TINY, "cluster.k_max=5", "search.k=5", "search.examples=2", "cluster.thumbnails=4")
@@ -251,3 +251,29 @@ def test_cluster_with_samples_smaller_than_the_dataset_covers_every_row(embedded
     # the 20 fitted rows are on umap.csv with the coordinates of the fit
     fitted = {(round(float(x), 5), round(float(y), 5)) for x, y in reducer.embedding_}
     assert len(fitted & {(x, y) for x, y in coords.tolist()}) == 20
+
+
+def test_artifacts_that_would_run_code_are_refused_and_run_nothing(embedded: Workspace, tmp_path: Path) -> None:
+    import keras
+
+    copy = copy_of(embedded, tmp_path / "copy")
+    data = copy.root / "data/shapes"
+    marker = tmp_path / "ran"
+    # embeddings.npy holding a pickled object, its sidecar hash updated to vouch for it
+    save_hostile_npy(data / "embed/embeddings.npy", marker)
+    sidecar = json.loads((data / "embed/embeddings.json").read_text())
+    (data / "embed/embeddings.json").write_text(json.dumps(sidecar | {"embeddings_sha256": sha256_file(data / "embed/embeddings.npy")}))
+    for stage in (cluster, search):
+        with pytest.raises(ArtifactError, match="not a readable array of numbers") as caught:
+            stage.run(copy.load(*SMALL), "shapes")
+        assert caught.value.exit_code == 5 and not marker.exists()
+    # model.keras with a Lambda layer whose code creates the marker, model.json's hash updated
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: (__import__("os").system(f"touch '{marker}'"), x)[1])(inputs))
+    marker.unlink()  # building the model above ran the lambda once, here
+    model.save(data / "model/model.keras")
+    record = json.loads((data / "model/model.json").read_text())
+    (data / "model/model.json").write_text(json.dumps(record | {"model_sha256": sha256_file(data / "model/model.keras")}))
+    with pytest.raises(ArtifactError, match="cannot load model") as caught:
+        embed.run(copy.load(*SMALL), "shapes")
+    assert caught.value.exit_code == 5 and not marker.exists()

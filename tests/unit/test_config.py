@@ -81,3 +81,30 @@ def test_exit_codes_are_distinct_and_documented() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for code, meaning in EXIT_CODES.items():
         assert f"| {code} |" in readme, f"exit code {code} ({meaning}) is not in the README table"
+
+
+@pytest.mark.parametrize(
+    ("data_dir", "source", "message"),
+    [
+        ("imgs", "imgs", r"source \(.*imgs\) holds base.data_dir"),
+        ("imgs/out", "imgs", r"source \(.*imgs\) holds base.data_dir \(.*imgs/out\)"),
+        ("data", "data/d", r"overlaps .*data/d, where dlpipe writes the artifacts of dataset 'd'"),
+        ("data", "data/d/photos", r"overlaps .*data/d, where dlpipe writes the artifacts of dataset 'd'"),
+        ("/", "imgs", r"base.data_dir is a filesystem root"),
+    ],
+)
+def test_data_dir_that_overlaps_a_source_is_refused_before_any_work(workspace: Workspace, data_dir: str, source: str, message: str) -> None:
+    (workspace.root / "imgs/a").mkdir(parents=True)
+    workspace.params["base"]["data_dir"] = data_dir
+    workspace.add_dataset("d", "image", source)
+    before = sorted(workspace.root.rglob("*"))
+    with pytest.raises(ConfigError, match=message):
+        load_project(workspace.params_path)
+    assert sorted(workspace.root.rglob("*")) == before
+
+
+def test_sources_beside_the_artifact_folders_are_allowed(workspace: Workspace) -> None:
+    # The demo's layout: generated sources under data/sample, artifacts under data/<dataset>.
+    workspace.add_dataset("shapes", "image", "data/sample/shapes")
+    workspace.add_dataset("corpus", "text", "corpus.txt")
+    assert load_project(workspace.params_path).dataset("shapes").source == "data/sample/shapes"

@@ -75,7 +75,7 @@ def out_dir(workspace: Workspace) -> Path:
 
 def test_outputs_sidecar_and_metrics(trained: Workspace) -> None:
     folder = out_dir(trained)
-    for name in ("vectors.kv", "model.w2v", "corpus_tokens.txt", "vocab.csv", "vectors.txt", "index.faiss", "index.json", "word2vec.json"):
+    for name in ("vectors.npy", "model.w2v", "corpus_tokens.txt", "vocab.csv", "vectors.txt", "index.faiss", "index.json", "word2vec.json"):
         assert (folder / name).is_file(), name
     vectors = load_vectors(trained.load(), "words")
     words = set(vectors.kv.index_to_key)
@@ -113,7 +113,7 @@ def test_faiss_top10_equals_gensim_most_similar(trained: Workspace) -> None:
 
     vectors = load_vectors(trained.load(), "words")
     kv = vectors.kv
-    loaded = load_index(out_dir(trained), {"vectors_sha256": vectors.info["vector_files"]["vectors.kv"], "normalized": True})
+    loaded = load_index(out_dir(trained), {"vectors_sha256": vectors.info["vector_files"]["vectors.npy"], "normalized": True})
     normed = kv.get_normed_vectors()
     _, ids = search(loaded.index, normed, 11)
     for row, word in enumerate(kv.index_to_key):
