@@ -20,7 +20,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -206,5 +205,9 @@ def library_versions(*packages: str) -> dict[str, str]:
 
 
 def sidecar(stage: str, **fields: Any) -> dict[str, Any]:
-    """Common sidecar header: producing stage and UTC time, then the stage's own fields."""
-    return {"stage": stage, "created": datetime.now(UTC).isoformat(timespec="seconds"), **fields}
+    """Common sidecar header: the producing stage, then the stage's own fields.
+
+    No run facts (time, host, absolute paths): a rerun on the same inputs must write the same bytes,
+    or DVC would take every later stage for stale. Those go to the metrics.
+    """
+    return {"stage": stage, **fields}

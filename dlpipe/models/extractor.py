@@ -62,7 +62,7 @@ def configured_extractor(cfg: EmbedConfig, model_dir: Path, manifest: Manifest) 
     trained = load_model_trained_on(model_dir, manifest, "or set embed.source: backbone")
     description = {
         "source": "finetuned",
-        "model": str(trained.path),
+        "model": trained.recorded_path,
         "model_sha256": trained.sidecar["model_sha256"],
         "backbone": trained.sidecar["backbone"],
         "preprocessing": trained.sidecar["preprocessing"],

@@ -1,12 +1,16 @@
-"""Loading a trained model together with its sidecar, refusing any inconsistency.
+"""Saving a trained model reproducibly, and loading it together with its sidecar, refusing any inconsistency.
 
 Every consumer of ``model.keras`` (embed, predict, search, heatmap) goes through
 :func:`load_trained_model`, so a missing, corrupt or mismatched model is caught
-in one place with one clear message.
+in one place with one clear message. Every producer saves through :func:`save_model`,
+so the same weights give the same bytes.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +24,41 @@ from dlpipe.models.heads.base import Head
 from dlpipe.models.heads.registry import HEADS, head_from_record
 from dlpipe.models.vocabulary import Vocabulary, load_vocabulary
 
+# A fixed zip entry time (zip's epoch): Keras stamps the weights entry with the time of saving.
+_ENTRY_TIME = (1980, 1, 1, 0, 0, 0)
+_SHARED_OBJECT_ID = re.compile(r'"shared_object_id": (\d+)')
 _REQUIRED_KEYS = ("classes", "embedding_layer", "model_sha256", "manifest_sha256")
 # What a model of each input kind records besides (sidecars before text models had no modality: images).
 _MODALITY_KEYS = {"image": ("image_size", "backbone", "spectrogram"), "text": ("vocabulary", "tokenize", "max_length")}
+
+
+def save_model(model: Any, path: Path) -> None:
+    """Save a Keras model as ``path`` (``.keras``) so that equal weights and architecture give equal bytes.
+
+    Keras writes three run facts into the archive: the time of saving (``metadata.json`` and the
+    weights entry's zip timestamp) and ``shared_object_id``, a Python object's memory address, in
+    ``config.json``. The archive is rewritten with a fixed time, no date, and those ids numbered in
+    order of appearance (they only pair the references to one shared object, which numbering keeps).
+    """
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    temporary = path.with_name(path.name + ".canonical")
+    with zipfile.ZipFile(temporary, "w") as archive:
+        for info, data in entries:
+            if info.filename == "metadata.json":
+                data = json.dumps({key: value for key, value in json.loads(data).items() if key != "date_saved"}).encode()
+            elif info.filename == "config.json":
+                data = _numbered_shared_objects(data.decode("utf-8")).encode("utf-8")
+            entry = zipfile.ZipInfo(info.filename, date_time=_ENTRY_TIME)
+            entry.compress_type, entry.external_attr = info.compress_type, info.external_attr
+            archive.writestr(entry, data)
+    temporary.replace(path)
+
+
+def _numbered_shared_objects(config: str) -> str:
+    numbers: dict[str, int] = {}
+    return _SHARED_OBJECT_ID.sub(lambda match: f'"shared_object_id": {numbers.setdefault(match[1], len(numbers) + 1)}', config)
 
 
 @dataclass(frozen=True)
@@ -37,6 +73,12 @@ class TrainedModel:
     transform: RecordedTransform | None
     # A text model's word ids (vocabulary.txt beside the model), or None for an image model.
     vocabulary: Vocabulary | None = None
+
+    @property
+    def recorded_path(self) -> str:
+        """The model as sidecars record it: relative to its dataset's folder (``model/model.keras``), so
+        a rerun elsewhere writes the same bytes; its hash (``model_sha256``) says which model it was."""
+        return f"{self.path.parent.name}/{self.path.name}"
 
     @property
     def modality(self) -> str:

@@ -17,7 +17,10 @@ rows at once, as it always was.
 
 from __future__ import annotations
 
+import copyreg
 import functools
+import io
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,6 +373,23 @@ def umap_map(
         if rest.any():
             coords[start : start + len(block)][rest] = reducer.transform(np.ascontiguousarray(block[rest], dtype=np.float32))
     return UmapMap(coords, fitted, reducer)
+
+
+def reducer_pickle(reducer: Any) -> bytes:
+    """A fitted UMAP as pickle bytes that are the same from run to run (``pickle.loads`` gives it back).
+
+    UMAP keeps numba-compiled distance functions, and numba pickles each with an id drawn anew in every
+    process. Pickled by reference instead (``umap.distances.euclidean``, as a plain function is),
+    they load as the same functions and the bytes depend on the fit alone.
+    """
+    from numba.core.registry import CPUDispatcher
+
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = copyreg.dispatch_table.copy()
+    pickler.dispatch_table[CPUDispatcher] = lambda function: function.py_func.__qualname__  # a name: pickled as a global
+    pickler.dump(reducer)
+    return buffer.getvalue()
 
 
 def agreement(labels_true: Sequence[str] | np.ndarray, clusters: np.ndarray) -> dict[str, float]:

@@ -15,7 +15,6 @@ sample and assigns block by block, the silhouette and the baseline use a sample 
 
 from __future__ import annotations
 
-import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +234,7 @@ def _write_umap(
         labels = None if labels is None else [labels[i] for i in drawn]
     write_umap_png(coords[drawn], labels, clusters[drawn], folder / "umap.png", title)
     # The reducer can place new points on this map: pickle.load(...).transform(new_vectors).
-    atomic_write_bytes(folder / REDUCER_FILE, pickle.dumps(mapped.reducer, protocol=pickle.HIGHEST_PROTOCOL))
+    atomic_write_bytes(folder / REDUCER_FILE, clustering.reducer_pickle(mapped.reducer))
     return round(seconds, 3), len(drawn)
 
 

@@ -73,7 +73,7 @@ def run(project: Project, dataset: str) -> Result:
             source = {
                 "source": "finetuned",
                 "modality": "text",
-                "model": str(trained.path),
+                "model": trained.recorded_path,
                 "model_sha256": trained.sidecar["model_sha256"],
                 "architecture": trained.sidecar["architecture"],
                 "classes": trained.classes,

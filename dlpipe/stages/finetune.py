@@ -44,6 +44,7 @@ from dlpipe.models.heads.registry import head_class
 from dlpipe.models.inputs import image_splits
 from dlpipe.models.network import EMBEDDING_LAYER, build_network
 from dlpipe.models.sequence_network import build_frame_network
+from dlpipe.models.store import save_model
 from dlpipe.models.training import (
     Distribution,
     FinetuneResult,
@@ -130,7 +131,7 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
             "replicas": devices.replicas,
         }
         with atomic_dir(layout.model_dir) as staging:
-            model.save(staging / MODEL_FILE)
+            save_model(model, staging / MODEL_FILE)
             write_log(staging / TRAINING_LOG, history.epochs)
             atomic_write_json(
                 staging / MODEL_SIDECAR,

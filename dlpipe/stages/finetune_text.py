@@ -38,6 +38,7 @@ from dlpipe.models.heads.registry import head_class
 from dlpipe.models.inputs import array_splits
 from dlpipe.models.network import EMBEDDING_LAYER
 from dlpipe.models.sequence_network import build_text_network
+from dlpipe.models.store import save_model
 from dlpipe.models.training import (
     Distribution,
     FinetuneResult,
@@ -138,7 +139,7 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
             "replicas": devices.replicas,
         }
         with atomic_dir(layout.model_dir) as staging:
-            model.save(staging / MODEL_FILE)
+            save_model(model, staging / MODEL_FILE)
             save_vocabulary(vocabulary, staging / VOCABULARY_FILE)
             write_log(staging / TRAINING_LOG, history.epochs)
             atomic_write_json(

@@ -114,7 +114,7 @@ def run(project: Project, dataset: str, images: Sequence[Path] | None = None, ta
                 sidecar(
                     STAGE,
                     dataset=dataset,
-                    model=str(trained.path),
+                    model=trained.recorded_path,
                     model_sha256=trained.sidecar["model_sha256"],
                     manifest_sha256=manifest.sha256,
                     classes=trained.classes,

@@ -114,6 +114,10 @@ def train(spec: TrainSpec) -> TrainResult:
             callbacks=[callback],
         )
         seconds = time.perf_counter() - start
+    # Run facts gensim would pickle into the model (event dates, the platform, seconds spent): kept
+    # out so that a rerun writes the same bytes; the metrics hold the timings.
+    model.lifecycle_events = model.wv.lifecycle_events = None
+    model.total_train_time = 0.0
     model.save(spec.model_path)
     save_vectors(model.wv, Path(spec.vectors_folder))
     return TrainResult(

@@ -268,8 +268,9 @@ def test_artifacts_that_would_run_code_are_refused_and_run_nothing(embedded: Wor
             stage.run(copy.load(*SMALL), "shapes")
         assert caught.value.exit_code == 5 and not marker.exists()
     # model.keras with a Lambda layer whose code creates the marker, model.json's hash updated
+    command = f"touch '{marker}'"
     inputs = keras.Input((8,))
-    model = keras.Model(inputs, keras.layers.Lambda(lambda x: (__import__("os").system(f"touch '{marker}'"), x)[1])(inputs))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: (__import__("os").system(command), x)[1])(inputs))
     marker.unlink()  # building the model above ran the lambda once, here
     model.save(data / "model/model.keras")
     record = json.loads((data / "model/model.json").read_text())

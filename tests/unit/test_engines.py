@@ -71,7 +71,7 @@ def test_ray_engine_writes_the_local_engines_embeddings_bit_for_bit(trained: Wor
     assert ray_sidecar["engine"] == {
         "name": "ray", "cluster": "local", "actors": 1, "cpus_per_actor": 1.0, "gpus_per_actor": 0.0, "shard_batches": 1
     }
-    ignored = ("engine", "created")
+    ignored = ("engine",)
     assert {k: v for k, v in ray_sidecar.items() if k not in ignored} == {k: v for k, v in local_sidecar.items() if k not in ignored}
 
 
