@@ -37,27 +37,39 @@ IMAGE_LIKE = ("image", "audio")
 
 def guarded(verbose: bool, action: Callable[[], T]) -> T:
     """Run ``action``; turn dlpipe errors into one message and their exit code."""
+    from dlpipe.core.artifacts import storage_error
     from dlpipe.core.console import console
     from dlpipe.core.errors import DlpipeError
 
     try:
         return action()
     except DlpipeError as error:
-        if verbose:
-            console.print_exception()
-        console.print(f"[bold red]{error.title}:[/] {error.message}", markup=True, highlight=False)
-        if error.hint:
-            console.print(f"[dim]hint:[/] {error.hint}")
-        raise typer.Exit(error.exit_code) from None
+        _report(error, verbose)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished artifacts are kept, partial ones were discarded")
         raise typer.Exit(130) from None
-    except Exception as error:  # anything else is a bug: say so plainly
+    except Exception as error:  # anything else is a bug, unless the filesystem refused a write
+        refused = isinstance(error, OSError) and error.filename
+        converted = storage_error(error, Path(error.filename), "a file", judge_by_free_space=False) if refused else None
+        if converted is not None:
+            _report(converted, verbose)
         if verbose:
             console.print_exception()
         console.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
         console.print("[dim]hint:[/] rerun with --verbose for the traceback and report it")
         raise typer.Exit(1) from None
+
+
+def _report(error: Any, verbose: bool) -> None:
+    """Print a DlpipeError as its title, message and hint, and exit with its code."""
+    from dlpipe.core.console import console
+
+    if verbose:
+        console.print_exception()
+    console.print(f"[bold red]{error.title}:[/] {error.message}", markup=True, highlight=False)
+    if error.hint:
+        console.print(f"[dim]hint:[/] {error.hint}")
+    raise typer.Exit(error.exit_code) from None
 
 
 def print_json(value: Any) -> None:

@@ -11,6 +11,7 @@ only the block it asked for.
 from __future__ import annotations
 
 import mmap
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +21,42 @@ from dlpipe.core.errors import ArtifactError
 
 # Bytes read per block: large enough to stream at disk speed, small beside any machine's memory.
 BLOCK_BYTES = 64 << 20
+
+
+class NpyRowWriter:
+    """A float32 ``.npy`` of ``rows`` x ``dimension`` whose space is allocated up front and rows written through the file.
+
+    A memory-mapped output would be a sparse file: on a full disk the kernel kills the process with
+    SIGBUS at the first page it cannot back, with no message. Allocated first, a full disk is an
+    OSError before any row is written; written with ``pwrite``, a later failure is an OSError too.
+    Use it as a context manager; the file is complete only when every row was written.
+    """
+
+    def __init__(self, path: Any, rows: int, dimension: int) -> None:
+        self.path, self.rows, self.dimension = path, rows, dimension
+        self._handle = open(path, "wb")  # noqa: SIM115 (closed in __exit__)
+        try:
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": (rows, dimension)}
+            np.lib.format.write_array_header_1_0(self._handle, header)
+            self._handle.flush()
+            self._offset = self._handle.tell()
+            size = rows * dimension * 4
+            if size:
+                os.posix_fallocate(self._handle.fileno(), self._offset, size)
+        except BaseException:
+            self._handle.close()
+            raise
+
+    def write(self, first: int, block: np.ndarray) -> None:
+        """Write ``block`` (float32, C order) as rows ``first`` onwards."""
+        data = np.ascontiguousarray(block, dtype=np.float32)
+        os.pwrite(self._handle.fileno(), data.data, self._offset + first * self.dimension * 4)
+
+    def __enter__(self) -> NpyRowWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.close()
 
 
 def load_npy(path: Any, what: str, mmap_mode: str | None = None) -> np.ndarray:

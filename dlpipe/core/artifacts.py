@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import hashlib
 import json
@@ -24,9 +25,64 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from dlpipe.core.errors import ArtifactError
+from dlpipe.core.errors import ArtifactError, DlpipeError, StorageError
 
 _HASH_CHUNK = 1 << 20
+# What the filesystem says when an output cannot be written for want of space or rights.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_NO_RIGHTS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+# Below this much free space a failed write is taken for a full disk, whatever the library raised
+# (FAISS, for one, reports a short write as a RuntimeError).
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def storage_error(error: BaseException, path: Path, what: str, *, judge_by_free_space: bool = True) -> StorageError | None:
+    """The :class:`StorageError` that ``error``, raised while writing ``what`` at ``path``, amounts to; None if another kind.
+
+    Args:
+        error: what the write raised.
+        path: the file or folder being written.
+        what: what it is, for the message (e.g. "the embeddings").
+        judge_by_free_space: also take any error for a full disk when less than 1 MiB is free there.
+    """
+    code = error.errno if isinstance(error, OSError) else None
+    if code in _NO_RIGHTS:
+        return StorageError(
+            f"cannot write {what} to {path}: {error.strerror} ({'read-only filesystem' if code == errno.EROFS else 'no permission'})",
+            "make that folder writable, or set base.data_dir to a folder you can write",
+        )
+    if code in _NO_SPACE or (judge_by_free_space and free_bytes(path) < _NEARLY_FULL_BYTES):
+        return StorageError(
+            f"cannot write {what} to {path}: no space left on the device (or quota exceeded); {free_bytes(path):,} bytes free",
+            "free some space there, or set base.data_dir to a larger disk; earlier outputs were left as they were",
+        )
+    return None
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged user may still write on the filesystem that holds ``path`` (its nearest existing folder)."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return _NEARLY_FULL_BYTES  # unknown: do not claim the disk is full
+    return stats.f_bavail * stats.f_frsize
+
+
+@contextlib.contextmanager
+def writing(path: Path, what: str) -> Iterator[None]:
+    """Turn a failed write of ``what`` at ``path`` for want of space or rights into a :class:`StorageError`."""
+    try:
+        yield
+    except DlpipeError:
+        raise  # already says what went wrong (a full disk does not make a bad input a storage problem)
+    except Exception as error:
+        converted = storage_error(error, path, what)
+        if converted is None:
+            raise
+        raise converted from error
 
 
 def sha256_file(path: Path) -> str:
@@ -66,18 +122,23 @@ def temporary_file(path: Path) -> tuple[int, str]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    fd, tmp_name = temporary_file(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
+
+    Raises:
+        StorageError: the disk is full, or the folder is read-only or not writable.
+    """
+    with writing(path, path.name):
+        fd, tmp_name = temporary_file(path)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -91,21 +152,26 @@ def atomic_write_json(path: Path, value: Any) -> None:
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[dict[str, Any]]) -> int:
-    """Write dict rows as CSV with a fixed column order (atomically); return the row count."""
-    fd, tmp_name = temporary_file(path)
-    count = 0
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(header), extrasaction="raise")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow(row)
-                count += 1
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    """Write dict rows as CSV with a fixed column order (atomically); return the row count.
+
+    Raises:
+        StorageError: the disk is full, or the folder is read-only or not writable.
+    """
+    with writing(path, path.name):
+        fd, tmp_name = temporary_file(path)
+        count = 0
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(header), extrasaction="raise")
+                writer.writeheader()
+                for row in rows:
+                    writer.writerow(row)
+                    count += 1
+            os.replace(tmp_name, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
     return count
 
 
@@ -154,14 +220,19 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     temporary folder is removed and whatever was at ``final`` is left untouched.
     What an earlier, killed run left beside ``final`` is repaired first (:func:`recover_swap`);
     callers hold the stage's lock.
+
+    Raises:
+        StorageError: a write inside the folder failed for want of space or rights (whatever wrote it).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    recover_swap(final)
-    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(final), dir=final.parent))
-    os.chmod(staging, 0o777 & ~umask())
+    with writing(final, f"the {final.name} folder"):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        recover_swap(final)
+        staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(final), dir=final.parent))
+        os.chmod(staging, 0o777 & ~umask())
     try:
-        yield staging
+        with writing(final, f"the {final.name} folder"):
+            yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -176,10 +247,15 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def stage_lock(folder: Path, stage: str) -> Iterator[None]:
-    """Hold an exclusive lock so that two runs of one stage on one dataset cannot interleave."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Hold an exclusive lock so that two runs of one stage on one dataset cannot interleave.
+
+    What the stage raises while holding it for want of space or rights is a :class:`StorageError`.
+    """
     lock_path = folder / f".{stage}.lock"
-    with open(lock_path, "w") as handle:
+    with writing(lock_path, f"the lock of stage '{stage}'"):
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "w")  # noqa: SIM115 (closed by the with below)
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -188,7 +264,8 @@ def stage_lock(folder: Path, stage: str) -> Iterator[None]:
                 "wait for it to finish, or remove the stale lock file " + str(lock_path),
             ) from None
         try:
-            yield
+            with writing(folder, f"the outputs of stage '{stage}'"):
+                yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 

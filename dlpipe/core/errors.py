@@ -61,6 +61,13 @@ class DependencyError(DlpipeError):
     title = "missing dependency"
 
 
+class StorageError(DlpipeError):
+    """An output could not be written: disk full, quota exceeded, read-only filesystem, or no permission."""
+
+    exit_code = 7
+    title = "cannot write"
+
+
 # The table the README documents; kept here so the two cannot drift apart (a test checks it).
 EXIT_CODES: dict[int, str] = {
     0: "success",
@@ -70,5 +77,6 @@ EXIT_CODES: dict[int, str] = {
     InputDataError.exit_code: "unusable input data: missing or empty source, too many rejected items",
     ArtifactError.exit_code: "an earlier stage's artifact is missing, incomplete or inconsistent",
     DependencyError.exit_code: "a dependency is unavailable (e.g. pretrained weights offline)",
+    StorageError.exit_code: "an output could not be written: disk full, quota, read-only or no permission (the message names the path)",
     130: "interrupted (Ctrl-C); finished artifacts are kept, partial ones are discarded",
 }

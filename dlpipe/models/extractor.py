@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from dlpipe.core.arrays import first_non_finite_row
-from dlpipe.core.artifacts import library_versions, sha256_file, sidecar
+from dlpipe.core.arrays import NpyRowWriter, first_non_finite_row
+from dlpipe.core.artifacts import library_versions, sha256_file, sidecar, writing
 from dlpipe.core.config import BackboneConfig, EmbedConfig
 from dlpipe.core.console import progress
 from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
@@ -193,9 +193,7 @@ def write_embeddings(path: Path, extractor: Extractor, manifest: Manifest, batch
     return time.perf_counter() - start, embedder.width
 
 
-def write_vectors(
-    path: Path, batches: Iterable[np.ndarray], manifest: Manifest, dimension: int, normalize: bool, unit: str
-) -> None:
+def write_vectors(path: Path, batches: Iterable[np.ndarray], manifest: Manifest, dimension: int, normalize: bool, unit: str) -> None:
     """Write batches of vectors (manifest order, ``len(manifest.rows)`` in all) into a memory-mapped float32 .npy.
 
     Raises:
@@ -207,7 +205,7 @@ def write_vectors(
 def write_blocks(
     path: Path, blocks: Iterable[tuple[int, np.ndarray]], manifest: Manifest, dimension: int, normalize: bool, unit: str
 ) -> None:
-    """Write ``(first row, vectors)`` blocks, in any order, into a memory-mapped float32 .npy of the manifest's rows.
+    """Write ``(first row, vectors)`` blocks, in any order, into a float32 .npy of the manifest's rows (its space allocated first).
 
     Every row must arrive: a row delivered twice (an engine that retried a task) is written once, and a
     row that never arrived fails the run, so the file never holds a gap or a stale row.
@@ -215,11 +213,15 @@ def write_blocks(
     Raises:
         InputDataError: a vector holds NaN or inf (named by its manifest path).
         ArtifactError: blocks of the wrong width or outside the manifest's rows, or rows missing at the end.
+        StorageError: no room for the whole file (found before any row is written), or a write failed.
     """
     count = len(manifest.rows)
-    output = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(count, dimension))
     written = np.zeros(count, dtype=bool)
-    with progress(count, f"embed {manifest.dataset}", unit) as advance:
+    with (
+        writing(path, "the embeddings"),
+        NpyRowWriter(path, count, dimension) as output,
+        progress(count, f"embed {manifest.dataset}", unit) as advance,
+    ):
         for first, block in blocks:
             vectors = np.asarray(block, dtype=np.float32)
             if vectors.ndim != 2 or vectors.shape[1] != dimension or not 0 <= first <= count - len(vectors):
@@ -234,7 +236,7 @@ def write_blocks(
                 raise InputDataError(f"non-finite embedding for {item}", "check the input and the model's weights")
             rows = slice(first, first + len(vectors))
             new = int(np.count_nonzero(~written[rows]))
-            output[rows] = vectors
+            output.write(first, vectors)
             written[rows] = True
             advance(new)
     missing = np.flatnonzero(~written)
@@ -243,8 +245,6 @@ def write_blocks(
             f"{len(missing)} of {count} embeddings never arrived (first: row {missing[0]}, {manifest.rows[missing[0]]['path']})",
             "rerun embed; with embed.engine: ray, check the cluster's logs for workers that died",
         )
-    output.flush()
-    del output
 
 
 def embeddings_sidecar(path: Path, manifest: Manifest, dimension: int, normalize: bool, **source: Any) -> dict[str, Any]:

@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from dlpipe.core.artifacts import write_csv
 from dlpipe.core.config import FinetuneConfig
-from dlpipe.core.console import info
+from dlpipe.core.console import info, warn
 from dlpipe.core.errors import ConfigError, InputDataError
 from dlpipe.core.layout import TRAINING_LOG
 from dlpipe.data.manifest import Manifest
@@ -167,7 +167,29 @@ def resume_folder(root: Path, key: str) -> Path:
                 shutil.rmtree(other, ignore_errors=True)
     folder = root / key
     folder.mkdir(parents=True, exist_ok=True)
+    _discard_damaged_checkpoints(folder)
     return folder
+
+
+def _discard_damaged_checkpoints(folder: Path) -> None:
+    """Remove a phase's checkpoints when one cannot be read (a run killed, or out of space, while writing it).
+
+    Keras writes them in place, so a half-written file is possible; resuming from it would fail, while
+    starting that phase over only costs its epochs.
+    """
+    import h5py
+
+    for weights in sorted(folder.rglob("*.weights.h5")):
+        try:
+            with h5py.File(weights, "r"):
+                pass
+        except OSError:
+            damaged = weights.parent if weights.parent != folder else weights
+            warn(f"discarding a damaged checkpoint, {damaged}: that training phase starts over")
+            if damaged.is_dir():
+                shutil.rmtree(damaged, ignore_errors=True)
+            else:
+                damaged.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
