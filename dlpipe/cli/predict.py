@@ -59,13 +59,17 @@ def predict(
 
     def action() -> Any:
         from dlpipe.data.files import path_kind
+        from dlpipe.models.file_inputs import DEFAULT_LIMITS, FileLimits
         from dlpipe.queries import predict as query
 
         location = model or _default_model(params, set_ or [], dataset)
         many = documents_file is not None or any(path_kind(item) == "folder" for item in inputs or [])
         draw_dir = out if out is not None and out.suffix.lower() != ".csv" else None
         csv_path = draw_dir / "predictions.csv" if draw_dir else out if out is not None else (Path("predictions.csv") if many else None)
-        return query.run(location, inputs or [], k, csv_path, documents_file, draw_dir, _engine_settings(params, set_ or []))
+        project = _project_if_any(params, set_ or [])
+        engine_cfg = project.params.embed if project else None  # its engine runs the model over files
+        limits = FileLimits.of(project.params.ingest) if project else DEFAULT_LIMITS
+        return query.run(location, inputs or [], k, csv_path, documents_file, draw_dir, engine_cfg, limits)
 
     result = guarded(verbose, action)
     if as_json:
@@ -85,13 +89,13 @@ def _default_model(params: Path, overrides: list[str], dataset: str | None) -> P
     return project.layout(only_built(project, lambda layout: layout.model_file, "trained model")).model_dir
 
 
-def _engine_settings(params: Path, overrides: list[str]) -> Any:
-    """The ``embed`` section (its engine runs the model over files), or None outside a project (a copied model folder)."""
+def _project_if_any(params: Path, overrides: list[str]) -> Any:
+    """The project, or None outside one (a copied model folder, no params.yaml)."""
     from dlpipe.core.config import load_project
 
     if not overrides and not params.is_file():
         return None
-    return load_project(params, overrides).params.embed
+    return load_project(params, overrides)
 
 
 def _print_predictions(result: Any) -> None:

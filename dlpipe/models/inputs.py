@@ -182,13 +182,18 @@ def _pillow_decode(path: bytes | np.ndarray) -> np.ndarray:
     return np.asarray(load_rgb(Path(raw.decode("utf-8")), _MAX_PIXELS), dtype=np.uint8)
 
 
-def load_image_array(path: Path, image_size: int) -> np.ndarray:
+def load_image_array(path: Path, image_size: int, min_side: int = 1, max_pixels: int = _MAX_PIXELS) -> np.ndarray:
     """One image file as float32 (size, size, 3) in [0, 255], decoded and resized exactly as in training.
 
+    Args:
+        path: the image file.
+        image_size: the model's input side.
+        min_side, max_pixels: ingest's checks (``ingest.image``), made before any pixel is decoded.
+
     Raises:
-        dlpipe.data.media.Rejected: the file is not a decodable image.
+        dlpipe.data.media.Rejected: the file is not a decodable image, or fails a check.
     """
-    info = inspect_image(Path(path).read_bytes(), min_side=1, max_pixels=_MAX_PIXELS)
+    info = inspect_image(Path(path).read_bytes(), min_side=min_side, max_pixels=max_pixels)
     use_pillow = needs_pillow({"conversion": info.conversion, "format": info.format})
     image = _load_resized(tf.constant(str(path)), tf.constant(use_pillow), image_size)
     return image.numpy().astype(np.float32)

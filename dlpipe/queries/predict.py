@@ -24,7 +24,7 @@ from dlpipe.core.errors import ArtifactError, InputDataError
 from dlpipe.data.files import path_kind, visible_files
 from dlpipe.data.media import Rejected
 from dlpipe.models.engines.base import Engine, InferenceJob
-from dlpipe.models.file_inputs import accepted_files, file_model_inputs
+from dlpipe.models.file_inputs import DEFAULT_LIMITS, FileLimits, accepted_files, file_model_inputs
 from dlpipe.models.heads.base import Answer
 from dlpipe.models.store import TrainedModel, load_trained_model
 
@@ -75,6 +75,7 @@ def run(
     documents_file: Path | None = None,
     draw_dir: Path | None = None,
     engine_cfg: EmbedConfig | None = None,
+    limits: FileLimits = DEFAULT_LIMITS,
 ) -> Result:
     """The model's answer for each input: the top ``k`` classes, or values, a box or points (in pixels of the input).
 
@@ -89,6 +90,8 @@ def run(
             text); None draws nothing. Text and audio inputs are not drawn.
         engine_cfg: the ``embed`` section whose ``engine`` (and ``ray``) settings run the model over image and
             audio files; None runs it in this process. Documents always run here.
+        limits: ingest's checks, which every image and audio file must meet (the project's ``ingest``
+            section; the shipped defaults outside a project).
 
     Raises:
         ArtifactError: the model or its sidecar is missing or inconsistent (or changed while a worker loaded it).
@@ -105,7 +108,7 @@ def run(
             f"--file {documents_file}: {trained.path} is an image model, it takes image files and folders",
             "pass the images as arguments, or use a model trained on a labelled text dataset",
         )
-    return _predict_files(trained, [Path(item) for item in inputs], k, csv_path, draw_dir, engine_cfg)
+    return _predict_files(trained, [Path(item) for item in inputs], k, csv_path, draw_dir, engine_cfg, limits)
 
 
 def read_documents(inputs: list[str], documents_file: Path | None, model: Path) -> list[tuple[str, str]]:
@@ -171,14 +174,20 @@ def _predict_documents(trained: TrainedModel, documents: list[tuple[str, str]], 
 
 
 def _predict_files(
-    trained: TrainedModel, inputs: list[Path], k: int, csv_path: Path | None, draw_dir: Path | None, engine_cfg: EmbedConfig | None
+    trained: TrainedModel,
+    inputs: list[Path],
+    k: int,
+    csv_path: Path | None,
+    draw_dir: Path | None,
+    engine_cfg: EmbedConfig | None,
+    limits: FileLimits,
 ) -> Result:
     drawn = Drawings(trained, draw_dir) if draw_dir is not None else None
     files, from_folders = _expand(inputs)
     k = min(k, len(trained.classes))
     named = frozenset(str(path) for path in files if path not in from_folders)
-    recipe = PredictorRecipe(trained.path, trained.sidecar["model_sha256"], k, named)
-    job = InferenceJob(recipe, [str(path) for path in files], _BATCH, local=FilePredictor(trained, k, named))
+    recipe = PredictorRecipe(trained.path, trained.sidecar["model_sha256"], k, named, limits)
+    job = InferenceJob(recipe, [str(path) for path in files], _BATCH, local=FilePredictor(trained, k, named, limits))
     predictions: list[Prediction] = []
     with progress(len(files), "predict", "files") as advance, _engine(engine_cfg) as engine:
         placed: list[Prediction | None] = [None] * len(files)
@@ -211,19 +220,21 @@ class PredictorRecipe:
         model_sha256: its hash then: a worker that finds another model refuses it (exit 5).
         k: classes per answer.
         named: the files named on the command line, whose rejection is an error (a folder's files are skipped).
+        limits: the checks every file must meet.
     """
 
     model: Path
     model_sha256: str
     k: int
     named: frozenset[str]
+    limits: FileLimits
 
     def build(self) -> FilePredictor:
         """Load the model (once per worker) and check it is the driver's."""
         trained = load_trained_model(self.model)
         if trained.sidecar["model_sha256"] != self.model_sha256:
             raise ArtifactError(f"{self.model} changed while predict was running", "run predict again")
-        return FilePredictor(trained, self.k, self.named)
+        return FilePredictor(trained, self.k, self.named, self.limits)
 
 
 class FilePredictor:
@@ -235,8 +246,8 @@ class FilePredictor:
 
     width = None  # results are Prediction objects
 
-    def __init__(self, trained: TrainedModel, k: int, named: frozenset[str]) -> None:
-        self.trained, self.k, self.named = trained, k, named
+    def __init__(self, trained: TrainedModel, k: int, named: frozenset[str], limits: FileLimits) -> None:
+        self.trained, self.k, self.named, self.limits = trained, k, named, limits
 
     def run(self, items: list[str]) -> Iterator[list[Prediction]]:
         """Predictions for ``items`` in order, ``_BATCH`` files per model call."""
@@ -248,7 +259,7 @@ class FilePredictor:
             rejected: dict[Path, str] = {}
             for path in chunk:
                 try:
-                    inputs_of_file = file_model_inputs(path, trained.image_size, trained.transform)
+                    inputs_of_file = file_model_inputs(path, trained.image_size, trained.transform, self.limits)
                 except Rejected as rejection:
                     if str(path) in self.named:
                         raise InputDataError(

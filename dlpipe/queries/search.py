@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from dlpipe.data.media import Rejected
 from dlpipe.reports.sheets import RIGHT, Tile, contact_sheet
 from dlpipe.retrieval import index as faiss_index
 from dlpipe.retrieval.embeddings import load_embeddings
+
+if TYPE_CHECKING:
+    from dlpipe.models.file_inputs import FileLimits
 
 _BATCH = 64
 
@@ -108,7 +112,10 @@ def run(
         images = [Path(query) for query in queries]
         # The images were made from audio: replay the transform the spectrogram stage recorded for them.
         transform = from_record(manifest.spectrogram, manifest.source_root / SPECTROGRAM_SIDECAR) if manifest.spectrogram else None
-        embedded = _embed_files(layout.model_dir, dataset, loaded.info["query_embedding"], images, transform)
+        from dlpipe.models.file_inputs import FileLimits
+
+        limits = FileLimits.of(project.params.ingest)
+        embedded = _embed_files(layout.model_dir, dataset, loaded.info["query_embedding"], images, transform, limits)
         names += [str(path) for path in images]
         vectors.append(embedded.vectors)
         own_rows += [-1] * len(images)
@@ -179,7 +186,7 @@ class _EmbeddedFiles:
 
 
 def _embed_files(
-    model_dir: Path, dataset: str, recorded: dict, files: list[Path], transform: RecordedTransform | None
+    model_dir: Path, dataset: str, recorded: dict, files: list[Path], transform: RecordedTransform | None, limits: FileLimits
 ) -> _EmbeddedFiles:
     """Embed query files exactly as the indexed vectors were embedded; a clip is the mean of its windows."""
     import tensorflow as tf
@@ -193,7 +200,7 @@ def _embed_files(
         if not path.is_file():
             raise InputDataError(f"no such file: {path}", f"pass {what}")
         try:
-            inputs.append(file_model_inputs(path, recorded["image_size"], transform))
+            inputs.append(file_model_inputs(path, recorded["image_size"], transform, limits))
         except Rejected as rejection:
             raise InputDataError(f"cannot search with {path}: {rejection.detail}", f"pass {what}") from None
     arrays = [array for per_file in inputs for array in per_file]

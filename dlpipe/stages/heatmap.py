@@ -82,7 +82,8 @@ def run(project: Project, dataset: str, images: Sequence[Path] | None = None, ta
         size = trained.image_size
         target_index = _check_request(cfg, trained, target_class)
         chosen = _choose_from_paths(images, manifest) if images else _choose_from_test(cfg, trained, manifest)
-        pixels = np.stack([_load(item.path, size) for item in chosen])
+        limits = project.params.ingest.image
+        pixels = np.stack([_load(item.path, size, limits.min_side, limits.max_pixels) for item in chosen])
         probabilities = trained.model.predict(pixels, batch_size=_BATCH, verbose=0)
         predicted, confidence = trained.head.explained_units(probabilities)
         targets = predicted if target_index is None else np.full(len(chosen), target_index)
@@ -146,9 +147,10 @@ def _check_request(cfg: HeatmapConfig, trained: TrainedModel, target_class: str 
     return trained.class_index(target_class)
 
 
-def _load(path: Path, size: int) -> np.ndarray:
+def _load(path: Path, size: int, min_side: int, max_pixels: int) -> np.ndarray:
+    """An image for the model, meeting ingest's checks (``ingest.image``) like every file the pipeline reads."""
     try:
-        return load_image_array(path, size)
+        return load_image_array(path, size, min_side, max_pixels)
     except OSError as error:  # missing, a folder, unreadable
         raise InputDataError(f"cannot explain {path}: {error.strerror or error}", "pass an existing image file") from None
     except Rejected as rejection:

@@ -278,3 +278,29 @@ def test_artifacts_that_would_run_code_are_refused_and_run_nothing(embedded: Wor
     with pytest.raises(ArtifactError, match="cannot load model") as caught:
         embed.run(copy.load(*SMALL), "shapes")
     assert caught.value.exit_code == 5 and not marker.exists()
+
+
+def test_commands_hold_every_file_to_ingests_limits(embedded: Workspace, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from dlpipe.models.file_inputs import DEFAULT_LIMITS, FileLimits
+    from dlpipe.queries import predict
+    from dlpipe.stages import heatmap
+
+    # The defaults for a model used outside its project are the shipped params' checks.
+    assert FileLimits.of(embedded.load().params.ingest) == DEFAULT_LIMITS
+    big = tmp_path / "big.png"
+    Image.new("RGB", (200, 100), (200, 30, 30)).save(big)  # 20,000 px
+    tight = (*SMALL, "ingest.image.max_pixels=10000")
+    with pytest.raises(InputDataError, match=r"200x100 = 20,000 px exceeds ingest.image.max_pixels=10,000"):
+        search_query.run(embedded.load(*tight), "shapes", [big], [], 3)
+    with pytest.raises(InputDataError, match=r"exceeds ingest.image.max_pixels=10,000"):
+        heatmap.run(embedded.load(*tight, "heatmap.methods=[occlusion]"), "shapes", [big])
+    model = embedded.root / "data/shapes/model"
+    with pytest.raises(InputDataError, match=r"exceeds ingest.image.max_pixels=10,000"):
+        predict.run(model, [str(big)], 3, limits=FileLimits(max_pixels=10_000))
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (8, 8)).save(tiny)
+    with pytest.raises(InputDataError, match=r"8x8 px, shorter side below ingest.image.min_side=16"):
+        predict.run(model, [str(tiny)], 3)
+    assert predict.run(model, [str(big)], 3).predictions[0].error == ""  # within the default limits
