@@ -175,14 +175,47 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[dict[str, Any]])
     return count
 
 
-def read_json(path: Path, what: str) -> Any:
-    """Load a JSON artifact, raising :class:`ArtifactError` naming ``what`` when absent or corrupt."""
+# Sidecars and metrics are small; a larger one was not written by dlpipe and is not read whole.
+MAX_JSON_BYTES = 64 << 20
+# What malformed content raises from code that reads fields of an artifact it has parsed.
+MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError, OverflowError, csv.Error)
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """Load a JSON object artifact (a sidecar), raising :class:`ArtifactError` naming ``what`` when it is not one.
+
+    Refused: a missing file, a folder, more than MAX_JSON_BYTES, text that is not UTF-8 JSON, nesting
+    deeper than Python's recursion limit, and any value but an object.
+    """
+    rerun = "rerun the stage that produces it"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        if Path(path).stat().st_size > MAX_JSON_BYTES:
+            raise ArtifactError(f"{what} is too large to be one: {path} ({Path(path).stat().st_size:,} bytes)", rerun)
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{what} not found: {path}", "run the stage that produces it first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{what} is corrupt: {path} ({exc})", "rerun the stage that produces it") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{what} is a folder, not a file: {path}", rerun) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ArtifactError(f"{what} is corrupt: {path} ({type(exc).__name__}: {str(exc)[:200]})", rerun) from None
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{what} is corrupt: {path} holds a JSON {type(value).__name__}, not an object", rerun)
+    return value
+
+
+@contextlib.contextmanager
+def malformed_is_damage(path: Path, what: str, hint: str = "rerun the stage that produces it") -> Iterator[None]:
+    """Turn what malformed content raises (a missing key, a wrong type, ...) while reading ``what`` into an ArtifactError.
+
+    Loaders check what they expect of an artifact; this catches what no check foresaw, so a damaged
+    or hostile file is always exit 5 naming the file, never an internal error.
+    """
+    try:
+        yield
+    except DlpipeError:
+        raise
+    except MALFORMED as exc:
+        raise ArtifactError(f"{what} is damaged: {path} ({type(exc).__name__}: {str(exc)[:200]})", hint) from None
 
 
 def _staging_prefix(final: Path) -> str:

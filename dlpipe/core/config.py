@@ -652,11 +652,39 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = key.strip().split(".")
     if not sep or not all(parts):
         raise ConfigError(f"--set {text!r}: expected section.key=value", "for example --set ingest.workers=2")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML ({exc.problem})") from None
+    value = bounded_yaml(raw, f"--set {text[:80]!r}: value") if raw.strip() else ""
     return parts, value
+
+
+# More values than any params file holds: a document that expands beyond it is refused (YAML aliases
+# can make a few lines stand for billions of values, and validation would walk each one).
+MAX_YAML_VALUES = 100_000
+
+
+def bounded_yaml(text: str, where: str) -> Any:
+    """Parse YAML with ``safe_load`` (no Python objects), refusing deep nesting and alias bombs.
+
+    Raises:
+        ConfigError: naming ``where``: not valid YAML, nested too deeply, or expanding past MAX_YAML_VALUES values.
+    """
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply to be params") from None
+    pending, seen = [document], 0
+    while pending:
+        node = pending.pop()
+        seen += 1
+        if seen > MAX_YAML_VALUES:
+            raise ConfigError(f"{where} expands to more than {MAX_YAML_VALUES:,} values (YAML aliases?)", "write the values out")
+        if isinstance(node, dict):
+            pending.extend(node.keys())
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return document
 
 
 def apply_override(document: dict[str, Any], parts: list[str], value: Any) -> None:
@@ -699,13 +727,16 @@ def load_project(params_path: Path | str = "params.yaml", overrides: list[str] |
     """
     path = Path(params_path)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
             f"params file not found: {path}", "run from the project root or pass --params PATH"
         ) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a params file", "pass --params PATH to a params.yaml") from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    document = bounded_yaml(text, str(path))
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (base, datasets, ...), got {type(document).__name__}")
     for override in overrides:

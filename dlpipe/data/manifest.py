@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dlpipe.core.artifacts import read_json, sha256_file, write_csv
+from dlpipe.core.artifacts import malformed_is_damage, read_json, sha256_file, write_csv
 from dlpipe.core.config import Project
 from dlpipe.core.errors import ArtifactError, ConfigError
 from dlpipe.core.layout import CORPUS_FILE, MANIFEST_FILE, MANIFEST_SIDECAR, SPECTROGRAM_SIDECAR
@@ -78,26 +78,29 @@ def load_manifest(project: Project, dataset: str) -> Manifest:
     Raises:
         ArtifactError: ingest has not run, or the manifest differs from what ingest wrote.
     """
-    spec = project.dataset(dataset)
-    folder = project.layout(dataset).ingest_dir
-    sidecar = read_json(folder / MANIFEST_SIDECAR, f"the ingest sidecar of dataset '{dataset}'")
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise ArtifactError(f"manifest not found: {path}", f"run `dlpipe ingest --dataset {dataset}` first")
-    rows, digest = _rows_matching(
-        path, sidecar, "changed after ingest wrote it (sha256 differs from manifest.json)",
-        f"rerun `dlpipe ingest --dataset {dataset}` instead of editing the manifest",
-    )
-    source = project.resolve(spec.source)
-    source_root = source.parent if source.is_file() else source
-    task = sidecar.get("task", "classification")
-    if task != spec.task:
-        raise ArtifactError(
-            f"dataset '{dataset}' was ingested for task {task}, params.yaml now says task {spec.task}",
-            f"rerun `dlpipe ingest --dataset {dataset}`",
+    with malformed_is_damage(project.layout(dataset).ingest_dir, f"the ingest output of dataset '{dataset}'", _rerun_ingest(dataset)):
+        spec = project.dataset(dataset)
+        folder = project.layout(dataset).ingest_dir
+        sidecar = read_json(folder / MANIFEST_SIDECAR, f"the ingest sidecar of dataset '{dataset}'")
+        path = folder / MANIFEST_FILE
+        if not path.is_file():
+            raise ArtifactError(f"manifest not found: {path}", f"run `dlpipe ingest --dataset {dataset}` first")
+        rows, digest = _rows_matching(
+            path,
+            sidecar,
+            "changed after ingest wrote it (sha256 differs from manifest.json)",
+            f"rerun `dlpipe ingest --dataset {dataset}` instead of editing the manifest",
         )
-    columns = tuple(sidecar.get("target_columns", ()))
-    return Manifest(dataset, sidecar["modality"], source_root, rows, digest, task=task, target_columns=columns)
+        source = project.resolve(spec.source)
+        source_root = source.parent if source.is_file() else source
+        task = sidecar.get("task", "classification")
+        if task != spec.task:
+            raise ArtifactError(
+                f"dataset '{dataset}' was ingested for task {task}, params.yaml now says task {spec.task}",
+                f"rerun `dlpipe ingest --dataset {dataset}`",
+            )
+        columns = tuple(sidecar.get("target_columns", ()))
+        return Manifest(dataset, sidecar["modality"], source_root, rows, digest, task=task, target_columns=columns)
 
 
 def load_text_manifest(project: Project, dataset: str) -> Manifest:
@@ -107,25 +110,26 @@ def load_text_manifest(project: Project, dataset: str) -> Manifest:
         ConfigError: the dataset is not labelled text.
         ArtifactError: ingest has not run, or the manifest or corpus changed since.
     """
-    spec = project.dataset(dataset)
-    if spec.modality != "text" or not spec.labelled:
-        raise ConfigError(
-            f"dataset '{dataset}' is not labelled text (modality {spec.modality}, labels {spec.labels})",
-            "set datasets.<name>.labels to folders, csv or fasttext for a text classifier",
-        )
-    manifest = load_manifest(project, dataset)
-    folder = project.layout(dataset).ingest_dir
-    sidecar = read_json(folder / MANIFEST_SIDECAR, f"the ingest sidecar of dataset '{dataset}'")
-    corpus = folder / CORPUS_FILE
-    rerun = f"rerun `dlpipe ingest --dataset {dataset}`"
-    if sidecar.get("labels", "none") == "none":
-        raise ArtifactError(f"{folder} was ingested as an unlabelled corpus", rerun)
-    if not corpus.is_file() or sha256_file(corpus) != sidecar.get("corpus_sha256"):
-        raise ArtifactError(f"{corpus} is missing or changed after ingest wrote it", rerun)
-    documents = corpus.read_text(encoding="utf-8").split("\n")[:-1]
-    if len(documents) != len(manifest.rows):
-        raise ArtifactError(f"{corpus} holds {len(documents)} documents, the manifest {len(manifest.rows)}", rerun)
-    return replace(manifest, documents=documents)
+    with malformed_is_damage(project.layout(dataset).ingest_dir, f"the ingest output of dataset '{dataset}'", _rerun_ingest(dataset)):
+        spec = project.dataset(dataset)
+        if spec.modality != "text" or not spec.labelled:
+            raise ConfigError(
+                f"dataset '{dataset}' is not labelled text (modality {spec.modality}, labels {spec.labels})",
+                "set datasets.<name>.labels to folders, csv or fasttext for a text classifier",
+            )
+        manifest = load_manifest(project, dataset)
+        folder = project.layout(dataset).ingest_dir
+        sidecar = read_json(folder / MANIFEST_SIDECAR, f"the ingest sidecar of dataset '{dataset}'")
+        corpus = folder / CORPUS_FILE
+        rerun = f"rerun `dlpipe ingest --dataset {dataset}`"
+        if sidecar.get("labels", "none") == "none":
+            raise ArtifactError(f"{folder} was ingested as an unlabelled corpus", rerun)
+        if not corpus.is_file() or sha256_file(corpus) != sidecar.get("corpus_sha256"):
+            raise ArtifactError(f"{corpus} is missing or changed after ingest wrote it", rerun)
+        documents = corpus.read_text(encoding="utf-8").split("\n")[:-1]
+        if len(documents) != len(manifest.rows):
+            raise ArtifactError(f"{corpus} holds {len(documents)} documents, the manifest {len(manifest.rows)}", rerun)
+        return replace(manifest, documents=documents)
 
 
 def load_image_manifest(project: Project, dataset: str) -> Manifest:
@@ -139,30 +143,31 @@ def load_image_manifest(project: Project, dataset: str) -> Manifest:
         ConfigError: a text dataset (it has no images).
         ArtifactError: ingest or spectrogram has not run, or either changed since.
     """
-    spec = project.dataset(dataset)
-    if spec.modality == "image":
-        return load_manifest(project, dataset)
-    if spec.modality != "audio":
-        raise ConfigError(
-            f"dataset '{dataset}' is {spec.modality}; this stage needs images (or audio, through spectrogram)",
-            "unlabelled text goes to `dlpipe word2vec`",
-        )
-    ingested = load_manifest(project, dataset)
-    folder = project.layout(dataset).spectrogram_dir
-    sidecar = read_json(folder / SPECTROGRAM_SIDECAR, f"the spectrogram sidecar of dataset '{dataset}'")
-    if sidecar.get("ingest_manifest_sha256") != ingested.sha256:
-        raise ArtifactError(
-            f"{folder} was made from an earlier ingest of dataset '{dataset}'",
+    with malformed_is_damage(project.layout(dataset).root, f"the manifest of dataset '{dataset}'"):
+        spec = project.dataset(dataset)
+        if spec.modality == "image":
+            return load_manifest(project, dataset)
+        if spec.modality != "audio":
+            raise ConfigError(
+                f"dataset '{dataset}' is {spec.modality}; this stage needs images (or audio, through spectrogram)",
+                "unlabelled text goes to `dlpipe word2vec`",
+            )
+        ingested = load_manifest(project, dataset)
+        folder = project.layout(dataset).spectrogram_dir
+        sidecar = read_json(folder / SPECTROGRAM_SIDECAR, f"the spectrogram sidecar of dataset '{dataset}'")
+        if sidecar.get("ingest_manifest_sha256") != ingested.sha256:
+            raise ArtifactError(
+                f"{folder} was made from an earlier ingest of dataset '{dataset}'",
+                f"rerun `dlpipe spectrogram --dataset {dataset}`",
+            )
+        rows, digest = _rows_matching(
+            folder / MANIFEST_FILE,
+            sidecar,
+            "is missing or changed after spectrogram wrote it",
             f"rerun `dlpipe spectrogram --dataset {dataset}`",
         )
-    rows, digest = _rows_matching(
-        folder / MANIFEST_FILE,
-        sidecar,
-        "is missing or changed after spectrogram wrote it",
-        f"rerun `dlpipe spectrogram --dataset {dataset}`",
-    )
-    spectrogram = {key: sidecar.get(key) for key in ("params", "db_min", "db_max", "image")}
-    return Manifest(dataset, "image", folder, rows, digest, spectrogram)
+        spectrogram = {key: sidecar.get(key) for key in ("params", "db_min", "db_max", "image")}
+        return Manifest(dataset, "image", folder, rows, digest, spectrogram)
 
 
 def load_model_manifest(project: Project, dataset: str) -> Manifest:
@@ -176,6 +181,10 @@ def load_model_manifest(project: Project, dataset: str) -> Manifest:
     if spec.modality == "text" and spec.labelled:
         return load_text_manifest(project, dataset)
     return load_image_manifest(project, dataset)
+
+
+def _rerun_ingest(dataset: str) -> str:
+    return f"rerun `dlpipe ingest --dataset {dataset}`"
 
 
 def _rows_matching(path: Path, sidecar: dict[str, Any], problem: str, hint: str) -> tuple[Table, str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dlpipe.audio.transform import RecordedTransform, from_record
-from dlpipe.core.artifacts import read_json, sha256_file
+from dlpipe.core.artifacts import malformed_is_damage, read_json, sha256_file
 from dlpipe.core.errors import ArtifactError, ConfigError
 from dlpipe.core.layout import MODEL_FILE, MODEL_SIDECAR
 from dlpipe.data.manifest import Manifest
@@ -129,48 +129,49 @@ def load_trained_model(location: Path) -> TrainedModel:
             the sidecar's, the sidecar names a task this dlpipe has no head for, or the model's
             input size or class count disagrees with the sidecar.
     """
-    import keras
+    with malformed_is_damage(location, "the model folder", "retrain with `dlpipe finetune`"):
+        import keras
 
-    import dlpipe.models.layers  # noqa: F401  (registers dlpipe's layers for deserialisation)
+        import dlpipe.models.layers  # noqa: F401  (registers dlpipe's layers for deserialisation)
 
-    path = model_file(location)
-    if not path.is_file():
-        raise ArtifactError(f"model not found: {path}", "train one with `dlpipe finetune` (or `dvc repro`)")
-    sidecar = read_json(path.with_name(MODEL_SIDECAR), "model sidecar")
-    modality = sidecar.get("modality", "image")
-    if modality not in _MODALITY_KEYS:
-        raise ArtifactError(f"model sidecar {path.with_name(MODEL_SIDECAR)} names modality '{modality}'", "retrain the model")
-    missing = [key for key in (*_REQUIRED_KEYS, *_MODALITY_KEYS[modality]) if key not in sidecar]
-    if missing:
-        raise ArtifactError(f"model sidecar {path.with_name(MODEL_SIDECAR)} lacks {', '.join(missing)}", "retrain the model")
-    # Models from before the head seam were all classifiers and do not record their task.
-    task = sidecar.get("task", "classification")
-    if task not in HEADS:
-        raise ArtifactError(
-            f"model sidecar {path.with_name(MODEL_SIDECAR)} names task '{task}', which this dlpipe has no head for",
-            f"use a dlpipe that knows it, or retrain with datasets.<name>.task one of: {', '.join(HEADS)}",
-        )
-    if sha256_file(path) != sidecar["model_sha256"]:
-        raise ArtifactError(
-            f"{path} does not match its sidecar (sha256 differs): the model was replaced or modified",
-            "retrain with `dlpipe finetune`, or put back the model.keras that model.json describes",
-        )
-    try:
-        # safe_mode (the default, stated): a Lambda layer or other code in the archive is refused, never run.
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # Keras raises many types for a damaged archive
-        raise ArtifactError(f"cannot load model {path}: {exc}", "the file is corrupt: retrain with `dlpipe finetune`") from None
-    record = sidecar.get("spectrogram")
-    transform = None if record is None else from_record(record, path.with_name(MODEL_SIDECAR))
-    vocabulary = _checked_vocabulary(path, sidecar["vocabulary"]) if modality == "text" else None
-    try:
-        head = head_from_record(task, sidecar.get("targets") or {})
-    except (KeyError, TypeError, ValueError) as exc:
-        damaged = f"model sidecar {path.with_name(MODEL_SIDECAR)}: its targets record is damaged ({exc!r})"
-        raise ArtifactError(damaged, "retrain the model") from None
-    trained = TrainedModel(model, sidecar, path, head, transform, vocabulary)
-    _check_shapes(trained)
-    return trained
+        path = model_file(location)
+        if not path.is_file():
+            raise ArtifactError(f"model not found: {path}", "train one with `dlpipe finetune` (or `dvc repro`)")
+        sidecar = read_json(path.with_name(MODEL_SIDECAR), "model sidecar")
+        modality = sidecar.get("modality", "image")
+        if modality not in _MODALITY_KEYS:
+            raise ArtifactError(f"model sidecar {path.with_name(MODEL_SIDECAR)} names modality '{modality}'", "retrain the model")
+        missing = [key for key in (*_REQUIRED_KEYS, *_MODALITY_KEYS[modality]) if key not in sidecar]
+        if missing:
+            raise ArtifactError(f"model sidecar {path.with_name(MODEL_SIDECAR)} lacks {', '.join(missing)}", "retrain the model")
+        # Models from before the head seam were all classifiers and do not record their task.
+        task = sidecar.get("task", "classification")
+        if task not in HEADS:
+            raise ArtifactError(
+                f"model sidecar {path.with_name(MODEL_SIDECAR)} names task '{task}', which this dlpipe has no head for",
+                f"use a dlpipe that knows it, or retrain with datasets.<name>.task one of: {', '.join(HEADS)}",
+            )
+        if sha256_file(path) != sidecar["model_sha256"]:
+            raise ArtifactError(
+                f"{path} does not match its sidecar (sha256 differs): the model was replaced or modified",
+                "retrain with `dlpipe finetune`, or put back the model.keras that model.json describes",
+            )
+        try:
+            # safe_mode (the default, stated): a Lambda layer or other code in the archive is refused, never run.
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        except Exception as exc:  # Keras raises many types for a damaged archive
+            raise ArtifactError(f"cannot load model {path}: {exc}", "the file is corrupt: retrain with `dlpipe finetune`") from None
+        record = sidecar.get("spectrogram")
+        transform = None if record is None else from_record(record, path.with_name(MODEL_SIDECAR))
+        vocabulary = _checked_vocabulary(path, sidecar["vocabulary"]) if modality == "text" else None
+        try:
+            head = head_from_record(task, sidecar.get("targets") or {})
+        except (KeyError, TypeError, ValueError) as exc:
+            damaged = f"model sidecar {path.with_name(MODEL_SIDECAR)}: its targets record is damaged ({exc!r})"
+            raise ArtifactError(damaged, "retrain the model") from None
+        trained = TrainedModel(model, sidecar, path, head, transform, vocabulary)
+        _check_shapes(trained)
+        return trained
 
 
 def load_model_trained_on(location: Path, manifest: Manifest, hint: str = "") -> TrainedModel:
@@ -183,8 +184,7 @@ def load_model_trained_on(location: Path, manifest: Manifest, hint: str = "") ->
     trained = load_trained_model(location)
     if trained.head.name != manifest.task:
         raise ArtifactError(
-            f"the model in {trained.path.parent} is a {trained.head.name} model, and dataset '{manifest.dataset}' "
-            f"is task {manifest.task}",
+            f"the model in {trained.path.parent} is a {trained.head.name} model, and dataset '{manifest.dataset}' is task {manifest.task}",
             f"retrain it with `dlpipe finetune --dataset {manifest.dataset}`, or use the dataset it was trained on",
         )
     if trained.sidecar["manifest_sha256"] != manifest.sha256:

@@ -89,7 +89,7 @@ import faiss
 import numpy as np
 
 from dlpipe.core.arrays import first_failing_row, first_non_finite_row, row_blocks, rows_per_block, take_rows
-from dlpipe.core.artifacts import atomic_write_bytes, atomic_write_json, library_versions, read_json, sha256_file
+from dlpipe.core.artifacts import atomic_write_bytes, atomic_write_json, library_versions, malformed_is_damage, read_json, sha256_file
 from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.core.layout import INDEX_DATA_FILE, INDEX_FILE, INDEX_SIDECAR
 from dlpipe.retrieval.faiss_runtime import faiss_threads, gpu_wanted
@@ -896,51 +896,52 @@ def load_index(folder: Path, expected: dict[str, Any] | None = None) -> LoadedIn
             FAISS unable to read it, its count or dimension not the sidecar's, or a key of ``expected`` that
             differs from the sidecar.
     """
-    folder = Path(folder)
-    path, sidecar_path = folder / INDEX_FILE, folder / INDEX_SIDECAR
-    rebuild = "rebuild the index (dlpipe search, or dvc repro)"
-    info = read_json(sidecar_path, "index sidecar")
-    required = ("count", "dimension", "index_sha256", "index_bytes")
-    missing = [key for key in required if key not in info] if isinstance(info, dict) else list(required)
-    if missing:
-        raise ArtifactError(f"index sidecar {sidecar_path} lacks {', '.join(missing)}", rebuild)
-    if not path.is_file():
-        raise ArtifactError(f"index file not found: {path} (its sidecar {sidecar_path} exists)", rebuild)
-    size = path.stat().st_size
-    if size < info["index_bytes"]:
-        raise ArtifactError(
-            f"index file {path} is truncated: {size} bytes, its sidecar says {info['index_bytes']} (sha256 mismatch)",
-            rebuild,
-        )
-    digest = sha256_file(path)
-    if digest != info["index_sha256"]:
-        raise ArtifactError(
-            f"index file {path} does not match its sidecar (sha256 {digest[:12]}..., sidecar says "
-            f"{info['index_sha256'][:12]}...): it was replaced or modified after the sidecar was written",
-            rebuild,
-        )
-    flags = _lists_on_disk(folder, info, sidecar_path, rebuild)
-    try:
-        with _c_stdout_silenced() if flags else contextlib.nullcontext():
-            index = faiss.read_index(str(path), flags)
-    except RuntimeError as exc:
-        raise ArtifactError(f"FAISS cannot read {path}: {str(exc).strip().splitlines()[-1]}", rebuild) from None
-    for key, actual in (("count", index.ntotal), ("dimension", index.d)):
-        if info[key] != actual:
+    with malformed_is_damage(folder, "the index", "rebuild the index (dlpipe search build, or dvc repro)"):
+        folder = Path(folder)
+        path, sidecar_path = folder / INDEX_FILE, folder / INDEX_SIDECAR
+        rebuild = "rebuild the index (dlpipe search, or dvc repro)"
+        info = read_json(sidecar_path, "index sidecar")
+        required = ("count", "dimension", "index_sha256", "index_bytes")
+        missing = [key for key in required if key not in info] if isinstance(info, dict) else list(required)
+        if missing:
+            raise ArtifactError(f"index sidecar {sidecar_path} lacks {', '.join(missing)}", rebuild)
+        if not path.is_file():
+            raise ArtifactError(f"index file not found: {path} (its sidecar {sidecar_path} exists)", rebuild)
+        size = path.stat().st_size
+        if size < info["index_bytes"]:
             raise ArtifactError(
-                f"index file {path} holds {key} {actual} but its sidecar {sidecar_path} says {info[key]}", rebuild
+                f"index file {path} is truncated: {size} bytes, its sidecar says {info['index_bytes']} (sha256 mismatch)",
+                rebuild,
             )
-    for key, value in (expected or {}).items():
-        if info.get(key) != value:
+        digest = sha256_file(path)
+        if digest != info["index_sha256"]:
             raise ArtifactError(
-                f"index sidecar {sidecar_path}: {key} is {info.get(key)!r}, expected {value!r}",
-                "the index was built from other embeddings or settings; " + rebuild,
+                f"index file {path} does not match its sidecar (sha256 {digest[:12]}..., sidecar says "
+                f"{info['index_sha256'][:12]}...): it was replaced or modified after the sidecar was written",
+                rebuild,
             )
-    try:
-        set_search_params(index, info.get("search_params", {}))
-    except ConfigError as exc:
-        raise ArtifactError(f"index sidecar {sidecar_path}: {exc.message}", rebuild) from None
-    return LoadedIndex(index, info, path)
+        flags = _lists_on_disk(folder, info, sidecar_path, rebuild)
+        try:
+            with _c_stdout_silenced() if flags else contextlib.nullcontext():
+                index = faiss.read_index(str(path), flags)
+        except RuntimeError as exc:
+            raise ArtifactError(f"FAISS cannot read {path}: {str(exc).strip().splitlines()[-1]}", rebuild) from None
+        for key, actual in (("count", index.ntotal), ("dimension", index.d)):
+            if info[key] != actual:
+                raise ArtifactError(
+                    f"index file {path} holds {key} {actual} but its sidecar {sidecar_path} says {info[key]}", rebuild
+                )
+        for key, value in (expected or {}).items():
+            if info.get(key) != value:
+                raise ArtifactError(
+                    f"index sidecar {sidecar_path}: {key} is {info.get(key)!r}, expected {value!r}",
+                    "the index was built from other embeddings or settings; " + rebuild,
+                )
+        try:
+            set_search_params(index, info.get("search_params", {}))
+        except ConfigError as exc:
+            raise ArtifactError(f"index sidecar {sidecar_path}: {exc.message}", rebuild) from None
+        return LoadedIndex(index, info, path)
 
 
 def _lists_on_disk(folder: Path, info: dict[str, Any], sidecar_path: Path, rebuild: str) -> int:

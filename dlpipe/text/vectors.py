@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from dlpipe.core.arrays import load_npy
-from dlpipe.core.artifacts import read_json, sha256_file, write_csv
+from dlpipe.core.artifacts import malformed_is_damage, read_json, sha256_file, write_csv
 from dlpipe.core.errors import ArtifactError, InputDataError
 from dlpipe.core.layout import VECTORS_FILE, VOCAB_FILE, WORD2VEC_SIDECAR
 
@@ -121,16 +121,17 @@ def load_vectors(folder: Path, dataset: str) -> Vectors:
     Raises:
         ArtifactError: the stage has not run, or a file is missing or differs from what it wrote.
     """
-    info = read_json(folder / WORD2VEC_SIDECAR, f"the word2vec sidecar of dataset '{dataset}'")
-    rerun = f"rerun `dlpipe word2vec train --dataset {dataset}` (or dvc repro)"
-    recorded = info.get("vector_files", {})
-    found = {path.name: sha256_file(path) for path in vector_files(folder) if path.is_file()}
-    if found != recorded:
-        raise ArtifactError(f"the vectors in {folder} differ from what word2vec wrote (see {WORD2VEC_SIDECAR})", rerun)
-    kv = read_vectors(folder)
-    if (len(kv), kv.vector_size) != (info["vocabulary"]["words"], info["params"]["vector_size"]):
-        raise ArtifactError(f"{folder / VECTORS_FILE} does not hold the words and dimension its sidecar records", rerun)
-    return Vectors(dataset, kv, info)
+    with malformed_is_damage(folder, "the word vectors", f"rerun `dlpipe word2vec train --dataset {dataset}`"):
+        info = read_json(folder / WORD2VEC_SIDECAR, f"the word2vec sidecar of dataset '{dataset}'")
+        rerun = f"rerun `dlpipe word2vec train --dataset {dataset}` (or dvc repro)"
+        recorded = info.get("vector_files", {})
+        found = {path.name: sha256_file(path) for path in vector_files(folder) if path.is_file()}
+        if found != recorded:
+            raise ArtifactError(f"the vectors in {folder} differ from what word2vec wrote (see {WORD2VEC_SIDECAR})", rerun)
+        kv = read_vectors(folder)
+        if (len(kv), kv.vector_size) != (info["vocabulary"]["words"], info["params"]["vector_size"]):
+            raise ArtifactError(f"{folder / VECTORS_FILE} does not hold the words and dimension its sidecar records", rerun)
+        return Vectors(dataset, kv, info)
 
 
 def similar(vectors: Vectors, word: str, n: int) -> list[Neighbour]:

@@ -13,7 +13,7 @@ import faiss
 import numpy as np
 import pytest
 
-from dlpipe.core.errors import ArtifactError, ConfigError, DependencyError, DlpipeError, InputDataError
+from dlpipe.core.errors import ArtifactError, ConfigError, DependencyError, DlpipeError, InputDataError, StorageError
 from dlpipe.retrieval import index as ix
 from tests.conftest import tree_digest
 
@@ -300,8 +300,9 @@ def test_failed_save_leaves_the_existing_index_intact(tmp_path: Path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(StorageError, match="no space left") as caught:
         saved(folder, "Flat", count=300)
+    assert caught.value.exit_code == 7
     assert tree_digest(folder) == digest  # nothing replaced, no temp file left
     monkeypatch.undo()
     assert ix.load_index(folder).index.ntotal == 500
