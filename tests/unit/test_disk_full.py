@@ -19,10 +19,8 @@ import pytest
 from dlpipe.core.errors import StorageError
 from dlpipe.stages import cluster, embed, finetune, ingest, search, spectrogram, word2vec
 from tests.conftest import Workspace, tree_digest
-from tests.unit.test_image_models import TINY, tiny_shapes
-from tests.unit.test_word2vec import FAST, topic_corpus
+from tests.unit.test_interruptions import SMALL, every_modality
 
-SMALL = (*TINY, "cluster.k_max=4", "search.examples=2", "cluster.thumbnails=4")
 DISK_MB = 64
 
 
@@ -30,15 +28,7 @@ DISK_MB = 64
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """Images ingested, fine-tuned and embedded; clips and a corpus ingested (on the ordinary disk)."""
     workspace = Workspace(tmp_path_factory.mktemp("prepared"))
-    tiny_shapes(workspace, per_class=6)
-    workspace.audio_dataset()
-    (workspace.root / "corpus.txt").write_text(topic_corpus(), encoding="utf-8")
-    workspace.add_dataset("words", "text", "corpus.txt")
-    workspace.params["word2vec"].update(FAST)
-    workspace.params["word2vec"]["export"]["map_words"] = 0
-    project = workspace.load(*SMALL)
-    for name in ("clips", "words"):
-        ingest.run(project, name)
+    project = every_modality(workspace)
     finetune.run(project, "shapes")
     embed.run(project, "shapes")
     return workspace

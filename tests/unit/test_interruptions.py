@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from dlpipe.core.artifacts import stage_lock
+from dlpipe.core.config import Project
 from dlpipe.core.errors import ArtifactError
 from dlpipe.stages import cluster, embed, finetune, heatmap, ingest, search, spectrogram, word2vec
 from tests.conftest import Workspace, tree_digest
@@ -34,10 +35,8 @@ STAGES = {
 }
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    """Every stage run once on tiny images, clips and a corpus."""
-    workspace = Workspace(tmp_path_factory.mktemp("interrupt"))
+def every_modality(workspace: Workspace) -> Project:
+    """Tiny images (shapes, ingested), clips and a corpus (both ingested) in ``workspace``; its project with SMALL."""
     tiny_shapes(workspace, per_class=6)
     workspace.audio_dataset()
     (workspace.root / "corpus.txt").write_text(topic_corpus(), encoding="utf-8")
@@ -47,6 +46,14 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     project = workspace.load(*SMALL)
     for name in ("clips", "words"):
         ingest.run(project, name)
+    return project
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """Every stage run once on tiny images, clips and a corpus."""
+    workspace = Workspace(tmp_path_factory.mktemp("interrupt"))
+    project = every_modality(workspace)
     for module, dataset in STAGES.values():
         if module is not ingest:
             module.run(project, dataset)
