@@ -8,7 +8,9 @@ umap or gensim.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -41,14 +43,18 @@ def guarded(verbose: bool, action: Callable[[], T]) -> T:
     from dlpipe.core.console import console
     from dlpipe.core.errors import DlpipeError
 
+    interrupted = _InterruptFlag()
     try:
-        return action()
+        with interrupted:
+            return action()
     except DlpipeError as error:
         _report(error, verbose)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: finished artifacts are kept, partial ones were discarded")
-        raise typer.Exit(130) from None
-    except Exception as error:  # anything else is a bug, unless the filesystem refused a write
+        _report_interrupted()
+    except Exception as error:  # anything else is a bug, unless the filesystem refused a write or Ctrl-C was pressed
+        if interrupted.seen:
+            # Ctrl-C inside a C extension can surface as another exception (SystemError, RuntimeError).
+            _report_interrupted()
         refused = isinstance(error, OSError) and error.filename
         converted = storage_error(error, Path(error.filename), "a file", judge_by_free_space=False) if refused else None
         if converted is not None:
@@ -58,6 +64,34 @@ def guarded(verbose: bool, action: Callable[[], T]) -> T:
         console.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
         console.print("[dim]hint:[/] rerun with --verbose for the traceback and report it")
         raise typer.Exit(1) from None
+
+
+class _InterruptFlag:
+    """While entered, SIGINT raises KeyboardInterrupt as usual and is also remembered in ``seen``."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _InterruptFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _report_interrupted() -> None:
+    from dlpipe.core.console import console
+
+    console.print("[yellow]interrupted[/]: finished artifacts are kept, partial ones were discarded")
+    raise typer.Exit(130) from None
 
 
 def _report(error: Any, verbose: bool) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dlpipe.core.errors import StorageError
-from dlpipe.stages import cluster, embed, finetune, ingest, search, spectrogram, word2vec
+from dlpipe.stages import cluster, embed, finetune, heatmap, ingest, search, spectrogram, word2vec
 from tests.conftest import Workspace, tree_digest
 from tests.unit.test_interruptions import SMALL, every_modality
 
@@ -82,6 +82,7 @@ STAGES = {
     "embed": (embed, "shapes"),
     "cluster": (cluster, "shapes"),
     "search build": (search, "shapes"),
+    "heatmap": (heatmap, "shapes"),
     "word2vec": (word2vec, "words"),
 }
 
@@ -104,6 +105,18 @@ def test_full_disk_is_a_storage_error_and_keeps_earlier_outputs(prepared: Worksp
     assert leftovers(data) == []
     (small_disk / "filler").unlink()
     module.run(project, dataset)  # room again: the same run succeeds (finetune discards the damaged checkpoint)
+
+
+def test_read_only_data_folder_is_a_storage_error_in_every_stage(prepared: Workspace, small_disk: Path, tmp_path: Path) -> None:
+    workspace = on_disk(prepared, small_disk, tmp_path / "project")
+    project = workspace.load(*SMALL)
+    before = outputs(small_disk / "data")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    for stage, (module, dataset) in STAGES.items():
+        with pytest.raises(StorageError, match="read-only filesystem") as caught:
+            module.run(project, dataset)
+        assert caught.value.exit_code == 7 and str(small_disk) in caught.value.message, stage
+    assert outputs(small_disk / "data") == before
 
 
 def test_read_only_data_folder_is_a_storage_error_from_the_cli(prepared: Workspace, small_disk: Path, tmp_path: Path) -> None:
