@@ -26,7 +26,9 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", metavar="SECTION.KEY=VALUE", help="Override a param (repeatable), e.g. --set ingest.workers=1."),
 ]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors, and the frameworks' own log lines and warnings.")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (for scripts).")]
 DatasetOption = Annotated[
     str | None, typer.Option("--dataset", "-d", help="Run on this dataset (default: every image dataset in params).")
@@ -42,10 +44,11 @@ def guarded(verbose: bool, action: Callable[[], T]) -> T:
     from dlpipe.core.artifacts import storage_error
     from dlpipe.core.console import console
     from dlpipe.core.errors import DlpipeError
+    from dlpipe.core.quiet import quiet_output
 
     interrupted = _InterruptFlag()
     try:
-        with interrupted:
+        with interrupted, quiet_output(enabled=not verbose):
             return action()
     except DlpipeError as error:
         _report(error, verbose)

@@ -1,8 +1,9 @@
 """Console output: Rich on a terminal, plain log lines everywhere else.
 
 Messages go to stderr so that ``--json`` output on stdout stays machine-readable.
-Under ``dvc repro``, CI or a pipe there is no TTY, and progress is reported as
-plain lines every few seconds instead of a redrawn bar.
+Under ``dvc repro``, CI or a pipe there is no TTY: each message is one unwrapped line
+(whole paths, greppable), and progress is reported as plain lines every few seconds
+instead of a redrawn bar.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections.abc import Callable, Iterator
 
 from rich.console import Console
 
-console = Console(stderr=True, highlight=False)
-stdout = Console(highlight=False)
+# soft_wrap: never break a line that does not go to a terminal (a log keeps each path whole).
+console = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
+stdout = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
 
 # Seconds between plain progress lines when stderr is not a terminal.
 _PLAIN_INTERVAL = 5.0
