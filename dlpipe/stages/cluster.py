@@ -71,7 +71,8 @@ def run(project: Project, dataset: str) -> Result:
         )
 
     with stage_lock(layout.root, STAGE), atomic_dir(out_dir) as staging:
-        k, silhouette = _choose_k(vectors, cfg, seed)
+        classes = len({label for label in labels if label}) if labelled else 0
+        k, silhouette, k_reason = _choose_k(vectors, cfg, seed, classes)
         if silhouette:
             curve = ({"k": key, "silhouette": value} for key, value in silhouette.items())
             write_csv(staging / "silhouette.csv", ("k", "silhouette"), curve)
@@ -85,6 +86,7 @@ def run(project: Project, dataset: str) -> Result:
             "dimension": int(vectors.shape[1]),
             "k": k,
             "k_source": "auto" if cfg.k == "auto" else "params",
+            "k_reason": k_reason,
             "silhouette": _silhouette_at(vectors, deep.labels, cfg.silhouette_sample, seed),
             "inertia": round(deep.inertia, 6),
             "cluster_sizes": deep.sizes,
@@ -117,17 +119,24 @@ def run(project: Project, dataset: str) -> Result:
     return Result(dataset, out_dir, metrics_path, metrics, k=k)
 
 
-def _choose_k(vectors: np.ndarray, cfg: ClusterConfig, seed: int) -> tuple[int, dict[int, float]]:
-    """(k, silhouette score per k tried); the scores are empty when k comes from params."""
+def _choose_k(vectors: np.ndarray, cfg: ClusterConfig, seed: int, classes: int) -> tuple[int, dict[int, float], str]:
+    """(k, silhouette score per k tried, why this k); the scores are empty when k comes from params.
+
+    With labels, the range of k tried reaches past the number of classes (``classes``), so that a
+    dataset of more classes than ``cluster.k_max`` can still be clustered by class.
+    """
     count = vectors.shape[0]
     if cfg.k != "auto":
         if cfg.k > count:
             raise InputDataError(f"cluster.k is {cfg.k} but the dataset has only {count} items", "lower cluster.k or use auto")
-        return cfg.k, {}
-    choice = clustering.choose_k(
-        vectors, cfg.k_min, min(cfg.k_max, count - 1), niter=cfg.niter, nredo=cfg.nredo, seed=seed, sample_size=cfg.silhouette_sample
-    )
-    return choice.k, {key: round(value, 6) for key, value in choice.silhouette.items()}
+        return cfg.k, {}, "cluster.k in params"
+    top, raised = cfg.k_max, ""
+    if classes >= cfg.k_max:  # the range could not reach past the classes
+        top, raised = classes + 2, f"; cluster.k_max={cfg.k_max} raised to {classes + 2}: the labels have {classes} classes"
+    top = min(top, count - 1)
+    choice = clustering.choose_k(vectors, cfg.k_min, top, niter=cfg.niter, nredo=cfg.nredo, seed=seed, sample_size=cfg.silhouette_sample)
+    reason = f"the best mean silhouette for k in {cfg.k_min}..{top}{raised}"
+    return choice.k, {key: round(value, 6) for key, value in choice.silhouette.items()}, reason
 
 
 def _silhouette_at(vectors: np.ndarray, clusters: np.ndarray, sample: int, seed: int) -> float:

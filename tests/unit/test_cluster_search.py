@@ -304,3 +304,11 @@ def test_commands_hold_every_file_to_ingests_limits(embedded: Workspace, tmp_pat
     with pytest.raises(InputDataError, match=r"8x8 px, shorter side below ingest.image.min_side=16"):
         predict.run(model, [str(tiny)], 3)
     assert predict.run(model, [str(big)], 3).predictions[0].error == ""  # within the default limits
+
+
+def test_auto_k_tries_past_the_number_of_classes(embedded: Workspace, tmp_path: Path) -> None:
+    copy = copy_of(embedded, tmp_path / "copy")
+    result = cluster.run(copy.load(*SMALL, "cluster.k_max=2"), "shapes")  # 4 classes: k_max 2 could never find them
+    tried = [int(row["k"]) for row in csv.DictReader(open(copy.root / "data/shapes/cluster/silhouette.csv"))]
+    assert tried == [2, 3, 4, 5, 6]
+    assert result.metrics["k_reason"] == "the best mean silhouette for k in 2..6; cluster.k_max=2 raised to 6: the labels have 4 classes"
