@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from dlpipe.core.errors import StorageError
-from dlpipe.stages import cluster, embed, finetune, heatmap, ingest, search, spectrogram, word2vec
+from dlpipe.stages import embed, finetune
 from tests.conftest import Workspace, tree_digest
-from tests.unit.test_interruptions import SMALL, every_modality
+from tests.unit.test_interruptions import SMALL, STAGES, every_modality
 
 DISK_MB = 64
 
@@ -75,16 +75,6 @@ def leftovers(data: Path) -> list[str]:
     return sorted(str(path.relative_to(data)) for path in data.rglob(".*") if ".partial-" in path.name or ".tmp" in path.name)
 
 
-STAGES = {
-    "ingest": (ingest, "shapes"),
-    "spectrogram": (spectrogram, "clips"),
-    "finetune": (finetune, "shapes"),
-    "embed": (embed, "shapes"),
-    "cluster": (cluster, "shapes"),
-    "search build": (search, "shapes"),
-    "heatmap": (heatmap, "shapes"),
-    "word2vec": (word2vec, "words"),
-}
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
