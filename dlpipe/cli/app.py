@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from dlpipe import __version__
+from dlpipe.cli.doctor import doctor
 from dlpipe.cli.metrics import metrics
 from dlpipe.cli.predict import predict
 from dlpipe.cli.search import search_app
@@ -53,6 +54,7 @@ app.add_typer(search_app, name="search")
 app.command()(predict)
 app.command()(heatmap)
 app.command()(metrics)
+app.command()(doctor)
 app.add_typer(word2vec_app, name="word2vec")
 
 

@@ -78,5 +78,6 @@ EXIT_CODES: dict[int, str] = {
     ArtifactError.exit_code: "an earlier stage's artifact is missing, incomplete or inconsistent",
     DependencyError.exit_code: "a dependency is unavailable (e.g. pretrained weights offline)",
     StorageError.exit_code: "an output could not be written: disk full, quota, read-only or no permission (the message names the path)",
+    8: "dlpipe doctor found a problem (each is listed with what to do)",
     130: "interrupted (Ctrl-C); finished artifacts are kept, partial ones are discarded",
 }
