@@ -490,8 +490,8 @@ class HeatmapConfig(Section):
     """``heatmap``: occlusion sensitivity and Grad-CAM on chosen images, with the evidence that the maps are right."""
 
     methods: list[Literal["occlusion", "gradcam"]] = Field(min_length=1, description="which maps to make")
-    patch_size: int = Field(ge=1, description="side of the occluding patch in model-input pixels")
-    stride: int = Field(ge=1, description="step between patch positions in pixels")
+    patch_size: int | Literal["auto"] = Field(description="occluding patch side in model-input pixels, or auto (an eighth of the input)")
+    stride: int | Literal["auto"] = Field(description="step between patch positions in pixels, or auto (half the patch)")
     fill: Literal["mean", "zero", "blur"] = Field(
         description="what covers a patch: the dataset's mean colour, black, or a blurred copy of the image"
     )
@@ -510,6 +510,20 @@ class HeatmapConfig(Section):
         if len(set(methods)) != len(methods):
             raise ValueError(f"expected each method once, got {methods}")
         return methods
+
+    @field_validator("patch_size", "stride")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"expected auto or an integer >= 1, got {value}")
+        return value
+
+    def for_input(self, size: int) -> HeatmapConfig:
+        """These settings for a model input of ``size`` pixels: ``auto`` resolved, so every image costs the
+        same number of occluded copies (15 x 15) whatever the input size."""
+        patch = max(1, round(size / 8)) if self.patch_size == "auto" else self.patch_size
+        stride = max(1, patch // 2) if self.stride == "auto" else self.stride
+        return self.model_copy(update={"patch_size": patch, "stride": stride})
 
 
 class TokenizeConfig(Section):

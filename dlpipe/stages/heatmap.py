@@ -80,6 +80,7 @@ def run(project: Project, dataset: str, images: Sequence[Path] | None = None, ta
     with stage_lock(layout.root, STAGE):
         trained = load_model_trained_on(layout.model_dir, manifest)
         size = trained.image_size
+        cfg = cfg.for_input(size)
         target_index = _check_request(cfg, trained, target_class)
         chosen = _choose_from_paths(images, manifest) if images else _choose_from_test(cfg, trained, manifest)
         limits = project.params.ingest.image

@@ -108,3 +108,15 @@ def test_sources_beside_the_artifact_folders_are_allowed(workspace: Workspace) -
     workspace.add_dataset("shapes", "image", "data/sample/shapes")
     workspace.add_dataset("corpus", "text", "corpus.txt")
     assert load_project(workspace.params_path).dataset("shapes").source == "data/sample/shapes"
+
+
+def test_heatmap_grid_auto_costs_the_same_at_every_input_size() -> None:
+    from dlpipe.explain.occlusion import patch_starts
+
+    cfg = load_project(REPO / "params.yaml").params.heatmap
+    assert (cfg.patch_size, cfg.stride) == ("auto", "auto")
+    for size, patch, stride in ((64, 8, 4), (128, 16, 8), (224, 28, 14)):
+        resolved = cfg.for_input(size)
+        assert (resolved.patch_size, resolved.stride) == (patch, stride)
+        assert len(patch_starts(size, patch, stride)) == 15  # 15 x 15 occluded copies per image
+    assert cfg.model_copy(update={"patch_size": 5}).for_input(224).stride == 2  # a fixed patch: auto stride follows it

@@ -29,6 +29,7 @@ HEATMAP = ("heatmap.per_class=2", "heatmap.top_losses=2")
 def explained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, heatmap.Result]:
     """A tiny fine-tuned project and one heatmap run on it (read-only for the tests below)."""
     workspace = Workspace(tmp_path_factory.mktemp("heatmap"))
+    workspace.params["heatmap"].update(patch_size=8, stride=4)  # 7 x 7 copies of the 32 px input (auto would make 15 x 15)
     tiny_shapes(workspace)
     finetune.run(workspace.load(*TINY), "shapes")
     return workspace, heatmap.run(workspace.load(*TINY, *HEATMAP), "shapes")
