@@ -61,8 +61,10 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 
 
 def outputs(data: Path) -> dict[str, tuple[str, int]]:
-    """Every output file with its hash and time: not the locks, nor finetune's checkpoints (kept on purpose to resume)."""
-    return {name: value for name, value in tree_digest(data).items() if not name.endswith(".lock") and "-resume" not in name}
+    """Every output file with its hash and time: not the locks, finetune's checkpoints (kept on purpose to resume),
+    nor what is in a staging or retired folder (never an output: the next run removes it)."""
+    skipped = ("-resume", ".partial-", ".old-")
+    return {name: value for name, value in tree_digest(data).items() if not name.endswith(".lock") and not any(s in name for s in skipped)}
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
@@ -116,4 +118,28 @@ def test_ctrl_c_while_writing_keeps_earlier_outputs(pipeline: Workspace, stage: 
         module.run(project, dataset)
     monkeypatch.undo()
     assert outputs(data) == before
+    assert not [path for path in data.rglob(".*") if ".partial-" in path.name or ".old-" in path.name]
+
+
+KILLED_WHILE_WRITING = """
+import os, sys
+from dlpipe.core import artifacts
+from dlpipe.core.config import load_project
+from dlpipe.stages import {module}
+artifacts.temporary_file = lambda path: os._exit(9)  # SIGKILL as the stage writes its first file: no cleanup runs
+{module}.run(load_project(sys.argv[1], sys.argv[3:]), sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_a_stage_killed_while_writing_keeps_earlier_outputs_and_the_next_run_succeeds(pipeline: Workspace, stage: str) -> None:
+    module, dataset = STAGES[stage]
+    data = pipeline.root / "data"
+    before = outputs(data)
+    script = KILLED_WHILE_WRITING.format(module=module.__name__.rsplit(".", 1)[1])
+    command = [sys.executable, "-c", script, str(pipeline.params_path), dataset, *SMALL]
+    killed = subprocess.run(command, cwd=pipeline.root, capture_output=True, text=True)
+    assert killed.returncode == 9, killed.stderr[-2000:]
+    assert outputs(data) == before  # the kill left staging behind at most, never a changed output
+    module.run(pipeline.load(*SMALL), dataset)
     assert not [path for path in data.rglob(".*") if ".partial-" in path.name or ".old-" in path.name]
