@@ -75,15 +75,20 @@ def window_png(db: np.ndarray, cfg: SpectrogramConfig, db_range: tuple[float, fl
     return buffer.getvalue()
 
 
-def clip_window_pngs(data: bytes, transform: RecordedTransform) -> list[bytes]:
+def clip_window_pngs(data: bytes, transform: RecordedTransform, min_duration: float = 0.0) -> list[bytes]:
     """A clip's window images, made as the stage made the model's training images.
 
     Raises:
-        Rejected: ``not_audio``, or ``too_short`` for a clip under one window with ``short_clips: reject``.
+        Rejected: ``not_audio``; ``too_short`` for a clip under ``min_duration`` seconds (ingest's
+            ``ingest.audio.min_duration``), or under one window with ``short_clips: reject``.
     """
     from dlpipe.data.media.audio import load_mono
 
-    windows = clip_windows(load_mono(data, transform.cfg.sample_rate).samples, transform.cfg)
+    clip = load_mono(data, transform.cfg.sample_rate)
+    seconds = clip.source_frames / clip.source_rate if clip.source_rate else 0.0
+    if seconds < min_duration:
+        raise Rejected("too_short", f"{seconds:.3f} s is below ingest.audio.min_duration={min_duration} s")
+    windows = clip_windows(clip.samples, transform.cfg)
     if not windows:
         raise Rejected("too_short", f"shorter than one {transform.cfg.window_seconds} s window (short_clips: reject)")
     return [window_png(window.db, transform.cfg, transform.db_range) for window in windows]

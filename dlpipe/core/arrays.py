@@ -33,7 +33,7 @@ class NpyRowWriter:
     """
 
     def __init__(self, path: Any, rows: int, dimension: int) -> None:
-        self.path, self.rows, self.dimension = path, rows, dimension
+        self.dimension = dimension
         self._handle = open(path, "wb")  # noqa: SIM115 (closed in __exit__)
         try:
             header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": (rows, dimension)}

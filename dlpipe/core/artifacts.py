@@ -51,9 +51,10 @@ def storage_error(error: BaseException, path: Path, what: str, *, judge_by_free_
             f"cannot write {what} to {path}: {error.strerror} ({'read-only filesystem' if code == errno.EROFS else 'no permission'})",
             "make that folder writable, or set base.data_dir to a folder you can write",
         )
-    if code in _NO_SPACE or (judge_by_free_space and free_bytes(path) < _NEARLY_FULL_BYTES):
+    free = free_bytes(path) if code in _NO_SPACE or judge_by_free_space else None
+    if code in _NO_SPACE or (free is not None and free < _NEARLY_FULL_BYTES):
         return StorageError(
-            f"cannot write {what} to {path}: no space left on the device (or quota exceeded); {free_bytes(path):,} bytes free",
+            f"cannot write {what} to {path}: no space left on the device (or quota exceeded); {free:,} bytes free",
             "free some space there, or set base.data_dir to a larger disk; earlier outputs were left as they were",
         )
     return None
@@ -189,8 +190,9 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     """
     rerun = "rerun the stage that produces it"
     try:
-        if Path(path).stat().st_size > MAX_JSON_BYTES:
-            raise ArtifactError(f"{what} is too large to be one: {path} ({Path(path).stat().st_size:,} bytes)", rerun)
+        size = Path(path).stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise ArtifactError(f"{what} is too large to be one: {path} ({size:,} bytes)", rerun)
         value = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{what} not found: {path}", "run the stage that produces it first") from None
@@ -263,19 +265,18 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         recover_swap(final)
         staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(final), dir=final.parent))
         os.chmod(staging, 0o777 & ~umask())
-    try:
-        with writing(final, f"the {final.name} folder"):
+        try:
             yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    retired = None
-    if final.exists():
-        retired = final.parent / f"{_retired_prefix(final)}{os.getpid()}"
-        os.replace(final, retired)
-    os.replace(staging, final)
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        retired = None
+        if final.exists():
+            retired = final.parent / f"{_retired_prefix(final)}{os.getpid()}"
+            os.replace(final, retired)
+        os.replace(staging, final)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -294,7 +295,7 @@ def stage_lock(folder: Path, stage: str) -> Iterator[None]:
         except BlockingIOError:
             raise ArtifactError(
                 f"another '{stage}' run is writing to {folder}",
-                "wait for it to finish, or remove the stale lock file " + str(lock_path),
+                f"wait for it to finish (`dlpipe doctor` shows what is running; the lock {lock_path} is freed when its process ends)",
             ) from None
         try:
             with writing(folder, f"the outputs of stage '{stage}'"):

@@ -60,9 +60,8 @@ def parallel_map(
                 advance(1)
             return results
         size = max(1, math.ceil(total / (workers * _RANGES_PER_WORKER)))
-        ranges = [(start, min(start + size, total)) for start in range(0, total, size)]
         context = multiprocessing.get_context("spawn")
-        chunks = (items[start:stop] for start, stop in ranges)
+        chunks = (items[start : start + size] for start in range(0, total, size))
         start_worker = (function, os.getpid())
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_install_function, initargs=start_worker) as pool:
             results = []

@@ -55,13 +55,13 @@ def quiet_output(enabled: bool = True) -> Iterator[None]:
     forwarder = threading.Thread(target=_forward, args=(read_end, saved), name="dlpipe-stderr-filter", daemon=True)
     forwarder.start()
     python_stderr = sys.stderr
-    direct = _fileno(python_stderr) == 2
-    if direct:  # dlpipe's own messages go straight to the terminal, so Rich still sees one
+    filtered = None
+    if _fileno(python_stderr) == 2:  # dlpipe's own messages go straight to the terminal, so Rich still sees one
         python_stderr.flush()
         terminal = io.TextIOWrapper(
             io.FileIO(os.dup(saved), "w"), encoding=python_stderr.encoding, errors="backslashreplace", line_buffering=True
         )
-        sys.stderr = _Filtered(terminal)
+        sys.stderr = filtered = _Filtered(terminal)
     levels = {name: logging.getLogger(name).level for name in _LIBRARY_LOGGERS}
     try:
         with warnings.catch_warnings():
@@ -72,8 +72,7 @@ def quiet_output(enabled: bool = True) -> Iterator[None]:
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
-        if direct:
-            filtered = sys.stderr
+        if filtered is not None:
             filtered.flush()
             # Loggers made meanwhile (Ray's) hold this stream and may write after the command: they get the real one.
             filtered.target, terminal = python_stderr, filtered.target

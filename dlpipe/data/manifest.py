@@ -97,7 +97,7 @@ def load_manifest(project: Project, dataset: str) -> Manifest:
         if task != spec.task:
             raise ArtifactError(
                 f"dataset '{dataset}' was ingested for task {task}, params.yaml now says task {spec.task}",
-                f"rerun `dlpipe ingest --dataset {dataset}`",
+                _rerun_ingest(dataset),
             )
         columns = tuple(sidecar.get("target_columns", ()))
         return Manifest(dataset, sidecar["modality"], source_root, rows, digest, task=task, target_columns=columns)
@@ -121,7 +121,7 @@ def load_text_manifest(project: Project, dataset: str) -> Manifest:
         folder = project.layout(dataset).ingest_dir
         sidecar = read_json(folder / MANIFEST_SIDECAR, f"the ingest sidecar of dataset '{dataset}'")
         corpus = folder / CORPUS_FILE
-        rerun = f"rerun `dlpipe ingest --dataset {dataset}`"
+        rerun = _rerun_ingest(dataset)
         if sidecar.get("labels", "none") == "none":
             raise ArtifactError(f"{folder} was ingested as an unlabelled corpus", rerun)
         if not corpus.is_file() or sha256_file(corpus) != sidecar.get("corpus_sha256"):

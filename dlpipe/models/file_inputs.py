@@ -70,12 +70,8 @@ def file_model_inputs(path: Path, image_size: int, transform: RecordedTransform 
         if transform is None or rejection.reason != "not_an_image":
             raise
         image_problem = rejection.detail
-    from dlpipe.data.media.audio import inspect_audio
-
     try:
-        data = path.read_bytes()
-        inspect_audio(data, limits.min_duration)
-        pngs = clip_window_pngs(data, transform)
+        pngs = clip_window_pngs(path.read_bytes(), transform, limits.min_duration)
     except Rejected as rejection:
         raise Rejected(rejection.reason, f"neither an image ({image_problem}) nor usable audio ({rejection.detail})") from None
     # Through files, so each window is decoded and resized by the very code training used.

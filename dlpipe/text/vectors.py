@@ -26,6 +26,7 @@ from dlpipe.core.errors import ArtifactError, InputDataError
 from dlpipe.core.layout import VECTORS_FILE, VOCAB_FILE, WORD2VEC_SIDECAR
 
 ANALOGIES_FILE = "questions-words.txt"
+_VOCAB_COLUMNS = ("rank", "word", "count")
 PAIRS_FILE = "wordsim353.tsv"
 
 
@@ -69,7 +70,7 @@ def save_vectors(kv: Any, folder: Path) -> None:
     np.save(folder / VECTORS_FILE, np.ascontiguousarray(kv.vectors, dtype=np.float32), allow_pickle=False)
     write_csv(
         folder / VOCAB_FILE,
-        ("rank", "word", "count"),
+        _VOCAB_COLUMNS,
         ({"rank": rank, "word": word, "count": kv.get_vecattr(word, "count")} for rank, word in enumerate(kv.index_to_key)),
     )
 
@@ -105,7 +106,7 @@ def _read_vocabulary(path: Path) -> tuple[list[str], list[int]]:
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            if reader.fieldnames != ["rank", "word", "count"]:
+            if tuple(reader.fieldnames or ()) != _VOCAB_COLUMNS:
                 raise ArtifactError(f"{path}: the header is {reader.fieldnames}, not rank,word,count", "rerun word2vec train")
             rows = [(row["word"], int(row["count"])) for row in reader]
     except FileNotFoundError:
