@@ -238,13 +238,18 @@ def recover_swap(final: Path) -> None:
     final = Path(final)
     if not final.parent.is_dir():
         return
-    for staging in final.parent.glob(_staging_prefix(final) + "*"):
-        shutil.rmtree(staging, ignore_errors=True)
+    _remove_staging(final)
     retired = sorted(final.parent.glob(_retired_prefix(final) + "*"), key=lambda path: path.stat().st_mtime)
     if retired and not final.exists():
         os.replace(retired.pop(), final)
     for path in retired:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_staging(final: Path) -> None:
+    """Remove every staging folder of ``final``: under the stage's lock, none belongs to another run."""
+    for staging in final.parent.glob(_staging_prefix(final) + "*"):
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -263,12 +268,13 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     with writing(final, f"the {final.name} folder"):
         final.parent.mkdir(parents=True, exist_ok=True)
         recover_swap(final)
-        staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(final), dir=final.parent))
-        os.chmod(staging, 0o777 & ~umask())
         try:
+            staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(final), dir=final.parent))
+            os.chmod(staging, 0o777 & ~umask())
             yield staging
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            # By prefix, not by name: Ctrl-C may land after mkdtemp made the folder but before it returned.
+            _remove_staging(final)
             raise
         retired = None
         if final.exists():

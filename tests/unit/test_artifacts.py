@@ -111,3 +111,14 @@ def test_outputs_follow_the_umask(tmp_path: Path) -> None:
         os.umask(previous)
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
     assert modes == {"out": 0o775, "out.json": 0o664, "rows.csv": 0o664}
+
+
+def test_ctrl_c_as_the_staging_folder_is_made_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # after mkdtemp made the folder, before the caller got it
+
+    monkeypatch.setattr(os, "chmod", interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic_dir(tmp_path / "out"):
+        pass
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
