@@ -15,6 +15,7 @@ from dlpipe import __version__
 from dlpipe.cli.doctor import doctor
 from dlpipe.cli.metrics import metrics
 from dlpipe.cli.predict import predict
+from dlpipe.cli.report import report
 from dlpipe.cli.search import search_app
 from dlpipe.cli.stages import cluster, embed, finetune, heatmap, ingest, sample, spectrogram
 from dlpipe.cli.word2vec import word2vec_app
@@ -54,6 +55,7 @@ app.add_typer(search_app, name="search")
 app.command()(predict)
 app.command()(heatmap)
 app.command()(metrics)
+app.command()(report)
 app.command()(doctor)
 app.add_typer(word2vec_app, name="word2vec")
 

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dlpipe.core.errors import ConfigError
-from dlpipe.core.layout import DatasetLayout
+from dlpipe.core.layout import REPORT_DIR, DatasetLayout, ReportLayout
 
 Modality = Literal["image", "audio", "text"]
 Task = Literal["classification", "regression", "bbox", "regions", "keypoints"]
@@ -589,6 +589,8 @@ class Params(Section):
         for name in datasets:
             if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
                 raise ValueError(f"dataset names may hold letters, digits, '-' and '_' only, got {name!r}")
+            if name == REPORT_DIR:
+                raise ValueError(f"'{REPORT_DIR}' is not a dataset name: <data_dir>/{REPORT_DIR} holds the HTML report")
         return datasets
 
 
@@ -625,6 +627,10 @@ class Project:
     def layout(self, name: str) -> DatasetLayout:
         """Every artifact path of one dataset (see :mod:`dlpipe.core.layout`)."""
         return DatasetLayout(self.dataset_dir(name), name)
+
+    def report_layout(self) -> ReportLayout:
+        """The report's paths: ``<data_dir>/report`` (see :mod:`dlpipe.core.layout`)."""
+        return ReportLayout(self.data_dir / REPORT_DIR)
 
     def for_dataset(self, name: str) -> Project:
         """This project with ``datasets.<name>.overrides`` applied: the params a stage uses on that dataset."""

@@ -32,6 +32,9 @@ INDEX_FILE = "index.faiss"
 INDEX_SIDECAR = "index.json"
 # An index stored on disk keeps its inverted lists beside index.faiss, memory-mapped when loaded.
 INDEX_DATA_FILE = "index.ivfdata"
+# Beside their stage's outputs: what cluster and heatmap did, and with which inputs.
+CLUSTER_SIDECAR = "cluster.json"
+HEATMAP_SIDECAR = "heatmap.json"
 # Inside a word2vec folder.
 VECTORS_FILE = "vectors.npy"  # word vectors: float32 rows in vocab.csv order
 VOCAB_FILE = "vocab.csv"  # rank,word,count: the word of each row of vectors.npy
@@ -39,6 +42,11 @@ WORD2VEC_SIDECAR = "word2vec.json"
 # Beside the class folders of the sample images: one bounding box per image.
 BOXES_FILE = "boxes.csv"
 BOXES_COLUMNS = ("path", "label", "x_min", "y_min", "x_max", "y_max")
+# ``dlpipe report`` writes <data_dir>/report/: the index page, and one folder per dataset (a DVC
+# output each, so the index stage can depend on their parent folder without overlapping them).
+REPORT_DIR = "report"
+REPORT_PAGE = "index.html"
+REPORT_SUMMARY = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -108,3 +116,32 @@ class DatasetLayout:
     def resume_dir(self, stage: str) -> Path:
         """``.<stage>-resume/``: checkpoints of an interrupted run, outside the outputs DVC deletes."""
         return self.root / f".{stage}-resume"
+
+
+@dataclass(frozen=True)
+class ReportLayout:
+    """The report's paths, rooted at ``<data_dir>/report``."""
+
+    root: Path
+
+    @property
+    def index_page(self) -> Path:
+        """``report/index.html``: every dataset's headline figures, linking to its page."""
+        return self.root / REPORT_PAGE
+
+    @property
+    def datasets_dir(self) -> Path:
+        """``report/datasets/``: one folder per dataset (what the index stage depends on)."""
+        return self.root / "datasets"
+
+    def dataset_dir(self, dataset: str) -> Path:
+        """``report/datasets/<dataset>/``: its page and the summary the index reads."""
+        return self.datasets_dir / dataset
+
+    def page(self, dataset: str) -> Path:
+        """``report/datasets/<dataset>/index.html``: the dataset's self-contained page."""
+        return self.dataset_dir(dataset) / REPORT_PAGE
+
+    def summary(self, dataset: str) -> Path:
+        """``report/datasets/<dataset>/summary.json``: its headline figures, for the index page."""
+        return self.dataset_dir(dataset) / REPORT_SUMMARY

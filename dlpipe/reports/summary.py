@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+from typing import Any
 
+from dlpipe.core.artifacts import read_json
 from dlpipe.core.config import Project
 
 # The figures worth a glance per stage; the full metrics stay in each JSON file.
@@ -47,17 +48,24 @@ class Row:
 
 def collect(project: Project) -> list[Row]:
     """Headline figures from every ``<data_dir>/<dataset>/metrics/<stage>.json`` that exists."""
-    rows = []
-    for dataset in project.params.datasets:
-        layout = project.layout(dataset)
-        for stage in STAGE_ORDER:
-            path = layout.metrics(stage)
-            if path.is_file():
-                metrics = json.loads(path.read_text(encoding="utf-8"))
-                # None marks a figure the stage could not measure here (e.g. no boxes for a pointing game).
-                figures = {key: metrics[key] for key in HEADLINES[stage] if metrics.get(key) is not None}
-                rows.append(Row(dataset, stage, figures))
-    return rows
+    return [Row(dataset, stage, figures) for dataset in project.params.datasets for stage, figures in headlines(project, dataset).items()]
+
+
+def headlines(project: Project, dataset: str) -> dict[str, dict[str, float | int | str]]:
+    """``{stage: headline figures}`` of one dataset, in pipeline order, for the stages that wrote metrics."""
+    layout = project.layout(dataset)
+    found = {}
+    for stage in STAGE_ORDER:
+        path = layout.metrics(stage)
+        if path.is_file():
+            found[stage] = headline_figures(stage, read_json(path, f"the metrics of stage '{stage}'"))
+    return found
+
+
+def headline_figures(stage: str, metrics: dict[str, Any]) -> dict[str, float | int | str]:
+    """The figures of ``metrics`` worth a glance for ``stage``, in :data:`HEADLINES` order."""
+    # None marks a figure the stage could not measure here (e.g. no boxes for a pointing game).
+    return {key: metrics[key] for key in HEADLINES[stage] if metrics.get(key) is not None}
 
 
 def format_figures(figures: dict[str, float | int | str]) -> str:

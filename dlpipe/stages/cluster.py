@@ -27,6 +27,7 @@ from dlpipe.core.artifacts import atomic_dir, atomic_write_bytes, atomic_write_j
 from dlpipe.core.config import ClusterConfig, Project
 from dlpipe.core.console import info
 from dlpipe.core.errors import InputDataError
+from dlpipe.core.layout import CLUSTER_SIDECAR
 from dlpipe.core.results import StageResult
 from dlpipe.reports.cluster_plots import write_silhouette_plot, write_umap_png
 from dlpipe.reports.sheets import RIGHT, WRONG, Tile, contact_sheet
@@ -102,7 +103,7 @@ def run(project: Project, dataset: str) -> Result:
         else:
             _write_document_table(staging, embeddings, labels, deep.labels, distances, cfg.thumbnails)
         atomic_write_json(
-            staging / "cluster.json",
+            staging / CLUSTER_SIDECAR,
             sidecar(
                 STAGE,
                 dataset=dataset,

@@ -26,7 +26,7 @@ from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_version
 from dlpipe.core.config import HeatmapConfig, Project
 from dlpipe.core.console import progress
 from dlpipe.core.errors import ConfigError, InputDataError
-from dlpipe.core.layout import BOXES_COLUMNS, BOXES_FILE
+from dlpipe.core.layout import BOXES_COLUMNS, BOXES_FILE, HEATMAP_SIDECAR
 from dlpipe.core.results import StageResult
 from dlpipe.data.manifest import Manifest, load_image_manifest
 from dlpipe.data.media import Rejected
@@ -112,7 +112,7 @@ def run(project: Project, dataset: str, images: Sequence[Path] | None = None, ta
         with atomic_dir(out_dir) as staging:
             _write_folder(staging, items, maps, scores, curves, cfg, dataset)
             atomic_write_json(
-                staging / "heatmap.json",
+                staging / HEATMAP_SIDECAR,
                 sidecar(
                     STAGE,
                     dataset=dataset,

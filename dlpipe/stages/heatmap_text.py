@@ -24,6 +24,7 @@ from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_version
 from dlpipe.core.config import Project
 from dlpipe.core.console import progress
 from dlpipe.core.errors import ConfigError, InputDataError
+from dlpipe.core.layout import HEATMAP_SIDECAR
 from dlpipe.core.results import StageResult
 from dlpipe.data.manifest import Manifest, load_text_manifest
 from dlpipe.explain import word_occlusion
@@ -115,7 +116,7 @@ def run(project: Project, dataset: str, documents: Sequence[str] | None = None, 
             write_words_png(items, staging / "words.png", title)
             _write_tables(staging, items, aucs, curves)
             atomic_write_json(
-                staging / "heatmap.json",
+                staging / HEATMAP_SIDECAR,
                 sidecar(
                     STAGE,
                     dataset=dataset,
