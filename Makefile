@@ -18,10 +18,11 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-## demo: run the sample pipeline offline with `dvc repro`, then summarise its metrics
+## demo: run the sample pipeline offline with `dvc repro`, summarise its metrics, and say where the report is
 demo: install
 	$(RUN) $(BIN)/dvc repro
 	$(RUN) $(BIN)/dlpipe metrics
+	@echo "Report (open it in a browser): $$($(RUN) $(BIN)/dlpipe report --where)"
 
 ## test: the default test suite (what CI runs)
 test: install

@@ -209,11 +209,12 @@ def _placeholder_outputs(project: Path) -> None:
         for stage in ("ingest", "spectrogram", "model", "finetune", "embed", "cluster", "search", "heatmap", "word2vec"):
             paths.append(f"data/{name}/{stage}")
             paths.append(f"data/{name}/metrics/{stage}.json")
-        paths += [f"data/{name}/plots/finetune", f"data/{name}/plots/word2vec"]
+        paths += [f"data/{name}/plots/finetune", f"data/{name}/plots/word2vec", f"data/report/datasets/{name}"]
+    paths.append("data/report/index.html")
     paths += [f"data/sample/{folder}" for folder in ("shapes", "sounds", "news", "reviews")]
     for relative in paths:
         path = project / relative
-        if path.suffix in (".json", ".cor"):
+        if path.suffix in (".json", ".cor", ".html"):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("{}\n")
         else:
