@@ -39,7 +39,8 @@ def prepare(per_class: int, size: int, seed: int) -> tuple[Path, Path]:
     if not images.exists():
         generate_images(images, SampleImagesConfig(per_class=per_class, size=size, jpeg_fraction=0.5), seed)
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    params["datasets"] = {"bench": {"modality": "image", "source": "shapes"}}
+    from dlpipe.core.config import group_datasets
+    params["datasets"] = group_datasets({"bench": {"modality": "image", "source": "shapes"}})
     params["base"]["data_dir"] = "out"
     params_path = workdir / "params.yaml"
     params_path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")

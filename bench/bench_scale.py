@@ -130,7 +130,8 @@ def image_project(root: Path, count: int, size: int, weights: Path) -> Path:
     """A project folder with ``count`` generated images and a params.yaml for the stages; its params path."""
     generate_images(root / "images", count, size, seed=count)
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    params["datasets"] = {"scale": {"modality": "image", "source": "images"}}
+    from dlpipe.core.config import group_datasets
+    params["datasets"] = group_datasets({"scale": {"modality": "image", "source": "images"}})
     params["embed"]["source"] = "backbone"
     params["embed"]["backbone"] = {"name": "mobilenet", "weights": str(weights), "alpha": 0.25, "image_size": size}
     params["embed"]["batch_size"] = 256

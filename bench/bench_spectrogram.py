@@ -48,7 +48,8 @@ def prepare(per_class: int, duration: float, seed: int) -> Path:
     if not clips.exists():
         generate_audio(clips, SampleAudioConfig(per_class=per_class, duration=duration, sample_rates=[16000, 22050, 44100]), seed)
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    params["datasets"] = {"bench": {"modality": "audio", "source": "sounds"}}
+    from dlpipe.core.config import group_datasets
+    params["datasets"] = group_datasets({"bench": {"modality": "audio", "source": "sounds"}})
     params["base"]["data_dir"] = "out"
     params_path = workdir / "params.yaml"
     params_path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")

@@ -69,9 +69,11 @@ def build_dataset(path: Path, limit: int) -> int:
 
 
 def make_project(root: Path, datasets: dict[str, Any], **overrides: Any) -> Path:
-    """The shipped params with these datasets; ``overrides`` are dotted keys."""
+    """The shipped params with these datasets (name -> entry with its modality); ``overrides`` are dotted keys."""
+    from dlpipe.core.config import group_datasets
+
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    params["datasets"] = datasets
+    params["datasets"] = group_datasets(datasets)
     params["ingest"]["workers"] = 1
     for key, value in overrides.items():
         node = params
@@ -192,7 +194,7 @@ def bench_word2vec_start(root: Path, seeds: int) -> dict[str, Any]:
 
     generate_text(root / "news")
     generate_reviews(root / "reviews")
-    reviews = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["datasets"]["reviews"]
+    reviews = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["datasets"]["text"]["reviews"] | {"modality": "text"}
     # The shipped dataset names the demo's vectors in its overrides; here the start is what varies.
     overrides = {key: value for key, value in reviews["overrides"].items() if key != "finetune.text.word2vec"}
     params = make_project(
@@ -225,8 +227,8 @@ def bench_audio(root: Path) -> dict[str, Any]:
     from dlpipe.data.sample import generate_audio
     from dlpipe.stages import finetune, ingest, spectrogram
 
-    shipped = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["datasets"]
-    params = make_project(root, {"sounds": shipped["sounds"] | {"source": str(root / "sounds")}})
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["datasets"]["audio"]
+    params = make_project(root, {"sounds": shipped["sounds"] | {"modality": "audio", "source": str(root / "sounds")}})
     project = load_project(params)
     generate_audio(root / "sounds", project.params.sample.audio, project.params.base.seed)
     ingest.run(project.for_dataset("sounds"), "sounds")

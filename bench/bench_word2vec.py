@@ -68,7 +68,8 @@ def build_corpus(path: Path, tokens: int) -> int:
 def make_project(root: Path, corpus: Path, epochs: int, workers: int) -> Path:
     """A project with the dataset ``big`` (the corpus) and the shipped word2vec params, except the ones named."""
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    params["datasets"] = {"big": {"modality": "text", "source": str(corpus)}}
+    from dlpipe.core.config import group_datasets
+    params["datasets"] = group_datasets({"big": {"modality": "text", "source": str(corpus)}})
     params["ingest"]["workers"] = 1
     params["word2vec"].update(epochs=epochs, workers=workers)
     params["word2vec"]["export"].update(map_words=0, projector_words=1000)

@@ -19,8 +19,19 @@ MOBILENET_FILE = "mobilenet_2_5_224_tf_no_top.h5"
 
 
 def shipped_params() -> dict[str, Any]:
-    """The repository's params.yaml as a dict (tests start from it and change what they need)."""
-    return yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    """The repository's params.yaml as a dict (tests start from it and change what they need).
+
+    Its datasets are flat here, name -> entry with its modality (and labels), as tests add them;
+    :meth:`Workspace.write_params` lists them under their kind again.
+    """
+    from dlpipe.core.config import DATASET_KINDS
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    groups = params["datasets"]
+    params["datasets"] = {
+        name: {"modality": DATASET_KINDS[kind][0], **entry} for kind, entries in groups.items() for name, entry in entries.items()
+    }
+    return params
 
 
 def tree_digest(root: Path) -> dict[str, tuple[str, int]]:
@@ -91,7 +102,11 @@ class Workspace:
         return self.root / "params.yaml"
 
     def write_params(self) -> Path:
-        self.params_path.write_text(yaml.safe_dump(self.params, sort_keys=False), encoding="utf-8")
+        """params.yaml with ``self.params``; its datasets (name -> entry with modality) listed under their kind."""
+        from dlpipe.core.config import group_datasets
+
+        document = self.params | {"datasets": group_datasets(self.params["datasets"])}
+        self.params_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
         return self.params_path
 
     def add_dataset(self, name: str, modality: str, source: str) -> Path:

@@ -69,7 +69,11 @@ class TargetsConfig(Section):
 
 
 class DatasetConfig(Section):
-    """One entry of ``datasets``: what kind of data and where it lives."""
+    """One dataset of ``datasets.<kind>``: where it lives and what a model of it learns.
+
+    ``modality`` (and for text, whether it is labelled) comes from the kind it is listed under
+    (see :data:`DATASET_KINDS`); params.yaml does not spell it.
+    """
 
     modality: Modality
     source: str = Field(
@@ -568,6 +572,74 @@ class Word2vecConfig(Section):
     export: Word2vecExportConfig
 
 
+# params.yaml lists datasets under their kind, so that each dvc.yaml stage loops over exactly the
+# datasets it applies to (DVC's foreach cannot filter a list): kind -> (modality, labelled text).
+DATASET_KINDS: dict[str, tuple[str, bool]] = {
+    "image": ("image", False),
+    "audio": ("audio", False),
+    "text": ("text", True),  # labelled documents: the text classifier's stages
+    "corpus": ("text", False),  # unlabelled text: word2vec
+}
+
+
+def dataset_kind(spec: DatasetConfig) -> str:
+    """The kind a dataset is listed under in params.yaml (``datasets.<kind>.<name>``)."""
+    if spec.modality == "text":
+        return "text" if spec.labelled else "corpus"
+    return spec.modality
+
+
+def group_datasets(flat: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Dataset entries that carry their ``modality`` (and ``labels``), grouped by kind as params.yaml writes them.
+
+    The inverse of what loading does; used to write params files and to revalidate with overrides.
+    """
+    groups: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in DATASET_KINDS}
+    for name, entry in flat.items():
+        labels = entry.get("labels", "none")
+        kind = ("text" if labels != "none" else "corpus") if entry["modality"] == "text" else entry["modality"]
+        keep = {key: value for key, value in entry.items() if key != "modality" and not (key == "labels" and kind != "text")}
+        groups[kind][name] = keep
+    return groups
+
+
+def _flat_datasets(groups: Any) -> Any:
+    """``datasets.<kind>.<name>`` entries as ``{name: entry}``, each with the modality its kind gives."""
+    if not isinstance(groups, dict):
+        return groups  # the field's own validation names what is wrong
+    unknown = sorted(str(kind) for kind in groups if kind not in DATASET_KINDS)
+    if unknown:
+        raise ValueError(
+            f"datasets.{unknown[0]}: not a kind of dataset; list each dataset under its kind: "
+            f"datasets.{{{', '.join(DATASET_KINDS)}}}.<name> (corpus: unlabelled text for word2vec)"
+        )
+    missing = [kind for kind in DATASET_KINDS if kind not in groups]
+    if missing:
+        raise ValueError(f"datasets.{missing[0]}: missing; every kind is written, as {missing[0]}: {{}} when it has no dataset")
+    flat: dict[str, Any] = {}
+    for kind, entries in groups.items():
+        if not isinstance(entries, dict):
+            # dvc.yaml loops over each kind, and DVC cannot loop over nothing: an empty kind is {}.
+            raise ValueError(f"datasets.{kind}: expected dataset names, each with a source ({kind}: {{}} when there is none)")
+        modality, labelled = DATASET_KINDS[kind]
+        for name, entry in entries.items():
+            where = f"datasets.{kind}.{name}"
+            if name in flat:
+                raise ValueError(f"{where}: '{name}' is listed under two kinds; dataset names must be unique")
+            if not isinstance(entry, dict):
+                raise ValueError(f"{where}: expected a mapping with at least source")
+            if "modality" in entry:
+                raise ValueError(f"{where}.modality: the kind it is listed under ({kind}) gives its modality; remove the key")
+            if labelled and entry.get("labels", "none") == "none":
+                raise ValueError(
+                    f"{where}: labelled text needs labels (folders, csv or fasttext); unlabelled text goes under datasets.corpus"
+                )
+            if modality == "text" and not labelled and "labels" in entry:
+                raise ValueError(f"{where}.labels: a corpus has no labels; labelled text goes under datasets.text")
+            flat[name] = {"modality": modality, **entry}
+    return flat
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -582,6 +654,11 @@ class Params(Section):
     search: SearchConfig
     heatmap: HeatmapConfig
     word2vec: Word2vecConfig
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _datasets_by_kind(cls, groups: Any) -> Any:
+        return _flat_datasets(groups)
 
     @field_validator("datasets")
     @classmethod
@@ -647,8 +724,10 @@ _SHARED_SECTIONS = frozenset({"base", "datasets", "sample"})
 def _with_dataset_overrides(params: Params, name: str, overrides: dict[str, Any], params_path: Path) -> Params:
     """Validated params with one dataset's overrides applied; errors name ``datasets.<name>.overrides.<key>``."""
     document = params.model_dump()
+    where_dataset = f"datasets.{dataset_kind(params.datasets[name])}.{name}"
+    document["datasets"] = group_datasets(document["datasets"])
     for key, value in overrides.items():
-        where = f"datasets.{name}.overrides.{key}"
+        where = f"{where_dataset}.overrides.{key}"
         parts = key.split(".")
         if len(parts) < 2 or not all(parts) or parts[0] in _SHARED_SECTIONS or parts[0] not in document:
             stages = ", ".join(section for section in document if section not in _SHARED_SECTIONS)
@@ -661,7 +740,7 @@ def _with_dataset_overrides(params: Params, name: str, overrides: dict[str, Any]
         return Params.model_validate(document)
     except ValidationError as exc:
         raise ConfigError(
-            f"{params_path}: datasets.{name}.overrides give invalid params:\n{format_validation_error(exc)}",
+            f"{params_path}: {where_dataset}.overrides give invalid params:\n{format_validation_error(exc)}",
             "fix the override named above",
         ) from None
 
@@ -720,16 +799,28 @@ def apply_override(document: dict[str, Any], parts: list[str], value: Any) -> No
     node[parts[-1]] = value
 
 
-def format_validation_error(error: ValidationError) -> str:
-    """Render pydantic errors as ``key.path: message, got value`` lines."""
+def format_validation_error(error: ValidationError, document: Any = None) -> str:
+    """Render pydantic errors as ``key.path: message, got value`` lines.
+
+    With the raw ``document``, a dataset's key path names the kind it is listed under
+    (``datasets.image.shapes.source``, as params.yaml spells it).
+    """
+    groups = document.get("datasets") if isinstance(document, dict) else None
+    listed = groups.items() if isinstance(groups, dict) else ()
+    kinds = {name: kind for kind, entries in listed if isinstance(entries, dict) for name in entries}
     lines = []
     for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        loc = [str(part) for part in item["loc"]]
+        if len(loc) >= 2 and loc[0] == "datasets" and loc[1] in kinds:
+            loc.insert(1, kinds[loc[1]])
+        path = ".".join(loc) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "missing":
             lines.append(f"{path}: missing (every key must be written in params.yaml)")
         elif item["type"] == "extra_forbidden":
             lines.append(f"{path}: unknown key (a typo?)")
+        elif message.startswith(f"{path}."):
+            lines.append(message)  # the message names its own key path (how datasets are listed by kind)
         else:
             lines.append(f"{path}: {message}, got {item['input']!r}")
     return "\n".join(lines)
@@ -764,7 +855,7 @@ def load_project(params_path: Path | str = "params.yaml", overrides: list[str] |
     try:
         params = Params.model_validate(document)
     except ValidationError as exc:
-        raise ConfigError(f"{path} is invalid:\n{format_validation_error(exc)}", "fix the keys named above") from None
+        raise ConfigError(f"{path} is invalid:\n{format_validation_error(exc, document)}", "fix the keys named above") from None
     project = Project(params, root=path.resolve().parent, params_path=path)
     for name in params.datasets:
         project.for_dataset(name)  # a bad per-dataset override fails now, before any work
@@ -788,17 +879,18 @@ def check_sources_apart(project: Project) -> None:
         raise ConfigError(f"base.data_dir is a filesystem root ({data_dir})", "set base.data_dir to a folder of its own, e.g. data")
     outputs = {name: project.dataset_dir(name).resolve() for name in project.params.datasets}
     for name, spec in project.params.datasets.items():
+        where = f"datasets.{dataset_kind(spec)}.{name}"
         source = project.resolve(spec.source).resolve()
         # A targets CSV's folder is read whole (to report images with no row); any other file source is read alone.
         read = source.parent if spec.task != "classification" else source
         if data_dir == read or data_dir.is_relative_to(read):
             raise ConfigError(
-                f"datasets.{name}.source ({source}) holds base.data_dir ({data_dir}): artifacts would be written among its files",
+                f"{where}.source ({source}) holds base.data_dir ({data_dir}): artifacts would be written among its files",
                 "put base.data_dir outside the source folder",
             )
         for other, folder in outputs.items():
             if read == folder or read.is_relative_to(folder) or folder.is_relative_to(read):
                 raise ConfigError(
-                    f"datasets.{name}.source ({source}) overlaps {folder}, where dlpipe writes the artifacts of dataset '{other}'",
+                    f"{where}.source ({source}) overlaps {folder}, where dlpipe writes the artifacts of dataset '{other}'",
                     "move the source out of base.data_dir, or rename the dataset",
                 )

@@ -119,8 +119,11 @@ def test_a_model_of_another_task_is_refused_and_nothing_is_lost(project: Workspa
 
 
 def test_a_task_needs_images_and_the_named_columns(project: Workspace, tmp_path: Path) -> None:
+    from dlpipe.core.config import group_datasets
+
     params = json.loads(json.dumps(project.params))
-    params["datasets"] = {"words": {"modality": "text", "source": "corpus.txt", "task": "regression", "targets": {"columns": ["a"]}}}
+    words = {"modality": "text", "source": "corpus.txt", "task": "regression", "targets": {"columns": ["a"]}}
+    params["datasets"] = group_datasets({"words": words})
     import yaml
 
     path = tmp_path / "params.yaml"

@@ -204,8 +204,9 @@ def test_tests_and_benchmarks_use_no_private_name_of_a_dlpipe_module(folder: str
 def _placeholder_outputs(project: Path) -> None:
     """Stand-ins for every stage's sources and outputs, so ``dvc commit`` can record a lock without running a stage."""
     params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
-    paths = [spec["source"] for spec in params["datasets"].values()]
-    for name in params["datasets"]:
+    datasets = {name: spec for kind in params["datasets"].values() for name, spec in kind.items()}
+    paths = [spec["source"] for spec in datasets.values()]
+    for name in datasets:
         for stage in ("ingest", "spectrogram", "model", "finetune", "embed", "cluster", "search", "heatmap", "word2vec"):
             paths.append(f"data/{name}/{stage}")
             paths.append(f"data/{name}/metrics/{stage}.json")
@@ -220,7 +221,7 @@ def _placeholder_outputs(project: Path) -> None:
         else:
             path.mkdir(parents=True, exist_ok=True)
             (path / "placeholder.txt").write_text(relative)
-    for name in params["datasets"]:  # what the image stages' deps name inside those folders
+    for name in datasets:  # what the image stages' deps name inside those folders
         for folder in ("ingest", "spectrogram"):
             (project / f"data/{name}/{folder}/manifest.csv").write_text("path\n")
 
@@ -275,10 +276,9 @@ def _foreach_items(stage: str) -> list[str]:
     if "foreach" not in body:
         return []
     items = body["foreach"]
-    if isinstance(items, str):  # ${datasets} or ${image_datasets}
-        name = items.strip("${}")
-        params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-        document = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
-        variables = {key: value for entry in document.get("vars", []) for key, value in entry.items()}
-        items = variables.get(name) or params[name]
+    if isinstance(items, str):  # ${datasets.<kind>}: one kind of params.yaml's datasets
+        node = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+        for part in items.strip("${}").split("."):
+            node = node[part]
+        items = node
     return list(items)

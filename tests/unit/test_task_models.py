@@ -105,7 +105,7 @@ def test_a_transform_the_targets_cannot_follow_is_refused_before_training(worksp
     before = tree_digest(workspace.root / "data")
     with pytest.raises(ConfigError, match=r"finetune.augment.rotation cannot carry its targets") as error:
         finetune.run(project, "boxes")
-    assert "datasets.boxes.overrides" in error.value.hint and error.value.exit_code == 3
+    assert "datasets.image.boxes.overrides" in error.value.hint and error.value.exit_code == 3
     task_dataset(workspace, "road", scenes["road"], "regression", {"columns": ["steering"]})
     project = workspace.load(*SMALL)
     ingest.run(project, "road")

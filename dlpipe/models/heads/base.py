@@ -113,7 +113,7 @@ class Head(ABC):
             raise ConfigError(
                 f"dataset '{dataset}' (task {self.name}): finetune.augment.{' / '.join(refused)} cannot carry "
                 f"its targets ({self.refusal_reason()}); they would be silently wrong",
-                f"turn it off for this dataset: datasets.{dataset}.overrides: {{{off}}}",
+                f"turn it off for this dataset: datasets.image.{dataset}.overrides: {{{off}}}",
             )
 
     def refusal_reason(self) -> str:
