@@ -8,14 +8,22 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from dlpipe.core.config import group_datasets
 from tests.conftest import REPO, shipped_params
 
 pytestmark = pytest.mark.integration
 TASKS_LEFT_OUT = ("road", "shapes_regions", "triangles")
+
+
+def write_params(root: Path, params: dict[str, Any]) -> None:
+    """params.yaml from a dict whose datasets are flat (name -> entry with its modality), as shipped_params gives them."""
+    document = params | {"datasets": group_datasets(params["datasets"])}
+    (root / "params.yaml").write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
 
 
 def run(cwd: Path, *argv: str) -> str:
@@ -35,15 +43,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["sample"]["road"].update(count=12, size=48)
     params["sample"]["triangles"].update(count=12, size=48)
     # Of the task datasets, shapes_boxes stands for all four (the same stages, one head each; tests/unit trains them all).
-    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+    # They are left out of params.yaml alone: dvc.yaml loops over what params.yaml lists.
     for name in TASKS_LEFT_OUT:
         del params["datasets"][name]
-        for variables in pipeline["vars"]:
-            next(iter(variables.values())).pop(name, None)
-    (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False), encoding="utf-8")
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     params["finetune"].update(head_epochs=2, batch_size=8)
     params["finetune"]["backbone"]["image_size"] = 32
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    write_params(root, params)
     (root / ".gitignore").write_text("/data/\n", encoding="utf-8")
     run(root, "git", "init", "-q")
     run(root, "dvc", "init", "-q")
@@ -114,12 +120,13 @@ def test_second_repro_does_nothing_and_status_is_clean(project: Path) -> None:
 
 def test_a_param_change_reruns_only_the_stages_that_read_it(project: Path) -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["ingest"]["image"]["min_side"] = 20
+    params["ingest"]["image"]["min_side"] = 20  # params.yaml as the project has it: datasets by kind
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     output = run(project, "dvc", "repro")
     ran = sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))
-    # No image is that small: manifest.csv is unchanged, so finetune and embed (which depend on it) stay cached.
-    assert ran == ["ingest@shapes", "ingest@shapes_boxes"]
+    # No image is that small: manifest.csv is unchanged, so finetune and embed (which depend on it) stay cached;
+    # the two reports show the new ingest metrics, and the index their summaries.
+    assert ran == ["ingest@shapes", "ingest@shapes_boxes", "report@shapes", "report@shapes_boxes", "report_index"]
 
 
 def test_repro_trains_word_vectors_on_the_sample_corpus(project: Path) -> None:
@@ -132,3 +139,41 @@ def test_repro_trains_word_vectors_on_the_sample_corpus(project: Path) -> None:
     # gensim logs nothing to stderr here, so the combined output is the JSON alone
     answer = json.loads(run(project, "dlpipe", "word2vec", "similar", "police", "-n", "3", "--json"))
     assert len(answer["neighbours"]) == 3
+
+
+def readme_own_data() -> tuple[dict[str, Any], list[str]]:
+    """The README's "Using your own data": its first YAML block and the commands that follow it."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Using your own data", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    after = section.split("```", 2)[2].split("\n\n")[1]  # the indented command block right after the YAML
+    commands = [line.strip() for line in after.splitlines() if line.startswith("    ")]
+    return yaml.safe_load(block), commands
+
+
+def test_a_dataset_added_to_params_alone_runs_through_dvc_repro_as_the_readme_says(project: Path) -> None:
+    from dlpipe.core.config import SampleImagesConfig
+    from dlpipe.data.sample import generate_images
+
+    snippet, commands = readme_own_data()
+    assert commands == ["dvc repro"]
+    (kind, entries), = snippet["datasets"].items()
+    (name, entry), = entries.items()
+    # The user's folder: class sub-folders of images, outside the project's data folder.
+    pets = project.parent / "pets"
+    generate_images(pets, SampleImagesConfig(per_class=8, size=48, jpeg_fraction=0.5), seed=9)
+    entry["source"] = str(pets)
+    dvc_yaml = (project / "dvc.yaml").read_bytes()
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["datasets"][kind][name] = entry
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    output = "".join(run(project, *command.split()) for command in commands)
+    ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+    stages = ("ingest", "finetune", "embed", "cluster", "search", "heatmap", "report")
+    assert {f"{stage}@{name}" for stage in stages} | {"report_index"} <= ran
+    assert (project / "dvc.yaml").read_bytes() == dvc_yaml
+    assert json.loads((project / f"data/{name}/metrics/embed.json").read_text())["count"] == 32
+    assert (project / f"data/{name}/search/index.faiss").is_file() and (project / f"data/{name}/heatmap/grid.png").is_file()
+    index = (project / "data/report/index.html").read_text(encoding="utf-8")
+    assert f'href="datasets/{name}/index.html"' in index
+    assert "up to date" in run(project, "dvc", "status")
