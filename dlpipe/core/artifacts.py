@@ -152,6 +152,32 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def numbers_only(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` without its words: numbers (and lists of them) only, nested sections kept; None (not measured) stays.
+
+    ``dvc metrics show`` and ``dvc exp show`` then read as a table of figures; what a stage chose and
+    why (a name, a reason, a file) belongs in its sidecar.
+    """
+    kept: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            value = numbers_only(value)
+            if value:
+                kept[key] = value
+        elif value is None or _is_number(value) or (isinstance(value, list) and value and all(_is_number(item) for item in value)):
+            kept[key] = value
+    return kept
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    """Write a stage's metrics file: its figures only (see :func:`numbers_only`)."""
+    atomic_write_json(path, numbers_only(metrics))
+
+
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[dict[str, Any]]) -> int:
     """Write dict rows as CSV with a fixed column order (atomically); return the row count.
 

@@ -598,7 +598,7 @@ def group_datasets(flat: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[
     for name, entry in flat.items():
         labels = entry.get("labels", "none")
         kind = ("text" if labels != "none" else "corpus") if entry["modality"] == "text" else entry["modality"]
-        keep = {key: value for key, value in entry.items() if key != "modality" and not (key == "labels" and kind != "text")}
+        keep = {key: value for key, value in entry.items() if key != "modality" and not (key == "labels" and value == "none")}
         groups[kind][name] = keep
     return groups
 

@@ -28,7 +28,8 @@ header p { margin: 0; opacity: .85; }
 nav { padding: 8px 32px; background: #e6ebf1; position: sticky; top: 0; }
 nav a { margin-right: 14px; color: #1d4f91; text-decoration: none; }
 main { padding: 8px 32px 48px; max-width: 1400px; }
-section { background: #fff; border-radius: 8px; padding: 12px 20px 16px; margin: 18px 0; box-shadow: 0 1px 3px #0002; }
+section { background: #fff; border-radius: 8px; padding: 12px 20px 16px; margin: 18px 0; box-shadow: 0 1px 3px #0002;
+          scroll-margin-top: 44px; }
 h2 { margin: 6px 0 10px; font-size: 21px; }
 h3 { margin: 14px 0 6px; font-size: 16px; color: #3a4a5c; }
 table { border-collapse: collapse; margin: 6px 0 10px; font-size: 13.5px; }

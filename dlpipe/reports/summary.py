@@ -21,7 +21,7 @@ HEADLINES: dict[str, tuple[str, ...]] = {
         "k", "silhouette", "nmi", "raw_pixels_nmi", "bag_of_words_nmi", "ari", "raw_pixels_ari", "bag_of_words_ari",
         "purity", "raw_pixels_purity", "bag_of_words_purity",
     ),
-    "search": ("index", "recall_at_k", "precision_at_k", "queries_per_second"),
+    "search": ("recall_at_k", "precision_at_k", "queries_per_second"),
     "heatmap": (
         "images",
         "documents",

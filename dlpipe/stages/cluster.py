@@ -23,7 +23,16 @@ from typing import Any
 import numpy as np
 
 from dlpipe.core.arrays import take_rows
-from dlpipe.core.artifacts import atomic_dir, atomic_write_bytes, atomic_write_json, library_versions, sidecar, stage_lock, write_csv
+from dlpipe.core.artifacts import (
+    atomic_dir,
+    atomic_write_bytes,
+    atomic_write_json,
+    library_versions,
+    sidecar,
+    stage_lock,
+    write_csv,
+    write_metrics,
+)
 from dlpipe.core.config import ClusterConfig, Project
 from dlpipe.core.console import info
 from dlpipe.core.errors import InputDataError
@@ -110,13 +119,14 @@ def run(project: Project, dataset: str) -> Result:
                 embeddings_sha256=embeddings.sidecar["embeddings_sha256"],
                 manifest_sha256=embeddings.manifest.sha256,
                 k=k,
+                k_reason=k_reason,
                 params=cfg.model_dump(),
                 seed=seed,
                 reducer=REDUCER_FILE,
                 versions=library_versions("faiss-cpu", "umap-learn", "scikit-learn", "numpy"),
             ),
         )
-    atomic_write_json(metrics_path, metrics)
+    write_metrics(metrics_path, metrics)
     return Result(dataset, out_dir, metrics_path, metrics, k=k)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from dlpipe.core.artifacts import atomic_dir, atomic_write_json, stage_lock
+from dlpipe.core.artifacts import atomic_dir, atomic_write_json, stage_lock, write_metrics
 from dlpipe.core.config import Project
 from dlpipe.core.layout import EMBEDDINGS_FILE, EMBEDDINGS_SIDECAR
 from dlpipe.core.results import StageResult
@@ -68,5 +68,5 @@ def run(project: Project, dataset: str) -> Result:
             "normalized": cfg.normalize,
             "images_per_second": round(len(manifest.rows) / max(seconds, 1e-9), 1),
         }
-        atomic_write_json(metrics_path, metrics)
+        write_metrics(metrics_path, metrics)
     return Result(dataset, out_dir, metrics_path, metrics, count=len(manifest.rows), dimension=dimension)

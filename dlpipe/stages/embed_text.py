@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from dlpipe.core.artifacts import atomic_dir, atomic_write_json, stage_lock
+from dlpipe.core.artifacts import atomic_dir, atomic_write_json, stage_lock, write_metrics
 from dlpipe.core.config import Project
 from dlpipe.core.console import info
 from dlpipe.core.errors import ConfigError
@@ -88,5 +88,5 @@ def run(project: Project, dataset: str) -> Result:
             "truncated_documents": encoded.truncated,
             "empty_documents": int(np.count_nonzero(encoded.lengths == 0)),
         }
-        atomic_write_json(layout.metrics(STAGE), metrics)
+        write_metrics(layout.metrics(STAGE), metrics)
     return Result(dataset, out_dir, layout.metrics(STAGE), metrics)

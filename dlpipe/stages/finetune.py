@@ -32,7 +32,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sha256_json, sidecar, stage_lock
+from dlpipe.core.artifacts import (
+    atomic_dir,
+    atomic_write_json,
+    library_versions,
+    sha256_file,
+    sha256_json,
+    sidecar,
+    stage_lock,
+    write_metrics,
+)
 from dlpipe.core.config import FinetuneConfig, Project
 from dlpipe.core.layout import MODEL_FILE, MODEL_SIDECAR, TRAINING_LOG
 from dlpipe.data.manifest import Manifest, load_image_manifest
@@ -139,7 +148,7 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
             )
         with atomic_dir(layout.plots(STAGE)) as staging:
             _write_plots(staging, head, history, evaluation, names, _test_paths(manifest), cfg.top_losses)
-        atomic_write_json(layout.metrics(STAGE), metrics)
+        write_metrics(layout.metrics(STAGE), metrics)
         shutil.rmtree(resume_dir, ignore_errors=True)
     return FinetuneResult(
         dataset, layout.model_dir, layout.plots(STAGE), layout.metrics(STAGE), metrics, history.resumed_from, head.summary(metrics)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sidecar, stage_lock, write_csv
+from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sidecar, stage_lock, write_csv, write_metrics
 from dlpipe.core.config import HeatmapConfig, Project
 from dlpipe.core.console import progress
 from dlpipe.core.errors import ConfigError, InputDataError
@@ -122,6 +122,7 @@ def run(project: Project, dataset: str, images: Sequence[Path] | None = None, ta
                     classes=trained.classes,
                     image_size=size,
                     target=target_class or "predicted",
+                    score=trained.head.score_name,
                     params=cfg.model_dump(),
                     seed=project.params.base.seed,
                     maps={method: f"maps/{method}.npy" for method in cfg.methods},
@@ -131,7 +132,7 @@ def run(project: Project, dataset: str, images: Sequence[Path] | None = None, ta
             )
         metrics = _metrics(dataset, cfg, size, target_class, len(chosen), scores, seconds)
         metrics["score"] = trained.head.score_name
-        atomic_write_json(metrics_path, metrics)
+        write_metrics(metrics_path, metrics)
     return Result(dataset, out_dir, metrics_path, metrics, images=len(chosen))
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sidecar, stage_lock, write_csv
+from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sidecar, stage_lock, write_csv, write_metrics
 from dlpipe.core.config import Project
 from dlpipe.core.console import progress
 from dlpipe.core.errors import ConfigError, InputDataError
@@ -140,7 +140,7 @@ def run(project: Project, dataset: str, documents: Sequence[str] | None = None, 
             "random_deletion_auc": round(float(np.mean(aucs["random"])), 6),
             "occlusion_seconds_per_document": round(seconds, 5),
         }
-        atomic_write_json(layout.metrics(STAGE), metrics)
+        write_metrics(layout.metrics(STAGE), metrics)
     return Result(dataset, out_dir, layout.metrics(STAGE), metrics, images=len(items))
 
 

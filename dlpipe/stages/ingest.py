@@ -28,7 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sidecar, stage_lock, write_csv
+from dlpipe.core.artifacts import (
+    atomic_dir,
+    atomic_write_json,
+    library_versions,
+    sha256_file,
+    sidecar,
+    stage_lock,
+    write_csv,
+    write_metrics,
+)
 from dlpipe.core.config import DatasetConfig, IngestConfig, Project
 from dlpipe.core.console import warn
 from dlpipe.core.errors import InputDataError
@@ -210,7 +219,7 @@ def run(project: Project, dataset: str) -> Result:
                     versions=library_versions("pillow", "soundfile", "numpy"),
                 ),
             )
-        atomic_write_json(metrics_path, metrics)
+        write_metrics(metrics_path, metrics)
     return Result(
         dataset=dataset,
         modality=spec.modality,

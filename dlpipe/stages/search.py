@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from dlpipe.core.arrays import take_rows
-from dlpipe.core.artifacts import atomic_dir, atomic_write_json, stage_lock
+from dlpipe.core.artifacts import atomic_dir, stage_lock, write_metrics
 from dlpipe.core.config import Project, SearchConfig
 from dlpipe.core.console import info, warn
 from dlpipe.core.errors import InputDataError
@@ -125,7 +125,7 @@ def run(project: Project, dataset: str) -> Result:
             "k": cfg.k,
             **evaluation,
         }
-    atomic_write_json(metrics_path, metrics)
+    write_metrics(metrics_path, metrics)
     return Result(dataset, out_dir, metrics_path, metrics, factory=choice.factory)
 
 

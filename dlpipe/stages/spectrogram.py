@@ -28,7 +28,16 @@ import numpy as np
 
 from dlpipe.audio.spectrogram import clip_windows, frames_per_window, prepare
 from dlpipe.audio.transform import window_png
-from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, sha256_file, sidecar, stage_lock, write_csv
+from dlpipe.core.artifacts import (
+    atomic_dir,
+    atomic_write_json,
+    library_versions,
+    sha256_file,
+    sidecar,
+    stage_lock,
+    write_csv,
+    write_metrics,
+)
 from dlpipe.core.config import Project, SpectrogramConfig
 from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
 from dlpipe.core.layout import MANIFEST_FILE, REJECTED_FILE, SPECTROGRAM_SIDECAR
@@ -140,7 +149,7 @@ def run(project: Project, dataset: str) -> Result:
             )
         seconds = time.perf_counter() - started
         metrics = _metrics(dataset, cfg, kept, rejected, rows, db_range, seconds)
-        atomic_write_json(metrics_path, metrics)
+        write_metrics(metrics_path, metrics)
     return Result(dataset, out_dir, metrics_path, metrics, clips=len(kept), windows=len(rows), rejected=len(rejected))
 
 

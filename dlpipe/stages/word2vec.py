@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlpipe.core.artifacts import atomic_dir, atomic_write_json, library_versions, read_json, sha256_file, sidecar, stage_lock
+from dlpipe.core.artifacts import (
+    atomic_dir,
+    atomic_write_json,
+    library_versions,
+    read_json,
+    sha256_file,
+    sidecar,
+    stage_lock,
+    write_metrics,
+)
 from dlpipe.core.config import Project, Word2vecConfig
 from dlpipe.core.console import info, warn
 from dlpipe.core.errors import ArtifactError, ConfigError, InputDataError
@@ -107,7 +116,7 @@ def run(project: Project, dataset: str) -> Result:
         metrics = _metrics(dataset, cfg, stats, trained, vocabulary, scores)
         with atomic_dir(plots_dir) as staging:
             _write_plots(staging, trained)
-        atomic_write_json(metrics_path, metrics)
+        write_metrics(metrics_path, metrics)
     return Result(dataset, out_dir, metrics_path, metrics, plots_dir=plots_dir, vocabulary=len(kv))
 
 

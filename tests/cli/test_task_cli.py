@@ -96,7 +96,8 @@ def test_embed_cluster_search_heatmap_on_a_model_without_labels(project: Workspa
     search = json.loads((data / "metrics" / "search.json").read_text(encoding="utf-8"))
     assert "precision_at_k" not in search and search["recall_at_k"] == 1.0
     heatmap = json.loads((data / "metrics" / "heatmap.json").read_text(encoding="utf-8"))
-    assert heatmap["images"] == 2 and heatmap["score"].startswith("minus the change of the value")
+    record = json.loads((data / "heatmap" / "heatmap.json").read_text(encoding="utf-8"))
+    assert heatmap["images"] == 2 and record["score"].startswith("minus the change of the value")
 
 
 def test_a_model_of_another_task_is_refused_and_nothing_is_lost(project: Workspace) -> None:

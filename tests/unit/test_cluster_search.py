@@ -56,7 +56,9 @@ def test_cluster_writes_assignments_pictures_sheets_and_metrics(embedded: Worksp
     out = embedded.root / "data/shapes/cluster"
     metrics = json.loads((embedded.root / "data/shapes/metrics/cluster.json").read_text())
     k = metrics["k"]
-    assert metrics["k_source"] == "auto" and 2 <= k <= 5
+    record = json.loads((embedded.root / "data/shapes/cluster/cluster.json").read_text())
+    assert record["params"]["k"] == "auto" and record["k"] == k and 2 <= k <= 5
+    assert record["k_reason"].startswith("the best mean silhouette for k in 2..")
     silhouette = list(csv.DictReader(open(out / "silhouette.csv")))
     assert [int(row["k"]) for row in silhouette] == [2, 3, 4, 5]
     assert metrics["silhouette"] == pytest.approx(max(float(row["silhouette"]) for row in silhouette), abs=0.05)
@@ -100,7 +102,8 @@ def test_search_build_sidecar_and_self_evaluation(embedded: Workspace) -> None:
     assert info["count"] == embeddings["count"] and info["dimension"] == embeddings["dimension"]
     metrics = json.loads((embedded.root / "data/shapes/metrics/search.json").read_text())
     # 40 items choose an exact index: recall against exact search is 1 by construction.
-    assert metrics["index"] == "Flat" and metrics["recall_at_k"] == 1.0
+    assert json.loads((embedded.root / "data/shapes/search/index.json").read_text())["factory"] == "Flat"
+    assert metrics["recall_at_k"] == 1.0
     assert metrics["queries"] == sum(row["split"] == "test" for row in manifest_rows(embedded))
     assert (out / "examples.png").stat().st_size > 0
 
@@ -111,7 +114,8 @@ def test_a_float16_index_answers_like_the_exact_one(embedded: Workspace, tmp_pat
     params = (*SMALL, "search.index=IVF1,SQfp16")  # one list: every vector is scanned, through its float16 code
     search.run(copy.load(*params), "shapes")
     metrics = json.loads((copy.root / "data/shapes/metrics/search.json").read_text())
-    assert metrics["index"] == "IVF1,SQfp16" and metrics["recall_at_k"] == 1.0
+    assert json.loads((copy.root / "data/shapes/search/index.json").read_text())["factory"] == "IVF1,SQfp16"
+    assert metrics["recall_at_k"] == 1.0
     item = manifest_rows(embedded)[7]["path"]
     exact = search_query.run(embedded.load(*SMALL), "shapes", [], [item], 5, None).answers[0].neighbours
     half = search_query.run(copy.load(*params), "shapes", [], [item], 5, None).answers[0].neighbours
@@ -215,7 +219,9 @@ def test_search_build_with_lists_on_disk_answers_like_in_memory(embedded: Worksp
     search.run(disk.load(*SMALL, "search.index=IVF2,SQ8", "search.storage=ondisk"), "shapes")
     metrics = json.loads((disk.root / "data/shapes/metrics/search.json").read_text())
     in_memory = json.loads((memory.root / "data/shapes/metrics/search.json").read_text())
-    assert metrics["storage"] == "ondisk" and metrics["shards"] == 1 and in_memory["storage"] == "memory"
+    storage = {name: json.loads((copy.root / "data/shapes/search/index.json").read_text())["storage"]
+               for name, copy in (("disk", disk), ("memory", memory))}
+    assert storage == {"disk": "ondisk", "memory": "memory"} and metrics["shards"] == 1
     for key in ("search_params", "tuned_recall_at_k", "recall_at_k", "precision_at_k"):
         assert metrics[key] == in_memory[key], key
     out = disk.root / "data/shapes/search"

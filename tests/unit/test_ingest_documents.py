@@ -122,5 +122,5 @@ def test_labels_on_an_image_dataset_is_a_config_error(workspace: Workspace) -> N
 
     workspace.image_dataset()
     workspace.params["datasets"]["imgs"]["labels"] = "csv"
-    with pytest.raises(ConfigError, match=r"datasets\.imgs"):
+    with pytest.raises(ConfigError, match=r"datasets\.image\.imgs"):
         workspace.load()

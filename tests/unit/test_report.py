@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from dlpipe.core.artifacts import numbers_only
 from dlpipe.core.errors import ArtifactError, InputDataError
 from dlpipe.stages import cluster, embed, finetune, heatmap, report, search, spectrogram, word2vec
 from tests.conftest import Workspace
@@ -72,6 +73,17 @@ def test_a_page_embeds_every_overview_picture_its_figures_and_its_record(reporte
         assert digest in html  # the provenance table
     for stage in ("ingest", "finetune", "embed", "cluster", "search", "heatmap"):
         assert f'<section id="{stage}">' in html
+
+
+def test_metrics_files_hold_numbers_only_and_the_words_are_in_the_records(reported: Workspace) -> None:
+    files = sorted((reported.root / "data").glob("*/metrics/*.json"))
+    assert len(files) >= 10
+    for path in files:
+        metrics = json.loads(path.read_text())
+        assert numbers_only(metrics) == metrics, path
+        assert "dataset" not in metrics
+    record = json.loads((reported.root / "data/shapes/cluster/cluster.json").read_text())
+    assert record["k_reason"] in page_of(reported, "shapes")  # the report's cluster callout reads it there
 
 
 def test_audio_and_corpus_pages_show_their_own_stages(reported: Workspace) -> None:
