@@ -17,7 +17,7 @@ import pytest
 from dlpipe.core.artifacts import stage_lock
 from dlpipe.core.config import Project
 from dlpipe.core.errors import ArtifactError
-from dlpipe.stages import cluster, embed, finetune, heatmap, ingest, search, spectrogram, word2vec
+from dlpipe.stages import cluster, embed, finetune, heatmap, ingest, report, search, spectrogram, word2vec
 from tests.conftest import Workspace, tree_digest
 from tests.unit.test_image_models import TINY, tiny_shapes
 from tests.unit.test_word2vec import FAST, topic_corpus
@@ -32,6 +32,7 @@ STAGES = {
     "search": (search, "shapes"),
     "heatmap": (heatmap, "shapes"),
     "word2vec": (word2vec, "words"),
+    "report": (report, "shapes"),  # last: it reads what the others wrote
 }
 
 
