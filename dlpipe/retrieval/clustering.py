@@ -21,6 +21,7 @@ import copyreg
 import functools
 import io
 import pickle
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,26 @@ class UmapMap:
     coords: np.ndarray
     fitted_rows: np.ndarray
     reducer: Any
+
+
+def load_umap() -> Any:
+    """The ``umap`` module, imported without TensorFlow when nothing has loaded TensorFlow yet.
+
+    umap-learn imports its parametric module, and with it all of TensorFlow, whenever TensorFlow is
+    installed; dlpipe uses ``umap.UMAP`` only. Marking TensorFlow absent during the import makes umap
+    skip that module (it catches the ImportError); an ``import tensorflow`` afterwards works as usual.
+    """
+    if "umap" in sys.modules or "tensorflow" in sys.modules:
+        import umap
+
+        return umap
+    sys.modules["tensorflow"] = None  # while set, "import tensorflow" raises ImportError
+    try:
+        import umap
+    finally:
+        if sys.modules.get("tensorflow", 0) is None:
+            del sys.modules["tensorflow"]
+    return umap
 
 
 def kmeans(
@@ -349,8 +370,7 @@ def umap_map(
         seed: seeds UMAP and the sample.
         block_rows: rows per ``transform`` call.
     """
-    import umap
-
+    umap = load_umap()
     n = vectors.shape[0]
     fitted = np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
     reducer = umap.UMAP(

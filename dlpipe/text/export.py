@@ -44,10 +44,12 @@ def write_word_map(path: Path, kv: Any, words: int, seed: int, title: str) -> in
     count = min(words, len(kv))
     if count < MIN_MAP_WORDS:
         return 0
-    import umap
     from matplotlib.figure import Figure
 
     from dlpipe.reports.figures import save_png
+    from dlpipe.retrieval.clustering import load_umap
+
+    umap = load_umap()
 
     reducer = umap.UMAP(n_components=2, n_neighbors=min(15, count - 1), min_dist=0.1, metric="cosine", random_state=seed, n_jobs=1)
     coords = reducer.fit_transform(kv.vectors[:count])

@@ -6,6 +6,8 @@ import csv
 import json
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -318,3 +320,15 @@ def test_auto_k_tries_past_the_number_of_classes(embedded: Workspace, tmp_path: 
     tried = [int(row["k"]) for row in csv.DictReader(open(copy.root / "data/shapes/cluster/silhouette.csv"))]
     assert tried == [2, 3, 4, 5, 6]
     assert result.metrics["k_reason"] == "the best mean silhouette for k in 2..6; cluster.k_max=2 raised to 6: the labels have 4 classes"
+
+
+def test_cluster_and_word2vec_load_umap_without_tensorflow() -> None:
+    """umap-learn imports TensorFlow for its parametric module; the stages that draw UMAP maps need neither."""
+    code = (
+        "import sys; import dlpipe.stages.cluster, dlpipe.stages.word2vec; "
+        "from dlpipe.retrieval.clustering import load_umap; umap = load_umap(); umap.UMAP(n_components=2); "
+        "assert 'tensorflow' not in sys.modules, 'umap pulled in TensorFlow'; "
+        "import tensorflow; print(tensorflow.__name__)"  # and TensorFlow still imports afterwards
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "tensorflow", done.stderr[-2000:]
