@@ -101,6 +101,7 @@ def prepare(root: Path) -> None:
     """Generate the samples and run every stage once, untimed, so each timed stage finds its inputs."""
     for kind, folder in (("images", "shapes"), ("audio", "sounds"), ("text", "news")):
         dlpipe(root, "sample", kind, f"data/sample/{folder}")
+        dlpipe(root, "ingest", "--dataset", folder)
     for command, dataset in STAGES:
         dlpipe(root, *command.split(), "--dataset", dataset)
 
