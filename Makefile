@@ -46,6 +46,7 @@ bench: install
 	$(RUN) $(BIN)/python bench/bench_heatmap.py
 	$(RUN) $(BIN)/python bench/bench_word2vec.py
 	$(RUN) $(BIN)/python bench/bench_scale.py
+	$(RUN) $(BIN)/python bench/bench_peers.py
 
 clean:
 	rm -rf data dvc.lock .pytest_cache
