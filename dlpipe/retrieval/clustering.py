@@ -142,7 +142,10 @@ def _cache_compiled(packages: Sequence[str]) -> None:
     for name in [module for module in sys.modules if module.split(".")[0] in packages]:
         for value in list(vars(sys.modules[name]).values()):
             if isinstance(value, Dispatcher):
-                value.enable_caching()  # a function already declared cache=True keeps the same store
+                try:
+                    value.enable_caching()  # a function already declared cache=True keeps the same store
+                except RuntimeError:
+                    return  # no writable cache folder here (numba says so): compile in memory, as before
 
 
 def kmeans(

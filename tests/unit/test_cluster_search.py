@@ -339,3 +339,16 @@ def test_cluster_and_word2vec_load_umap_without_tensorflow_and_cache_its_compile
     assert done.returncode == 0, done.stderr[-2000:]
     cached = {path.name.split(".")[0] for path in tmp_path.rglob("*.nbi")}
     assert {"layouts", "umap_"} <= cached, sorted(cached)
+
+
+def test_umap_still_loads_where_numba_has_no_writable_cache_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    from numba.core.dispatcher import Dispatcher
+
+    from dlpipe.retrieval.clustering import load_umap
+
+    def nowhere(self: Dispatcher) -> None:
+        raise RuntimeError("cannot cache function: no locator available")  # what numba raises then
+
+    load_umap()  # imported first: umap's own cache=True functions would fail the import itself there
+    monkeypatch.setattr(Dispatcher, "enable_caching", nowhere)
+    assert load_umap().UMAP.__name__ == "UMAP"
