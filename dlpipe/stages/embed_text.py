@@ -53,7 +53,7 @@ def run(project: Project, dataset: str) -> Result:
     if cfg.source != "finetuned":
         raise ConfigError(
             f"embed.source: {cfg.source} embeds images with an ImageNet backbone; dataset '{dataset}' is text",
-            f"set embed.source: finetuned for it (datasets.{dataset}.overrides), after `dlpipe finetune --dataset {dataset}`",
+            f"set embed.source: finetuned for it (datasets.text.{dataset}.overrides), after `dlpipe finetune --dataset {dataset}`",
         )
     if cfg.engine != "local":
         info(f"embed {dataset}: documents are embedded in this process (embed.engine: {cfg.engine} serves image and audio datasets)")

@@ -96,7 +96,7 @@ def run(project: Project, dataset: str, extra_callbacks: Sequence[Any] = ()) -> 
         raise ConfigError(
             "word2vec.tokenize.phrases: true joins word pairs learnt over a whole corpus; "
             "the text classifier tokenises each document on its own and cannot join them the same way",
-            f"set word2vec.tokenize.phrases: false (for this dataset only: datasets.{dataset}.overrides)",
+            f"set word2vec.tokenize.phrases: false (for this dataset only: datasets.text.{dataset}.overrides)",
         )
     head = head_class("classification")()
     manifest = load_text_manifest(project, dataset)

@@ -38,7 +38,7 @@ from dlpipe.core.artifacts import (
     write_csv,
     write_metrics,
 )
-from dlpipe.core.config import DatasetConfig, IngestConfig, Project
+from dlpipe.core.config import DatasetConfig, IngestConfig, Project, dataset_kind
 from dlpipe.core.console import warn
 from dlpipe.core.errors import InputDataError
 from dlpipe.core.layout import CORPUS_FILE, MANIFEST_FILE, MANIFEST_SIDECAR, REJECTED_FILE
@@ -238,15 +238,16 @@ def run(project: Project, dataset: str) -> Result:
 
 
 def _layout_hint(spec: DatasetConfig) -> str:
+    key = f"datasets.{dataset_kind(spec)}.<name>"
     if spec.task != "classification":
-        return f"point datasets.<name>.source at a CSV with a path column and the columns {', '.join(spec.target_columns)}"
+        return f"point {key}.source at a CSV with a path column and the columns {', '.join(spec.target_columns)}"
     if spec.labels == "folders":
-        return "point datasets.<name>.source at a folder with one sub-folder of .txt documents per class"
+        return f"point {key}.source at a folder with one sub-folder of .txt documents per class"
     if spec.labels in ("csv", "fasttext"):
-        return f"point datasets.<name>.source at a {spec.labels} file (see datasets.<name>.labels)"
+        return f"point {key}.source at a {spec.labels} file (see {key}.labels)"
     if spec.modality == "text":
-        return "point datasets.<name>.source at a text file or a folder of text files"
-    return "point datasets.<name>.source at a folder with one sub-folder per class, or a CSV with columns path,label"
+        return f"point {key}.source at a text file or a folder of text files"
+    return f"point {key}.source at a folder with one sub-folder per class, or a CSV with columns path,label"
 
 
 def _units(spec: DatasetConfig) -> str:
@@ -343,7 +344,7 @@ def target_candidates(source: Path, spec: DatasetConfig, dataset: str) -> tuple[
     if not source.is_file() or source.suffix.lower() != ".csv":
         raise InputDataError(
             f"dataset '{dataset}': task {spec.task} reads a targets CSV, and source {source} is not a .csv file",
-            f"point datasets.{dataset}.source at a CSV with a path column and the columns {', '.join(spec.target_columns)}",
+            f"point datasets.image.{dataset}.source at a CSV with a path column and the columns {', '.join(spec.target_columns)}",
         )
     rows = read_targets_csv(source, spec.target_columns, spec.task)
     if not rows:

@@ -67,7 +67,7 @@ def run(project: Project, dataset: str) -> Result:
     modality = project.dataset(dataset).modality
     if modality != "text":
         raise ConfigError(
-            f"datasets.{dataset}: word2vec needs a text dataset, this one is {modality}", "pass --dataset with a text dataset"
+            f"dataset '{dataset}': word2vec needs a corpus (datasets.corpus), this one is {modality}", "pass --dataset with a corpus"
         )
     layout = project.layout(dataset)
     out_dir = layout.stage_dir(STAGE)

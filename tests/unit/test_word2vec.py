@@ -326,6 +326,6 @@ def test_binary_file_in_a_corpus_folder_is_left_out(tmp_path: Path) -> None:
 def test_image_dataset_is_a_config_error(trained: Workspace, tmp_path: Path) -> None:
     copy = copy_of(trained, tmp_path)
     copy.params["datasets"]["pics"] = {"modality": "image", "source": "pics"}
-    with pytest.raises(ConfigError, match="word2vec needs a text dataset") as caught:
+    with pytest.raises(ConfigError, match=r"word2vec needs a corpus \(datasets.corpus\)") as caught:
         word2vec.run(copy.load(), "pics")
     assert caught.value.exit_code == 3
