@@ -327,18 +327,16 @@ def test_cluster_and_word2vec_load_umap_without_tensorflow_and_cache_its_compile
     """umap-learn imports TensorFlow for its parametric module, which the UMAP maps never use; and numba
     compiles most of umap's functions in every process unless they are cached on disk."""
     code = (
-        "import sys, numpy as np; import dlpipe.stages.cluster, dlpipe.stages.word2vec; "
+        "import sys; import dlpipe.stages.cluster, dlpipe.stages.word2vec; "
         "from dlpipe.retrieval.clustering import load_umap; umap = load_umap(); "
-        "x = np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32); "
-        "print(float(np.abs(umap.UMAP(n_neighbors=5, random_state=0, n_jobs=1).fit_transform(x)).sum())); "
+        "assert umap.layouts.clip(9.0) == 4.0; "  # one small jitted function of umap's, compiled and kept
         "assert 'tensorflow' not in sys.modules, 'umap pulled in TensorFlow'; "
         "import tensorflow"  # and TensorFlow still imports afterwards
     )
     env = os.environ | {"NUMBA_CACHE_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    cached = {path.name.split(".")[0] for path in tmp_path.rglob("*.nbi")}
-    assert {"layouts", "umap_"} <= cached, sorted(cached)
+    assert [path.name for path in tmp_path.rglob("layouts.clip-*.nbi")], sorted(path.name for path in tmp_path.rglob("*"))
 
 
 def test_umap_still_loads_where_numba_has_no_writable_cache_folder(monkeypatch: pytest.MonkeyPatch) -> None:
