@@ -127,8 +127,8 @@ def plain_keras(manifest: Any, cfg: Any, epochs: int, seed: int) -> dict[str, fl
     return {"train_documents_per_second": len(train_x) * epochs / seconds, "test_accuracy": accuracy}
 
 
-def bench_training(root: Path, count: int, epochs: int, repeats: int) -> dict[str, Any]:
-    """Throughput per architecture, and dlpipe's CNN against the plain Keras script."""
+def bench_training(root: Path, count: int, epochs: int, repeats: int, architectures: tuple[str, ...] = ARCHITECTURES) -> dict[str, Any]:
+    """Throughput per architecture (``cnn`` among them), and dlpipe's CNN against the plain Keras script."""
     from dlpipe.core.config import load_project
     from dlpipe.data.manifest import load_text_manifest
     from dlpipe.stages import finetune_text, ingest
@@ -141,9 +141,9 @@ def bench_training(root: Path, count: int, epochs: int, repeats: int) -> dict[st
         **{"finetune.text.epochs": epochs, "finetune.early_stopping_patience": epochs + 1, "finetune.text.max_length": 64},
     )
     ingest.run(load_project(params), "corpora")
-    figures: dict[str, list[dict[str, float]]] = {name: [] for name in (*ARCHITECTURES, "keras_script")}
+    figures: dict[str, list[dict[str, float]]] = {name: [] for name in (*architectures, "keras_script")}
     for repeat in range(repeats):
-        for architecture in ARCHITECTURES:
+        for architecture in architectures:
             metrics = finetune_text.run(load_project(params, [f"finetune.text.architecture={architecture}"]), "corpora").metrics
             figures[architecture].append(
                 {"train_documents_per_second": metrics["train_documents_per_second"], "test_accuracy": metrics["test_accuracy"]}

@@ -23,6 +23,7 @@ from dlpipe.models.heads.base import Head
 from dlpipe.models.layers import Preprocess
 
 EMBEDDING_LAYER = "embedding"
+AUGMENTATION_LAYER = "augmentation"
 # Channels per feature-map position that a spatial head reads (a 1x1 convolution squeezes the backbone's to these).
 SPATIAL_CHANNELS = 32
 
@@ -44,7 +45,7 @@ def augmentation(cfg: AugmentConfig, seed: int, geometric: bool = True) -> keras
         layers.append(keras.layers.RandomTranslation(cfg.translation, cfg.translation, seed=seed + 3))
     if cfg.contrast:
         layers.append(keras.layers.RandomContrast(cfg.contrast, seed=seed + 4))
-    return keras.Sequential(layers, name="augmentation") if layers else None
+    return keras.Sequential(layers, name=AUGMENTATION_LAYER) if layers else None
 
 
 def build_network(cfg: FinetuneConfig, head: Head, n_outputs: int, seed: int) -> tuple[keras.Model, keras.Model]:

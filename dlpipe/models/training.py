@@ -4,7 +4,8 @@ Follows Keras' transfer-learning guide: (a) freeze the pretrained base and train
 (b) unfreeze the top of the base and train on with a lower learning rate, BatchNorm kept in
 inference mode. With ``weights: none`` the whole network trains from the start in phase (a).
 Early stopping restores the best weights. The task head supplies loss and metrics, so the
-harness is the same for every task.
+harness is the same for every task. In phase (a) the frozen base's features are computed once
+where the head reads only pooled features (:mod:`dlpipe.models.frozen_features`).
 
 The text classifier trains in one phase (:func:`train_single_phase`): it has no pretrained base.
 
@@ -39,6 +40,8 @@ from dlpipe.core.console import info, warn
 from dlpipe.core.errors import ConfigError, InputDataError
 from dlpipe.core.layout import TRAINING_LOG
 from dlpipe.data.manifest import Manifest
+from dlpipe.models import frozen_features
+from dlpipe.models.frozen_features import CachedValidation, FrozenFeatures
 from dlpipe.models.heads.base import Head
 
 
@@ -237,7 +240,11 @@ def train(
     if head_done.is_file():
         model.load_weights(head_done)
     else:
-        phase.fit("head", cfg.head_lr, 0, cfg.head_epochs)
+        replicas = model.distribute_strategy.num_replicas_in_sync
+        frozen = None
+        if pretrained and frozen_features.applies(model, head, replicas):
+            frozen = frozen_features.compute(model, head, splits.train, splits.val)
+        phase.fit("head", cfg.head_lr, 0, cfg.head_epochs, frozen)
         model.save_weights(resume_dir / "head.partial.weights.h5")
         (resume_dir / "head.partial.weights.h5").replace(head_done)
     phase_boundary = len(read_log(log_path)["loss"])
@@ -269,10 +276,17 @@ class Phase:
     class_weight: dict[int, float] | None = None
     extra_callbacks: Sequence[Any] = ()
 
-    def fit(self, name: str, lr: float, initial_epoch: int, epochs: int) -> None:
-        """Compile with Adam at ``lr`` and train from ``initial_epoch`` to ``epochs``, checkpointed under ``name``."""
-        self.model.compile(optimizer=keras.optimizers.Adam(lr, clipnorm=self.clipnorm or None), **self.head.compile_arguments())
+    def fit(self, name: str, lr: float, initial_epoch: int, epochs: int, frozen: FrozenFeatures | None = None) -> None:
+        """Compile with Adam at ``lr`` and train from ``initial_epoch`` to ``epochs``, checkpointed under ``name``.
+
+        With ``frozen`` (phase (a) on a frozen base), validation runs on the base's cached features, and
+        so does training where the network does not augment its input: the head's layers train alone.
+        """
+        on_features = frozen is not None and frozen.train_features is not None
+        model = frozen.head_model if frozen is not None and on_features else self.model
+        model.compile(optimizer=keras.optimizers.Adam(lr, clipnorm=self.clipnorm or None), **self.head.compile_arguments())
         callbacks = [
+            *([CachedValidation(frozen, self.batch_size)] if frozen is not None else []),  # first: the others read its val_* logs
             keras.callbacks.BackupAndRestore(str(self.resume_dir / name)),
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True),
             keras.callbacks.CSVLogger(str(self.resume_dir / TRAINING_LOG), append=True),
@@ -280,9 +294,16 @@ class Phase:
             *self.extra_callbacks,
         ]
         replicas = self.model.distribute_strategy.num_replicas_in_sync
-        self.model.fit(
-            replica_batches(self.splits.train, self.splits.train_count, self.batch_size, replicas, "training"),
-            validation_data=replica_batches(self.splits.val, len(self.splits.val_targets), self.batch_size, replicas, "validation"),
+        if frozen is not None and on_features:
+            training = frozen.training_batches(self.batch_size)
+        else:
+            training = replica_batches(self.splits.train, self.splits.train_count, self.batch_size, replicas, "training")
+        validation = None
+        if frozen is None:
+            validation = replica_batches(self.splits.val, len(self.splits.val_targets), self.batch_size, replicas, "validation")
+        model.fit(
+            training,
+            validation_data=validation,
             initial_epoch=initial_epoch,
             epochs=epochs,
             class_weight=self.class_weight,

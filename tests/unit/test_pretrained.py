@@ -69,3 +69,14 @@ def test_imagenet_embeddings_separate_the_classes(imagenet_project: Workspace) -
     accuracy = float((labels[similarity.argmax(axis=1)] == labels).mean())
     # Measured 0.958 (115 of 120); chance is 0.25.
     assert accuracy >= 0.85
+
+
+def test_without_augmentation_the_head_trains_on_features_computed_once(imagenet_project: Workspace) -> None:
+    no_augmentation = ("finetune.augment.flip=false", "finetune.augment.rotation=0")
+    result = finetune.run(
+        imagenet_project.load(*MOBILENET, *no_augmentation, "finetune.head_epochs=15", "finetune.head_lr=0.01", "finetune.batch_size=16"),
+        "shapes",
+    )
+    log = (result.model_dir / "training_log.csv").read_text().splitlines()
+    assert log[0] == "epoch,loss,accuracy,val_loss,val_accuracy" and len(log) == 16
+    assert result.metrics["test_accuracy"] >= 0.85
