@@ -103,7 +103,12 @@ def run_demo(clone: Path, timings: Path) -> float:
     shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{Path(__file__).resolve()}" "$@"\n', encoding="utf-8")
     shim.chmod(shim.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     timings.unlink(missing_ok=True)
-    env = {**os.environ, "PATH": f"{shims}:{Path(sys.executable).parent}:{os.environ['PATH']}", TIMINGS_ENV: str(timings)}
+    env = {
+        **os.environ,
+        "PATH": f"{shims}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(clone),  # the clone's dlpipe, not the one this environment has installed in editable mode
+        TIMINGS_ENV: str(timings),
+    }
     started = time.perf_counter()
     done = subprocess.run(["dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started

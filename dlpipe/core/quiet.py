@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import re
+import select
 import sys
 import threading
 import warnings
@@ -38,6 +39,8 @@ PYTHON_NOISE = re.compile(
 # Python loggers of libraries whose warnings describe their internals (retracing, deprecations).
 _LIBRARY_LOGGERS = ("tensorflow", "absl", "h5py", "numba", "jax", "ray", "ray.data")
 _active = False
+# How often the forwarder looks whether the block has ended while the pipe is idle.
+_POLL_SECONDS = 0.05
 
 
 @contextlib.contextmanager
@@ -52,7 +55,8 @@ def quiet_output(enabled: bool = True) -> Iterator[None]:
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
-    forwarder = threading.Thread(target=_forward, args=(read_end, saved), name="dlpipe-stderr-filter", daemon=True)
+    stop = threading.Event()
+    forwarder = threading.Thread(target=_forward, args=(read_end, saved, stop), name="dlpipe-stderr-filter", daemon=True)
     forwarder.start()
     python_stderr = sys.stderr
     filtered = None
@@ -78,7 +82,8 @@ def quiet_output(enabled: bool = True) -> Iterator[None]:
             filtered.target, terminal = python_stderr, filtered.target
             terminal.close()
             sys.stderr = python_stderr
-        os.dup2(saved, 2)  # the pipe's last writer here is gone: the forwarder drains it and stops
+        os.dup2(saved, 2)  # nothing here writes to the pipe any more: the forwarder drains what is in it and stops
+        stop.set()
         forwarder.join(timeout=2)
         _active = False
 
@@ -114,11 +119,21 @@ def _silence_library_warnings() -> None:
         warnings.filterwarnings("ignore", module=rf"{re.escape(module)}(\.|$)")
 
 
-def _forward(read_end: int, target: int) -> None:
-    """Copy lines from ``read_end`` to ``target`` until end of file, dropping native log lines."""
+def _forward(read_end: int, target: int, stop: threading.Event) -> None:
+    """Copy lines from ``read_end`` to ``target``, dropping native log lines, until end of file or, once ``stop``
+    is set, until the pipe is empty.
+
+    End of file alone would not do: a child process that outlives the block (multiprocessing's resource
+    tracker, started by the first process pool) inherited descriptor 2 and keeps the pipe open.
+    """
     pending = b""
     while True:
         try:
+            ready, _, _ = select.select([read_end], [], [], _POLL_SECONDS)
+            if not ready:
+                if stop.is_set():
+                    break
+                continue
             chunk = os.read(read_end, 1 << 16)
         except OSError:
             break
