@@ -310,7 +310,7 @@ def bench_kmeans(repeats: int, quick: bool) -> list[dict[str, Any]]:
 def autofaiss_keys(count: int, dimension: int, budget_mb: int) -> str:
     """The index autofaiss would build for ``count`` x ``dimension`` vectors in ``budget_mb`` (its best key).
 
-    autofaiss pins numpy < 2, which the project's TensorFlow cannot use, so it lives in a venv of its own
+    autofaiss pins numpy < 2: installed here it would downgrade the tested numpy 2, so it lives in a venv of its own
     under bench/data (created on first use from the package registry).
     """
     venv = HERE / "data" / "autofaiss-venv"

@@ -4,7 +4,7 @@ A fresh clone of this repository runs ``dvc repro`` exactly as ``make demo`` doe
 ``dlpipe`` on the PATH is a shim (this file, run as a script) that runs the real CLI and appends one
 line per process to ``$DLPIPE_BENCH_TIMINGS``:
 
-- ``process_seconds``: from the process's start (its start time in /proc) to its exit;
+- ``process_seconds``: from the process's start (its age in /proc) to its exit;
 - ``run_seconds``: the time spent inside the stages' ``run()`` functions (the outermost call of
   ``dlpipe.stages.<module>.run``), which is the stage's work: reading its inputs, computing, writing.
 
@@ -30,11 +30,15 @@ from typing import Any
 TIMINGS_ENV = "DLPIPE_BENCH_TIMINGS"
 
 
-def process_start() -> float:
-    """This process's start as a Unix time, from /proc (10 ms resolution)."""
+def process_age() -> float:
+    """Seconds since this process started, from /proc (10 ms resolution).
+
+    Both figures count from the boot: the process's start time in clock ticks, and /proc/uptime. (The boot
+    time itself, /proc/stat's btime, is rounded down to the second, which would add up to a second to each.)
+    """
     ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-    boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - ticks / os.sysconf("SC_CLK_TCK")
 
 
 class StageTimer(importlib.abc.MetaPathFinder):
@@ -79,10 +83,9 @@ def shim_main() -> None:
     """Run the dlpipe CLI, timed; append this process's line to $DLPIPE_BENCH_TIMINGS at exit."""
     timer = StageTimer()
     sys.meta_path.insert(0, timer)
-    started = process_start()
 
     def record() -> None:
-        line = {"argv": sys.argv[1:], "process_seconds": time.time() - started, "run_seconds": timer.seconds}
+        line = {"argv": sys.argv[1:], "process_seconds": process_age(), "run_seconds": timer.seconds}
         with open(os.environ[TIMINGS_ENV], "a", encoding="utf-8") as handle:
             handle.write(json.dumps(line) + "\n")
 

@@ -390,7 +390,7 @@ class FinetuneConfig(Section):
         description="mirrored: synchronous data-parallel training over every GPU of this machine "
         "(every logical CPU without GPUs) with tf.distribute.MirroredStrategy; batch_size stays the global batch"
     )
-    cache_max_mb: int = Field(ge=0, description="cache decoded images in memory when they fit in this many MiB")
+    cache_max_mb: int = Field(ge=0, description="keep decoded images, and a frozen base's features, in memory when each fits in N MiB")
     top_losses: int = Field(ge=0, le=100, description="test items (images, documents) on the top-losses sheet")
     augment: AugmentConfig
     loss: Literal["mse", "mae", "huber"] = Field(

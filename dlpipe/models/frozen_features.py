@@ -10,6 +10,10 @@ all of an epoch's work (the head is one small layer). So in phase (a):
 - when the network has no augmentation layer (every ``finetune.augment`` value off), the training
   split's features are computed once too, and the head's layers train on them directly.
 
+Features are kept in memory only within ``finetune.cache_max_mb`` (float32, the pooled width per
+item): the validation split's, then the training split's with them; past the budget a split is
+passed through the base every epoch as before.
+
 The head's layers are shared with the whole network, so what they learn is the network's. Phase (b)
 unfreezes the top of the base and trains the whole network as before. This applies to heads that
 read the pooled features only; a spatial head reads the base's feature map, which is larger by the
@@ -55,17 +59,30 @@ def applies(model: keras.Model, head: Head, replicas: int) -> bool:
     return not head.spatial and not head.moves_targets and replicas == 1 and _head_layers(model) is not None
 
 
-def compute(model: keras.Model, head: Head, train_batches: Any, val_batches: Any) -> FrozenFeatures:
-    """Pass each split through the frozen part of ``model`` once; build the head's own model.
+def compute(model: keras.Model, head: Head, splits: Any, max_bytes: int) -> FrozenFeatures | None:
+    """Pass the splits through the frozen part of ``model`` once; build the head's own model.
 
     Call it only where :func:`applies` holds and the base is frozen.
+
+    Args:
+        model: the network from ``build_network``.
+        head: its task head (loss and metrics).
+        splits: the ``Splits`` of ``models.training`` (their batches and targets).
+        max_bytes: the most the cached features may take; None is returned when not even the validation split's fit.
     """
-    trunk = keras.Model(model.inputs, model.get_layer(EMBEDDING_LAYER).output)
+    embedding = model.get_layer(EMBEDDING_LAYER).output
+    item_bytes = 4 * int(embedding.shape[-1])
+    val_count = len(splits.val_targets)
+    if val_count * item_bytes > max_bytes:
+        return None
+    trunk = keras.Model(model.inputs, embedding)
     head_model = _head_model(model)
     head_model.compile(**head.compile_arguments())
-    val_features, val_targets = _features(trunk, val_batches)
+    val_features, val_targets = _features(trunk, splits.val)
     augmented = any(layer.name == AUGMENTATION_LAYER for layer in model.layers)
-    train_features, train_targets = (None, None) if augmented else _features(trunk, train_batches)
+    if augmented or (splits.train_count + val_count) * item_bytes > max_bytes:
+        return FrozenFeatures(head_model, val_features, val_targets, None, None)
+    train_features, train_targets = _features(trunk, splits.train)
     return FrozenFeatures(head_model, val_features, val_targets, train_features, train_targets)
 
 

@@ -243,7 +243,7 @@ def train(
         replicas = model.distribute_strategy.num_replicas_in_sync
         frozen = None
         if pretrained and frozen_features.applies(model, head, replicas):
-            frozen = frozen_features.compute(model, head, splits.train, splits.val)
+            frozen = frozen_features.compute(model, head, splits, cfg.cache_max_mb * 2**20)
         phase.fit("head", cfg.head_lr, 0, cfg.head_epochs, frozen)
         model.save_weights(resume_dir / "head.partial.weights.h5")
         (resume_dir / "head.partial.weights.h5").replace(head_done)

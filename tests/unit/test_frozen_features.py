@@ -18,6 +18,7 @@ from dlpipe.models import frozen_features
 from dlpipe.models.frozen_features import CachedValidation
 from dlpipe.models.heads.registry import head_class
 from dlpipe.models.network import build_network
+from dlpipe.models.training import Splits
 
 REPO = Path(__file__).resolve().parents[2]
 MOBILENET = ("finetune.backbone.name=mobilenet", "finetune.backbone.alpha=0.25", "finetune.backbone.image_size=32")
@@ -39,9 +40,14 @@ def batches(count: int, seed: int) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
 
 
+def splits() -> Splits:
+    """24 training and 20 validation items (the targets are what the tests count, not what they train on)."""
+    return Splits(batches(24, 1), batches(20, 2), batches(4, 3), np.zeros(24), np.zeros(20), np.zeros(4))
+
+
 def test_cached_validation_reports_what_keras_validation_computes() -> None:
     model, head = network()
-    frozen = frozen_features.compute(model, head, batches(24, 1), batches(20, 2))
+    frozen = frozen_features.compute(model, head, splits(), 2**20)
     model.compile(**head.compile_arguments())
     expected = model.evaluate(batches(20, 2), verbose=0, return_dict=True)
     logs: dict[str, float] = {"loss": 1.0}
@@ -53,13 +59,13 @@ def test_cached_validation_reports_what_keras_validation_computes() -> None:
 
 def test_an_augmenting_network_trains_through_the_base_and_caches_only_validation() -> None:
     model, head = network("finetune.augment.flip=true")
-    frozen = frozen_features.compute(model, head, batches(24, 1), batches(20, 2))
+    frozen = frozen_features.compute(model, head, splits(), 2**20)
     assert frozen.train_features is None and frozen.val_features.shape == (20, 256)
 
 
 def test_the_head_trained_on_cached_features_is_the_networks_head() -> None:
     model, head = network(*NO_AUGMENTATION)
-    frozen = frozen_features.compute(model, head, batches(24, 1), batches(20, 2))
+    frozen = frozen_features.compute(model, head, splits(), 2**20)
     assert frozen.train_features is not None and frozen.train_features.shape == (24, 256)
     before = model.predict(batches(20, 2), verbose=0)
     frozen.head_model.compile(optimizer=keras.optimizers.Adam(0.05), **head.compile_arguments())
@@ -75,3 +81,11 @@ def test_spatial_heads_and_several_replicas_train_the_usual_way() -> None:
     assert frozen_features.applies(model, head, replicas=1)
     assert not frozen_features.applies(model, head, replicas=2)
     assert not frozen_features.applies(model, head_class("regression")(), replicas=1)
+
+
+def test_features_past_the_budget_are_not_cached() -> None:
+    model, head = network(*NO_AUGMENTATION)
+    # 256 float32 values per item: room for the 20 validation items but not for the 24 training items too.
+    frozen = frozen_features.compute(model, head, splits(), 30 * 256 * 4)
+    assert frozen is not None and frozen.val_features.shape == (20, 256) and frozen.train_features is None
+    assert frozen_features.compute(model, head, splits(), 10 * 256 * 4) is None
