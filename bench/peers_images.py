@@ -49,7 +49,7 @@ def plain_finetune(folders: Path, cfg: Any, seed: int) -> dict[str, float]:
         return dataset.cache().prefetch(tf.data.AUTOTUNE)
 
     train, val, test = folder("train", True), folder("val", False), folder("test", False)
-    classes = len(train.class_names) if hasattr(train, "class_names") else len(list((folders / "train").iterdir()))
+    classes = len(list((folders / "train").iterdir()))  # one folder per class (cache() drops the dataset's class_names)
     layers = []
     if cfg.augment.flip:
         layers.append(keras.layers.RandomFlip("horizontal"))

@@ -282,8 +282,8 @@ class Phase:
         With ``frozen`` (phase (a) on a frozen base), validation runs on the base's cached features, and
         so does training where the network does not augment its input: the head's layers train alone.
         """
-        on_features = frozen is not None and frozen.train_features is not None
-        model = frozen.head_model if frozen is not None and on_features else self.model
+        on_features = frozen if frozen is not None and frozen.train_features is not None else None
+        model = on_features.head_model if on_features else self.model
         model.compile(optimizer=keras.optimizers.Adam(lr, clipnorm=self.clipnorm or None), **self.head.compile_arguments())
         callbacks = [
             *([CachedValidation(frozen, self.batch_size)] if frozen is not None else []),  # first: the others read its val_* logs
@@ -294,8 +294,8 @@ class Phase:
             *self.extra_callbacks,
         ]
         replicas = self.model.distribute_strategy.num_replicas_in_sync
-        if frozen is not None and on_features:
-            training = frozen.training_batches(self.batch_size)
+        if on_features:
+            training = on_features.training_batches(self.batch_size)
         else:
             training = replica_batches(self.splits.train, self.splits.train_count, self.batch_size, replicas, "training")
         validation = None
